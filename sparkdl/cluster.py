@@ -1,0 +1,61 @@
+"""Will the cluster run a barrier job of ``numWorkers`` tasks? Checked before submitting.
+
+Spark schedules a barrier stage only when all its tasks fit at once. When they do
+not, Spark keeps re-checking for minutes before it fails, which looks like a hang.
+sparkdl asks the scheduler how many tasks fit right now, waits briefly for
+executors that are still registering, and otherwise fails with the numbers.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pyspark import SparkContext
+
+from sparkdl.errors import ClusterCapacityError, ConfigError
+
+#: How long after application start executors may still be registering, in seconds.
+REGISTRATION_WAIT_S = 60.0
+
+
+def task_slots(sc: SparkContext) -> int:
+    """Tasks of the default resource profile that can run concurrently now."""
+    jsc = sc._jsc.sc()
+    profile = jsc.resourceProfileManager().defaultResourceProfile()
+    return int(jsc.maxNumConcurrentTasks(profile))
+
+
+def check_capacity(sc: SparkContext, num_workers: int,
+                   wait_s: float = REGISTRATION_WAIT_S) -> int:
+    """Fail fast unless ``num_workers`` barrier tasks can run at once.
+
+    Returns:
+        The number of slots found.
+
+    Raises:
+        ConfigError: dynamic allocation is on (barrier jobs cannot use it).
+        ClusterCapacityError: too few slots after waiting ``wait_s`` seconds.
+    """
+    conf = sc.getConf()
+    local = sc.master.startswith("local[") or sc.master == "local"
+    if conf.get("spark.dynamicAllocation.enabled", "false").lower() == "true" and not local:
+        raise ConfigError(
+            "Barrier training cannot run with dynamic allocation: Spark needs all "
+            f"{num_workers} tasks at once. Set spark.dynamicAllocation.enabled=false "
+            "(and spark.executor.instances) for the training application.")
+    # Only a young application may still be registering executors; an older one
+    # has the executors it is going to get, so it fails at once.
+    deadline = sc.startTime / 1000.0 + wait_s
+    slots = task_slots(sc)
+    while slots < num_workers and time.time() < deadline:
+        time.sleep(0.5)
+        slots = task_slots(sc)
+    if slots < num_workers:
+        raise ClusterCapacityError(
+            f"numWorkers={num_workers} needs {num_workers} concurrent task slots but the "
+            f"cluster has {slots} (master {sc.master!r}, spark.executor.cores="
+            f"{conf.get('spark.executor.cores', 'default')}, spark.task.cpus="
+            f"{conf.get('spark.task.cpus', '1')}, spark.executor.instances="
+            f"{conf.get('spark.executor.instances', 'default')}). Lower numWorkers to at "
+            f"most {slots} or add executors/cores.")
+    return slots

@@ -1,0 +1,77 @@
+"""The interface every allreduce backend implements.
+
+A backend is started once per rank inside a barrier task. Rendezvous is split in
+two so that it needs a single ``BarrierTaskContext.allGather``: ``advertise``
+returns what this rank must tell the others (rank 0 typically opens a server and
+returns its port), then ``start`` receives every rank's answer.
+
+Gradient reduction is a **sum**: the training loop already scales each rank's
+loss by ``local_rows / global_rows``, so a sum is the mean over the global batch
+even when ranks hold different numbers of rows.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """What one rank told the others at rendezvous.
+
+    Attributes:
+        rank: the rank (the barrier task's partition id).
+        host: address other executors can reach this rank on.
+        pid: the worker's process id.
+        executor_id: the Spark executor running the rank.
+        train_rows: rows of this rank's shard used for training.
+        validation_rows: rows of this rank's shard used for validation.
+        extra: backend-specific fields from :meth:`Collective.advertise`.
+    """
+
+    rank: int
+    host: str
+    pid: int
+    executor_id: str
+    train_rows: int
+    validation_rows: int
+    extra: dict = field(default_factory=dict)
+
+
+class Collective(ABC):
+    """An allreduce backend: rendezvous, broadcast, gradient and metric reduction."""
+
+    name: str = ""
+
+    @abstractmethod
+    def advertise(self, rank: int, world_size: int, host: str) -> dict:
+        """Prepare rendezvous; return JSON-friendly fields to share with peers."""
+
+    @abstractmethod
+    def start(self, rank: int, peers: list[PeerInfo], device: torch.device,
+              timeout_s: float) -> None:
+        """Join the group once every peer's :class:`PeerInfo` is known."""
+
+    @abstractmethod
+    def broadcast_module(self, module: torch.nn.Module) -> None:
+        """Overwrite parameters and buffers on every rank with rank 0's."""
+
+    def prepare_optimizer(self, optimizer: torch.optim.Optimizer,
+                          module: torch.nn.Module) -> torch.optim.Optimizer:
+        """Return the optimizer to step with (a backend may wrap it)."""
+        return optimizer
+
+    @abstractmethod
+    def step(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> None:
+        """Sum gradients across ranks, then step the optimizer."""
+
+    @abstractmethod
+    def allreduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum a small tensor (metrics) across ranks and return the result."""
+
+    @abstractmethod
+    def shutdown(self) -> None:
+        """Leave the group and release sockets; safe to call twice."""

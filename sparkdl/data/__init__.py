@@ -1,0 +1,1 @@
+"""Data plumbing: Spark schema checks on the driver, Arrow -> tensors on workers."""

@@ -1,0 +1,208 @@
+"""Driver-side checks and preparation of the columns a network reads.
+
+Everything here runs before the barrier job: a bad column is reported in seconds,
+with the column name, what was found and what to change. Checks that need the
+data (nulls, ragged arrays, label range, emptiness) share one aggregate query.
+
+Example:
+    >>> from pyspark.sql.types import ArrayType, FloatType
+    >>> column_kind(ArrayType(ArrayType(FloatType())))
+    ('array', 2)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pyspark.ml.functions import vector_to_array
+from pyspark.ml.linalg import VectorUDT
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, BooleanType, DataType, NumericType, StructType
+
+from sparkdl.errors import SchemaError
+
+#: What the README lists as supported; echoed in errors.
+SUPPORTED = ("Spark ML vector (dense or sparse)", "array<numeric> (nested arrays for tensors)",
+             "numeric (int, long, float, double; several columns allowed)")
+
+
+def column_kind(data_type: DataType) -> tuple[str, int] | None:
+    """Classify a Spark type as ``("vector", 1)``, ``("array", depth)`` or ``("number", 0)``.
+
+    Returns ``None`` for types sparkdl cannot feed to a network.
+    """
+    if isinstance(data_type, VectorUDT):
+        return ("vector", 1)
+    if isinstance(data_type, NumericType):
+        return ("number", 0)
+    depth = 0
+    while isinstance(data_type, ArrayType):
+        depth += 1
+        data_type = data_type.elementType
+    if depth and isinstance(data_type, NumericType):
+        return ("array", depth)
+    return None
+
+
+def require_columns(schema: StructType, names: Sequence[str], role: str) -> dict[str, tuple]:
+    """Check that ``names`` exist and have supported types; return their kinds.
+
+    Raises:
+        SchemaError: naming the missing column (with the existing ones) or the
+            unsupported type (with the supported ones).
+    """
+    kinds = {}
+    for name in names:
+        if name not in schema.names:
+            raise SchemaError(
+                f"{role} column {name!r} does not exist. Existing columns: {schema.names}. "
+                f"Set the {role} column parameter to one of them."
+            )
+        kind = column_kind(schema[name].dataType)
+        if kind is None:
+            raise SchemaError(
+                f"{role} column {name!r} has unsupported type "
+                f"{schema[name].dataType.simpleString()}. Supported: {', '.join(SUPPORTED)}."
+            )
+        kinds[name] = kind
+    if len(names) > 1 and any(k[0] != "number" for k in kinds.values()):
+        raise SchemaError(
+            f"Several {role} columns {list(names)} must all be numeric; found "
+            f"{ {n: schema[n].dataType.simpleString() for n in names} }. Assemble them "
+            "into one array or vector column instead."
+        )
+    return kinds
+
+
+def require_boolean(schema: StructType, name: str, role: str) -> None:
+    """Check that ``name`` exists and is boolean."""
+    if name not in schema.names:
+        raise SchemaError(f"{role} column {name!r} does not exist. Existing columns: "
+                          f"{schema.names}.")
+    if not isinstance(schema[name].dataType, BooleanType):
+        raise SchemaError(f"{role} column {name!r} must be boolean; found "
+                          f"{schema[name].dataType.simpleString()}.")
+
+
+def as_float_tensor(name: str, kind: tuple) -> Column:
+    """A float32 expression for a column, computed in the JVM (no Python per row).
+
+    Vectors become ``array<float>`` and numeric arrays are cast to float, so
+    workers receive float32 buffers they can view without copying.
+    """
+    col = F.col(name)
+    if kind[0] == "vector":
+        return vector_to_array(col, "float32")
+    if kind[0] == "array":
+        type_str = "float"
+        for _ in range(kind[1]):
+            type_str = f"array<{type_str}>"
+        return col.cast(type_str)
+    return col.cast("float")
+
+
+def _levels(name: str, kind: tuple) -> list[Column]:
+    """Per-row arrays whose element sizes give each nesting level's lengths."""
+    col = vector_to_array(F.col(name)) if kind[0] == "vector" else F.col(name)
+    levels = [F.array(F.size(col))]
+    inner = col
+    for _ in range(1, kind[1]):
+        levels.append(F.transform(inner, lambda a: F.size(a)))
+        inner = F.flatten(inner)
+    return levels
+
+
+def _leaves(name: str, kind: tuple) -> Column:
+    col = F.col(name)
+    for _ in range(1, kind[1]):
+        col = F.flatten(col)
+    return col
+
+
+@dataclass(frozen=True)
+class DataStats:
+    """What the one validation query found.
+
+    Attributes:
+        rows: number of rows.
+        shapes: per feature column, the per-row shape (``None`` if rows == 0).
+        label_min: smallest label value (scalar labels).
+        label_max: largest label value (scalar labels).
+        label_size: per-row label size for array/vector labels, else ``None``.
+    """
+
+    rows: int
+    shapes: dict
+    label_min: float | None
+    label_max: float | None
+    label_size: int | None
+
+
+def collect_stats(df: DataFrame, feature_kinds: dict[str, tuple], label_col: str | None,
+                  label_kind: tuple | None, integer_labels: bool) -> DataStats:
+    """Run one aggregate query over the data and raise on the first problem found.
+
+    Raises:
+        SchemaError: for an empty DataFrame, nulls, ragged arrays, non-integer
+            class labels or ragged label arrays.
+    """
+    aggs = [F.count(F.lit(1)).alias("rows")]
+    checks = dict(feature_kinds)
+    if label_col is not None:
+        checks[label_col] = label_kind
+    for i, (name, kind) in enumerate(checks.items()):
+        aggs.append(F.sum(F.col(name).isNull().cast("long")).alias(f"n{i}"))
+        if kind[0] == "array":
+            aggs.append(F.sum(F.exists(_leaves(name, kind), lambda x: x.isNull())
+                              .cast("long")).alias(f"e{i}"))
+        for lvl, sizes in enumerate(_levels(name, kind) if kind[0] != "number" else []):
+            aggs.append(F.min(F.array_min(sizes)).alias(f"lo{i}_{lvl}"))
+            aggs.append(F.max(F.array_max(sizes)).alias(f"hi{i}_{lvl}"))
+    if label_col is not None and label_kind[0] == "number":
+        aggs.append(F.min(label_col).cast("double").alias("label_min"))
+        aggs.append(F.max(label_col).cast("double").alias("label_max"))
+        if integer_labels:
+            aggs.append(F.sum((F.col(label_col) != F.floor(label_col)).cast("long"))
+                        .alias("label_frac"))
+    row = df.agg(*aggs).first().asDict()
+    if not row["rows"]:
+        raise SchemaError("The DataFrame is empty: there is nothing to train on. Check the "
+                          "filters and the source path.")
+    shapes = {}
+    label_size = None
+    for i, name in enumerate(checks):
+        role = "label" if name == label_col else "feature"
+        if row[f"n{i}"]:
+            raise SchemaError(
+                f"{role.capitalize()} column {name!r} has {row[f'n{i}']} null value(s) out "
+                f"of {row['rows']} rows. Drop them (df.na.drop(subset=[{name!r}])) or fill "
+                "them before fitting.")
+        if row.get(f"e{i}"):
+            raise SchemaError(
+                f"{role.capitalize()} column {name!r} has {row[f'e{i}']} row(s) with null "
+                "array elements. Fill or drop them before fitting.")
+        shape = []
+        lvl = 0
+        while f"lo{i}_{lvl}" in row:
+            lo, hi = row[f"lo{i}_{lvl}"], row[f"hi{i}_{lvl}"]
+            if lo != hi:
+                raise SchemaError(
+                    f"{role.capitalize()} column {name!r} has ragged arrays: lengths range "
+                    f"from {lo} to {hi} at nesting level {lvl + 1}. Every row must have the "
+                    f"same shape; filter with F.size({name!r}) == n, or pad the arrays.")
+            shape.append(int(lo))
+            lvl += 1
+        if name == label_col:
+            label_size = math.prod(shape) if shape else None
+        else:
+            shapes[name] = tuple(shape)
+    if row.get("label_frac"):
+        raise SchemaError(
+            f"Label column {label_col!r} has {row['label_frac']} non-integer value(s), but "
+            "this loss expects integer class ids 0..C-1. Use a regression loss (mse) or "
+            "index the labels (StringIndexer).")
+    return DataStats(row["rows"], shapes, row.get("label_min"), row.get("label_max"),
+                     label_size)

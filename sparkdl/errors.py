@@ -1,0 +1,48 @@
+"""The exceptions sparkdl raises.
+
+Every error derives from :class:`SparkDLError`, so ``except SparkDLError`` catches
+anything sparkdl rejects. Subclasses also derive from the matching builtin
+(``ValueError``, ``RuntimeError``) so existing handlers keep working. All of them
+are plain picklable exceptions: they cross the executor -> driver boundary.
+
+Example:
+    >>> from sparkdl.errors import ConfigError, SparkDLError
+    >>> issubclass(ConfigError, SparkDLError) and issubclass(ConfigError, ValueError)
+    True
+"""
+
+from __future__ import annotations
+
+
+class SparkDLError(Exception):
+    """Root of every error raised by sparkdl."""
+
+
+class ConfigError(SparkDLError, ValueError):
+    """A parameter or configuration value is invalid.
+
+    Example:
+        >>> raise ConfigError("batchSize must be >= 1. Received: batchSize=0")
+        Traceback (most recent call last):
+        ...
+        sparkdl.errors.ConfigError: batchSize must be >= 1. Received: batchSize=0
+    """
+
+
+class SchemaError(SparkDLError, ValueError):
+    """The DataFrame does not fit what the estimator or model needs.
+
+    Raised for missing columns, unsupported types, nulls, ragged arrays, labels
+    out of range and empty input, always before any distributed work starts.
+    """
+
+
+class ClusterCapacityError(SparkDLError, RuntimeError):
+    """The cluster cannot run the barrier job that was asked for.
+
+    Raised instead of submitting a barrier job that would wait forever for slots.
+    """
+
+
+class WorkerFailedError(SparkDLError, RuntimeError):
+    """A training or scoring worker failed; the message carries the worker's error."""

@@ -1,0 +1,51 @@
+"""What a training run reports back: per-epoch metrics, backend and workers.
+
+Example:
+    >>> h = TrainingHistory(epochs=[{"epoch": 1, "train_loss": 0.5}], backend="torch")
+    >>> h.metric("train_loss")
+    [0.5]
+    >>> TrainingHistory.from_dict(h.to_dict()) == h
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class TrainingHistory:
+    """The record of one ``fit``.
+
+    Attributes:
+        epochs: one dict per epoch: ``epoch``, ``train_loss``, ``train_accuracy``
+            (classifiers), ``val_loss``/``val_accuracy`` when validating,
+            row counts and ``seconds``.
+        backend: the allreduce backend that ran.
+        num_workers: ranks that trained.
+        workers: per rank: ``rank``, ``pid``, ``executor_id``, ``host`` and row counts.
+    """
+
+    epochs: list[dict] = field(default_factory=list)
+    backend: str = ""
+    num_workers: int = 0
+    workers: list[dict] = field(default_factory=list)
+
+    def metric(self, name: str) -> list:
+        """The values of one metric, epoch by epoch (``None`` where absent)."""
+        return [e.get(name) for e in self.epochs]
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.epochs[i]
+
+    def to_dict(self) -> dict:
+        """A JSON-friendly dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainingHistory:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**data)

@@ -1,0 +1,84 @@
+"""Loss functions by name, and what kind of task each implies.
+
+Example:
+    >>> resolve_loss("mse").task
+    'regression'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from sparkdl.errors import ConfigError
+
+#: Task kinds: multiclass (argmax over logits), binary/multilabel (sigmoid), regression.
+TASKS = ("multiclass", "binary", "regression")
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A loss function and the task it implies.
+
+    Attributes:
+        fn: ``fn(output, target) -> scalar`` averaged over the batch.
+        task: one of :data:`TASKS`; decides label dtype and scoring columns.
+        name: the registry name, or ``"custom"``.
+    """
+
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    task: str
+    name: str
+
+
+def _match(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # A model with one output unit returns (n, 1) for (n,) targets: align them.
+    if target.shape != output.shape and target.numel() == output.numel():
+        return target.reshape(output.shape)
+    return target
+
+
+def _mse(output, target):
+    return F.mse_loss(output, _match(output, target).to(output.dtype))
+
+
+def _bce(output, target):
+    return F.binary_cross_entropy_with_logits(output, _match(output, target).to(output.dtype))
+
+
+_LOSSES: dict[str, LossSpec] = {
+    "cross_entropy": LossSpec(F.cross_entropy, "multiclass", "cross_entropy"),
+    "nll": LossSpec(F.nll_loss, "multiclass", "nll"),
+    "bce_with_logits": LossSpec(_bce, "binary", "bce_with_logits"),
+    "mse": LossSpec(_mse, "regression", "mse"),
+}
+
+
+def loss_names() -> list[str]:
+    """Names accepted by ``loss=``."""
+    return sorted(_LOSSES)
+
+
+def resolve_loss(loss: str | Callable) -> LossSpec:
+    """Look up a loss by name, or wrap a callable ``(output, target) -> loss``.
+
+    A callable is treated as a regression loss (float targets).
+
+    Raises:
+        ConfigError: for an unknown name.
+
+    Example:
+        >>> resolve_loss("cross_entropy").task
+        'multiclass'
+    """
+    if callable(loss):
+        return LossSpec(loss, "regression", "custom")
+    if loss not in _LOSSES:
+        raise ConfigError(
+            f"Unknown loss {loss!r}. Valid choices: {loss_names()}, or a callable "
+            f"(output, target) -> scalar tensor. Received: loss={loss!r}"
+        )
+    return _LOSSES[loss]

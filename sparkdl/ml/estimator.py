@@ -1,0 +1,297 @@
+"""The Spark ML Estimator that trains a PyTorch network across executors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from pyspark import keyword_only
+from pyspark.ml import Estimator
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from sparkdl.architecture import Architecture, weights_to_bytes
+from sparkdl.cluster import check_capacity
+from sparkdl.collective import check_backend, default_backend
+from sparkdl.data.columns import (
+    as_float_tensor,
+    collect_stats,
+    require_boolean,
+    require_columns,
+)
+from sparkdl.data.shard import ShardLayout
+from sparkdl.errors import ConfigError, SchemaError, WorkerFailedError
+from sparkdl.history import TrainingHistory
+from sparkdl.losses import resolve_loss
+from sparkdl.ml.model import TorchModel
+from sparkdl.ml.params import TrainingParams
+from sparkdl.optimizers import check_optimizer
+from sparkdl.worker.spec import TrainSpec
+from sparkdl.worker.train_task import RESULT_DDL, train_task
+
+log = logging.getLogger(__name__)
+
+_FEATURE = "__sparkdl_f"
+_LABEL = "__sparkdl_label"
+_VALID = "__sparkdl_is_val"
+
+
+class TorchEstimator(Estimator, TrainingParams):
+    """Trains a ``torch.nn.Module`` data-parallel across Spark executors.
+
+    ``fit`` validates the DataFrame and the cluster, then runs one Spark barrier
+    job of ``numWorkers`` tasks; each task is a rank that keeps its partition as a
+    local memory-mapped Arrow shard and trains in lock-step with the others,
+    gradients summed by the allreduce ``backend``.
+
+    Args:
+        model: a ``torch.nn.Module`` or a zero-argument callable returning one.
+        loss: ``"cross_entropy"``, ``"nll"``, ``"bce_with_logits"``, ``"mse"`` or a
+            callable ``(output, target) -> scalar``.
+        optimizer: ``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"`` or a callable
+            ``(params) -> torch.optim.Optimizer``.
+        **params: any Param by name (``featuresCol``, ``labelCol``, ``batchSize``,
+            ``epochs``, ``numWorkers``, ``seed``, ``validationFraction``, ...).
+
+    Example:
+        >>> import torch
+        >>> from sparkdl import TorchEstimator
+        >>> est = TorchEstimator(model=torch.nn.Linear(4, 3), loss="cross_entropy",
+        ...                      optimizer="adam", optimizerParams={"lr": 1e-2},
+        ...                      batchSize=32, epochs=3, numWorkers=2)
+        >>> est.getOrDefault("numWorkers")
+        2
+        >>> model = est.fit(train_df)  # doctest: +SKIP
+    """
+
+    @keyword_only
+    def __init__(self, *, model=None, loss: str | Callable = "cross_entropy",
+                 optimizer: str | Callable = "adam", optimizerParams=None,
+                 featuresCol=None, featuresCols=None, labelCol=None, predictionCol=None,
+                 probabilityCol=None, rawPredictionCol=None, featureShape=None,
+                 batchSize=None, epochs=None, numWorkers=None, seed=None,
+                 validationFraction=None, validationCol=None, backend=None, shuffle=None,
+                 timeout=None) -> None:
+        super().__init__()
+        self._setDefault(backend=default_backend())
+        self._model = None
+        self._loss_fn = None
+        self._optimizer_fn = None
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, *, model=None, loss=None, optimizer=None, optimizerParams=None,
+                  featuresCol=None, featuresCols=None, labelCol=None, predictionCol=None,
+                  probabilityCol=None, rawPredictionCol=None, featureShape=None,
+                  batchSize=None, epochs=None, numWorkers=None, seed=None,
+                  validationFraction=None, validationCol=None, backend=None, shuffle=None,
+                  timeout=None) -> TorchEstimator:
+        """Set any Param by name, plus ``model``, callable ``loss``/``optimizer``."""
+        kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
+        if "model" in kwargs:
+            self.setModel(kwargs.pop("model"))
+        for name, attr in (("loss", "_loss_fn"), ("optimizer", "_optimizer_fn")):
+            if name in kwargs and callable(kwargs[name]):
+                setattr(self, attr, kwargs.pop(name))
+                kwargs[name] = "custom"
+            elif name in kwargs:
+                setattr(self, attr, None)
+        return self._set(**kwargs)
+
+    def setModel(self, model) -> TorchEstimator:
+        """Set the network: a ``torch.nn.Module`` or a zero-argument factory."""
+        Architecture.of(model)  # type check now, not at fit time
+        self._model = model
+        return self
+
+    def getModel(self):
+        """The network (module or factory) this estimator trains."""
+        return self._model
+
+    def copy(self, extra=None) -> TorchEstimator:
+        that = super().copy(extra)
+        return that  # _model and callables are plain attributes, copied by Params.copy
+
+    # -- fit -----------------------------------------------------------------
+
+    def _loss(self):
+        return self._loss_fn if self.getOrDefault(self.loss) == "custom" else \
+            self.getOrDefault(self.loss)
+
+    def _optimizer(self):
+        return self._optimizer_fn if self.getOrDefault(self.optimizer) == "custom" else \
+            self.getOrDefault(self.optimizer)
+
+    def _check_params(self) -> None:
+        if self._model is None:
+            raise ConfigError("No model: pass model=<torch.nn.Module or factory> to "
+                              "TorchEstimator or call setModel().")
+        self._check_positive("batchSize", "epochs", "numWorkers")
+        frac = self.getOrDefault(self.validationFraction)
+        if not 0.0 <= frac < 1.0:
+            raise ConfigError(f"validationFraction must be in [0, 1). "
+                              f"Received: validationFraction={frac}")
+        if frac > 0 and self.isSet(self.validationCol):
+            raise ConfigError("Set validationFraction or validationCol, not both.")
+        if self.getOrDefault(self.timeout) <= 0:
+            raise ConfigError(f"timeout must be > 0. Received: timeout="
+                              f"{self.getOrDefault(self.timeout)}")
+        for name in ("loss", "optimizer"):
+            if self.getOrDefault(getattr(self, name)) == "custom" and \
+                    getattr(self, f"_{name}_fn") is None:
+                raise ConfigError(f"{name}='custom' needs a callable: pass {name}=<callable>.")
+        resolve_loss(self._loss())
+        check_optimizer(self._optimizer(), self.getOrDefault(self.optimizerParams))
+        check_backend(self.getOrDefault(self.backend))
+
+    def _fit(self, dataset: DataFrame) -> TorchModel:
+        self._check_params()
+        loss = resolve_loss(self._loss())
+        integer_labels = loss.task == "multiclass"
+        feature_cols = self.getFeatureColumns()
+        label_col = self.getLabelCol()
+        schema = dataset.schema
+        kinds = require_columns(schema, feature_cols, "features")
+        label_kind = require_columns(schema, [label_col], "label")[label_col]
+        if integer_labels and label_kind[0] != "number":
+            raise SchemaError(
+                f"Label column {label_col!r} is {schema[label_col].dataType.simpleString()} "
+                f"but loss={loss.name!r} needs one integer class id per row.")
+        val_col = self.getOrDefault(self.validationCol) if self.isSet(self.validationCol) \
+            else None
+        if val_col:
+            require_boolean(schema, val_col, "validation")
+        stats = collect_stats(dataset, kinds, label_col, label_kind, integer_labels)
+        feature_shape = self._feature_shape(stats, feature_cols)
+        output_shape = self._probe_output(feature_shape)
+        self._check_labels(loss.task, output_shape, stats, label_col)
+        num_workers = self.getOrDefault(self.numWorkers)
+        spark = dataset.sparkSession
+        check_capacity(spark.sparkContext, num_workers)
+
+        temp = [f"{_FEATURE}{i}" for i in range(len(feature_cols))]
+        label_type = "long" if integer_labels else None
+        label_expr = as_float_tensor(label_col, label_kind) if label_type is None \
+            else F.col(label_col).cast(label_type)
+        seed = self.getOrDefault(self.seed)
+        frac = self.getOrDefault(self.validationFraction)
+        valid = F.col(val_col) if val_col else (F.rand(seed) < F.lit(frac))
+        prepared = dataset.select(
+            *[as_float_tensor(c, kinds[c]).alias(t) for c, t in zip(feature_cols, temp)],
+            label_expr.alias(_LABEL), valid.alias(_VALID),
+        ).repartition(num_workers)
+
+        model = self._model
+        is_module = isinstance(model, torch.nn.Module)
+        spec = TrainSpec(
+            architecture=Architecture.of(model),
+            initial_weights=weights_to_bytes(model) if is_module else None,
+            loss=self._loss(), optimizer=self._optimizer(),
+            optimizer_params=dict(self.getOrDefault(self.optimizerParams)),
+            layout=ShardLayout(tuple(temp), _LABEL, integer_labels,
+                               tuple(feature_shape), _VALID if (val_col or frac > 0) else None),
+            batch_size=self.getBatchSize(), epochs=self.getOrDefault(self.epochs),
+            seed=seed, num_workers=num_workers, backend=self.getOrDefault(self.backend),
+            shuffle=self.getOrDefault(self.shuffle), timeout_s=self.getOrDefault(self.timeout),
+        )
+        log.info("sparkdl: training on %d workers with backend=%s", num_workers, spec.backend)
+        rows = _run_barrier(prepared, spec)
+        weights = next(r.payload for r in rows if r.kind == "weights")
+        epochs = json.loads(next(r.payload for r in rows if r.kind == "history"))
+        workers = sorted((json.loads(r.payload) for r in rows if r.kind == "worker"),
+                         key=lambda w: w["rank"])
+        history = TrainingHistory(epochs, spec.backend, num_workers, workers)
+        for record in epochs:
+            log.info("sparkdl epoch %s", record)
+        fitted = TorchModel(spec.architecture, bytes(weights), history)
+        fitted._resetUid(self.uid.replace("TorchEstimator", "TorchModel"))
+        for param in fitted.params:
+            if self.hasParam(param.name) and self.isDefined(param.name):
+                fitted._set(**{param.name: self.getOrDefault(param.name)})
+        fitted._set(featureShape=list(feature_shape), task=loss.task,
+                    outputShape=list(output_shape))
+        return fitted
+
+    def _feature_shape(self, stats, feature_cols) -> tuple[int, ...]:
+        found = stats.shapes[feature_cols[0]] if len(feature_cols) == 1 \
+            else (len(feature_cols),)
+        found = found or (1,)
+        wanted = self.getFeatureShape()
+        if wanted is None:
+            return tuple(found)
+        if math.prod(wanted) != math.prod(found):
+            raise SchemaError(
+                f"featureShape={wanted} holds {math.prod(wanted)} values per row but "
+                f"feature column(s) {feature_cols} hold {math.prod(found)} (shape "
+                f"{list(found)}). Fix featureShape.")
+        return tuple(wanted)
+
+    def _probe_output(self, feature_shape) -> tuple[int, ...]:
+        # One forward pass on zeros, on the driver: a model that cannot take these
+        # features fails here, in a second, not inside every barrier task.
+        model = self._model
+        net = model if isinstance(model, torch.nn.Module) else model()
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                out = net(torch.zeros((2, *feature_shape)))
+        except Exception as exc:  # noqa: BLE001 - any failure means the shapes disagree
+            raise ConfigError(
+                f"The model cannot take features of shape {list(feature_shape)} (per row): "
+                f"{type(exc).__name__}: {exc}. Set featureShape (e.g. featureShape=[1, 8, 8] "
+                "for images) or change the model's input layer.") from None
+        finally:
+            net.train(was_training)
+        if not isinstance(out, torch.Tensor) or out.dim() < 1 or out.shape[0] != 2:
+            raise ConfigError("The model must return one tensor with the batch as first "
+                              f"dimension. Received: {type(out).__name__}")
+        return tuple(out.shape[1:])
+
+    @staticmethod
+    def _check_labels(task, output_shape, stats, label_col) -> None:
+        if task == "multiclass":
+            if len(output_shape) != 1:
+                raise ConfigError(
+                    f"A classifier must output (batch, classes); this model outputs "
+                    f"(batch, {', '.join(map(str, output_shape))}).")
+            classes = output_shape[0]
+            if stats.label_min < 0 or stats.label_max >= classes:
+                raise SchemaError(
+                    f"Label column {label_col!r} has values from {stats.label_min:g} to "
+                    f"{stats.label_max:g}, but the model outputs {classes} classes (valid "
+                    f"labels 0..{classes - 1}). Re-index the labels or widen the output layer.")
+            return
+        out_size = math.prod(output_shape) if output_shape else 1
+        label_size = stats.label_size or 1
+        if label_size != out_size:
+            raise SchemaError(
+                f"Label column {label_col!r} has {label_size} value(s) per row but the model "
+                f"outputs {out_size} (shape {list(output_shape)}). They must match.")
+        if task == "binary" and stats.label_min is not None and (
+                stats.label_min < 0 or stats.label_max > 1):
+            raise SchemaError(
+                f"Label column {label_col!r} has values from {stats.label_min:g} to "
+                f"{stats.label_max:g}; bce_with_logits needs targets in [0, 1].")
+
+
+def _run_barrier(prepared: DataFrame, spec: TrainSpec) -> list:
+    job = prepared.mapInArrow(partial(train_task, spec), RESULT_DDL, barrier=True)
+    try:
+        return job.collect()
+    except Exception as exc:
+        raise WorkerFailedError(_worker_error(exc)) from exc
+
+
+def _worker_error(exc: Exception) -> str:
+    text = str(exc)
+    # PythonException text ends with the worker's traceback; keep its last frame.
+    marker = "Traceback (most recent call last)"
+    if marker in text:
+        tail = text[text.rindex(marker):].strip().splitlines()
+        return "A training worker failed: " + "\n".join(tail[-12:])
+    return f"The training job failed: {text[:2000]}"

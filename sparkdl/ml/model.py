@@ -1,0 +1,172 @@
+"""The fitted model: a Spark ML Transformer holding a network and its weights."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import partial
+
+import torch
+from pyspark.ml import Model
+from pyspark.ml.functions import array_to_vector
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.util import (
+    DefaultParamsReader,
+    DefaultParamsWriter,
+    MLReadable,
+    MLReader,
+    MLWritable,
+    MLWriter,
+)
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import ArrayType, DoubleType, StructField, StructType
+
+from sparkdl.architecture import Architecture, weights_from_bytes
+from sparkdl.data.columns import as_float_tensor, require_columns
+from sparkdl.errors import SchemaError
+from sparkdl.history import TrainingHistory
+from sparkdl.ml.files import read_bytes, write_bytes
+from sparkdl.ml.params import ScoringParams
+from sparkdl.worker.score_task import ScoreSpec, score_batches
+
+ARCHITECTURE_FILE = "architecture.pkl"
+WEIGHTS_FILE = "weights.safetensors"
+_TMP_PREFIX = "__sparkdl_f"
+
+
+class TorchModel(Model, ScoringParams, MLWritable, MLReadable):
+    """A trained network that scores DataFrames with ``mapInArrow``.
+
+    Produced by :meth:`sparkdl.TorchEstimator.fit`; scores batch and streaming
+    DataFrames. Classifiers add ``probability`` and ``rawPrediction`` vector
+    columns next to ``prediction``, as Spark ML classifiers do.
+
+    Persistence writes Spark ML metadata (JSON params), the weights as
+    safetensors and the architecture with cloudpickle. Loading runs the pickled
+    architecture code: load models from trusted paths only.
+
+    Example:
+        >>> model = est.fit(train_df)                        # doctest: +SKIP
+        >>> model.transform(test_df).select("prediction")    # doctest: +SKIP
+        >>> model.save("/tmp/m"); TorchModel.load("/tmp/m")  # doctest: +SKIP
+    """
+
+    task = Param(Params._dummy(), "task", "multiclass, binary or regression",
+                 typeConverter=TypeConverters.toString)
+    outputShape = Param(Params._dummy(), "outputShape", "per-row shape of the network output",
+                        typeConverter=TypeConverters.toListInt)
+
+    def __init__(self, architecture: Architecture | None = None, weights: bytes = b"",
+                 history: TrainingHistory | None = None) -> None:
+        super().__init__()
+        self._architecture = architecture
+        self._weights = weights
+        self._history = history or TrainingHistory()
+        self._broadcast = None
+
+    @property
+    def history(self) -> TrainingHistory:
+        """Per-epoch train/validation metrics, the backend used and the workers."""
+        return self._history
+
+    def getModel(self) -> torch.nn.Module:
+        """The trained ``torch.nn.Module``, on CPU, in eval mode.
+
+        Example:
+            >>> net = model.getModel()  # doctest: +SKIP
+        """
+        return self._architecture.build(weights_from_bytes(self._weights)).eval()
+
+    def getTask(self) -> str:
+        return self.getOrDefault(self.task)
+
+    def _model_key(self) -> str:
+        return f"{self.uid}-{hashlib.sha1(self._weights).hexdigest()[:16]}"
+
+    def _payload(self, spark: SparkSession):
+        if self._broadcast is None:
+            arch = self._architecture
+            self._broadcast = spark.sparkContext.broadcast(
+                (arch.kind, arch.payload, self._weights))
+        return self._broadcast
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        feature_cols = self.getFeatureColumns()
+        kinds = require_columns(dataset.schema, feature_cols, "features")
+        outputs = self._output_fields()
+        clash = [f.name for f in outputs if f.name in dataset.columns]
+        if clash:
+            raise SchemaError(
+                f"Output column(s) {clash} already exist in the DataFrame. Rename them or "
+                "set predictionCol/probabilityCol/rawPredictionCol to new names.")
+        temp = [f"{_TMP_PREFIX}{i}" for i in range(len(feature_cols))]
+        prepared = dataset.select(
+            "*", *[as_float_tensor(c, kinds[c]).alias(t) for c, t in zip(feature_cols, temp)])
+        shape = self.getFeatureShape()
+        spec = ScoreSpec(
+            model_key=self._model_key(), feature_cols=tuple(temp),
+            feature_shape=tuple(shape) if shape else None,
+            keep_cols=tuple(dataset.columns), task=self.getTask(),
+            batch_size=self.getBatchSize(), prediction_col=self.getPredictionCol(),
+            probability_col=self.getProbabilityCol(), raw_col=self.getRawPredictionCol(),
+            scalar_prediction=self._scalar_prediction())
+        schema = StructType(list(dataset.schema.fields) + outputs)
+        scored = prepared.mapInArrow(
+            partial(score_batches, spec, self._payload(dataset.sparkSession)), schema)
+        vectors = {f.name for f in outputs if f.name != spec.prediction_col}
+        return scored.select(*[array_to_vector(c).alias(c) if c in vectors else c
+                               for c in scored.columns])
+
+    def _scalar_prediction(self) -> bool:
+        shape = self.getOrDefault(self.outputShape)
+        return int(torch.Size(shape).numel()) == 1
+
+    def _output_fields(self) -> list[StructField]:
+        task = self.getTask()
+        scalar = self._scalar_prediction()
+        pred_type = DoubleType() if (task == "multiclass" or scalar) else ArrayType(DoubleType())
+        fields = [StructField(self.getPredictionCol(), pred_type)]
+        if task != "regression":
+            if self.getRawPredictionCol():
+                fields.append(StructField(self.getRawPredictionCol(), ArrayType(DoubleType())))
+            if self.getProbabilityCol():
+                fields.append(StructField(self.getProbabilityCol(), ArrayType(DoubleType())))
+        return fields
+
+    def write(self) -> MLWriter:
+        return _TorchModelWriter(self)
+
+    @classmethod
+    def read(cls) -> MLReader:
+        return _TorchModelReader(cls)
+
+
+class _TorchModelWriter(MLWriter):
+    def __init__(self, instance: TorchModel):
+        super().__init__()
+        self.instance = instance
+
+    def saveImpl(self, path: str) -> None:
+        model = self.instance
+        DefaultParamsWriter.saveMetadata(
+            model, path, self.sc,
+            extraMetadata={"architectureKind": model._architecture.kind,
+                           "history": model.history.to_dict()})
+        write_bytes(self.sc, f"{path}/{ARCHITECTURE_FILE}", model._architecture.payload)
+        write_bytes(self.sc, f"{path}/{WEIGHTS_FILE}", model._weights)
+
+
+class _TorchModelReader(MLReader):
+    def __init__(self, cls):
+        super().__init__()
+        self.cls = cls
+
+    def load(self, path: str) -> TorchModel:
+        metadata = DefaultParamsReader.loadMetadata(path, self.sc)
+        arch = Architecture(metadata["architectureKind"],
+                            read_bytes(self.sc, f"{path}/{ARCHITECTURE_FILE}"))
+        model = self.cls(arch, read_bytes(self.sc, f"{path}/{WEIGHTS_FILE}"),
+                         TrainingHistory.from_dict(metadata.get("history") or {}))
+        model._resetUid(metadata["uid"])
+        DefaultParamsReader.getAndSetParams(model, metadata)
+        return model
+

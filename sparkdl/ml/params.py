@@ -1,0 +1,114 @@
+"""Params shared by :class:`TorchEstimator` and :class:`TorchModel`.
+
+Every Param holds a JSON-friendly value so that Spark ML persistence works;
+callables (a custom loss or optimizer) and the network itself live outside Params.
+"""
+
+from __future__ import annotations
+
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed
+
+from sparkdl.errors import ConfigError
+
+
+def _to_dict(value) -> dict:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise TypeError(f"expected a dict with string keys, got {value!r}")
+    return dict(value)
+
+
+def _to_shape(value) -> list[int]:
+    shape = TypeConverters.toListInt(value)
+    if not shape or any(d < 1 for d in shape):
+        raise TypeError(f"expected a non-empty list of positive sizes, got {value!r}")
+    return shape
+
+
+class ScoringParams(HasFeaturesCol, HasPredictionCol):
+    """Params needed to turn feature columns into predictions."""
+
+    featuresCols = Param(Params._dummy(), "featuresCols",
+                         "several numeric feature columns, used instead of featuresCol",
+                         typeConverter=TypeConverters.toListString)
+    featureShape = Param(Params._dummy(), "featureShape",
+                         "per-row tensor shape, e.g. [1, 8, 8]; default: what the data has",
+                         typeConverter=_to_shape)
+    probabilityCol = Param(Params._dummy(), "probabilityCol",
+                           "column for class probabilities (classifiers); '' to skip",
+                           typeConverter=TypeConverters.toString)
+    rawPredictionCol = Param(Params._dummy(), "rawPredictionCol",
+                             "column for raw network output (classifiers); '' to skip",
+                             typeConverter=TypeConverters.toString)
+    batchSize = Param(Params._dummy(), "batchSize", "rows per batch (per worker)",
+                      typeConverter=TypeConverters.toInt)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._setDefault(featuresCol="features", predictionCol="prediction",
+                         probabilityCol="probability", rawPredictionCol="rawPrediction",
+                         batchSize=64)
+
+    def getFeatureColumns(self) -> list[str]:
+        """The feature columns read: ``featuresCols`` if set, else ``[featuresCol]``."""
+        if self.isSet(self.featuresCols) and self.getOrDefault(self.featuresCols):
+            return list(self.getOrDefault(self.featuresCols))
+        return [self.getFeaturesCol()]
+
+    def getFeatureShape(self) -> list[int] | None:
+        """The per-row tensor shape, or ``None``."""
+        return self.getOrDefault(self.featureShape) if self.isDefined(self.featureShape) else None
+
+    def getProbabilityCol(self) -> str:
+        return self.getOrDefault(self.probabilityCol)
+
+    def getRawPredictionCol(self) -> str:
+        return self.getOrDefault(self.rawPredictionCol)
+
+    def getBatchSize(self) -> int:
+        return self.getOrDefault(self.batchSize)
+
+    def _check_positive(self, *names: str) -> None:
+        for name in names:
+            value = self.getOrDefault(getattr(self, name))
+            if value < 1:
+                raise ConfigError(f"{name} must be >= 1. Received: {name}={value}")
+
+
+class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
+    """Params of a training run."""
+
+    loss = Param(Params._dummy(), "loss",
+                 "cross_entropy, nll, bce_with_logits, mse, or 'custom' for a callable",
+                 typeConverter=TypeConverters.toString)
+    optimizer = Param(Params._dummy(), "optimizer",
+                      "sgd, adam, adamw, rmsprop, or 'custom' for a callable",
+                      typeConverter=TypeConverters.toString)
+    optimizerParams = Param(Params._dummy(), "optimizerParams",
+                            "keyword arguments of the optimizer, e.g. {'lr': 0.001}",
+                            typeConverter=_to_dict)
+    epochs = Param(Params._dummy(), "epochs", "passes over the training data",
+                   typeConverter=TypeConverters.toInt)
+    numWorkers = Param(Params._dummy(), "numWorkers",
+                       "ranks (Spark barrier tasks) training in parallel",
+                       typeConverter=TypeConverters.toInt)
+    validationFraction = Param(Params._dummy(), "validationFraction",
+                               "fraction of rows held out for validation, in [0, 1)",
+                               typeConverter=TypeConverters.toFloat)
+    validationCol = Param(Params._dummy(), "validationCol",
+                          "boolean column marking validation rows (instead of a fraction)",
+                          typeConverter=TypeConverters.toString)
+    backend = Param(Params._dummy(), "backend", "allreduce backend: torch",
+                    typeConverter=TypeConverters.toString)
+    shuffle = Param(Params._dummy(), "shuffle", "reshuffle each worker's rows every epoch",
+                    typeConverter=TypeConverters.toBoolean)
+    timeout = Param(Params._dummy(), "timeout",
+                    "seconds to wait at rendezvous and in collectives before failing",
+                    typeConverter=TypeConverters.toFloat)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._setDefault(labelCol="label", loss="cross_entropy", optimizer="adam",
+                         optimizerParams={"lr": 1e-3}, epochs=5, numWorkers=1, seed=42,
+                         validationFraction=0.0, backend="torch", shuffle=True,
+                         timeout=600.0)

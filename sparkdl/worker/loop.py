@@ -1,0 +1,143 @@
+"""The training loop of one rank, independent of Spark.
+
+Runs on a :class:`~sparkdl.data.shard.LocalShard` and a started
+:class:`~sparkdl.collective.Collective`, so it can be tested with a single
+process. Every rank runs the same number of steps (see
+:mod:`sparkdl.data.schedule`); the loss of each rank is scaled by
+``local_rows / global_rows`` so that summed gradients are the global-batch mean.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from sparkdl.architecture import weights_from_bytes
+from sparkdl.collective.base import Collective, PeerInfo
+from sparkdl.data.schedule import epoch_order, global_batch_rows, steps_per_epoch
+from sparkdl.data.shard import LocalShard
+from sparkdl.losses import resolve_loss
+from sparkdl.optimizers import build_optimizer
+from sparkdl.worker.spec import TrainSpec
+
+
+def build_module(spec: TrainSpec, device: torch.device) -> torch.nn.Module:
+    """Instantiate the network with its initial weights, seeded, on ``device``."""
+    torch.manual_seed(spec.seed)
+    state = weights_from_bytes(spec.initial_weights) if spec.initial_weights else None
+    return spec.architecture.build(state).to(device)
+
+
+def _zero_contribution(module: torch.nn.Module) -> None:
+    # A rank without rows this step still takes part in the allreduce; a zero
+    # loss over all parameters gives it zero gradients through the same hooks.
+    total = sum((p.sum() for p in module.parameters() if p.requires_grad),
+                start=torch.zeros(()))
+    (total * 0.0).backward()
+
+
+class _Metrics:
+    """Sums of loss, correct predictions and rows, reduced across ranks per epoch."""
+
+    def __init__(self, classify: bool):
+        self.classify = classify
+        self.loss = 0.0
+        self.correct = 0
+        self.rows = 0
+
+    def add(self, output: torch.Tensor, target: torch.Tensor, mean_loss: torch.Tensor,
+            task: str) -> None:
+        n = len(target)
+        self.loss += float(mean_loss) * n
+        self.rows += n
+        if task == "multiclass":
+            self.correct += int((output.argmax(dim=1) == target).sum())
+        elif task == "binary":
+            hits = (output > 0) == (target.reshape(output.shape) > 0.5)
+            self.correct += float(hits.reshape(n, -1).float().mean(dim=1).sum())
+
+    def reduce(self, collective: Collective, prefix: str) -> dict:
+        total = collective.allreduce_sum(
+            torch.tensor([self.loss, float(self.correct), float(self.rows)],
+                         dtype=torch.float64))
+        loss, correct, rows = total.tolist()
+        out = {f"{prefix}_rows": int(rows)}
+        if rows:
+            out[f"{prefix}_loss"] = loss / rows
+            if self.classify:
+                out[f"{prefix}_accuracy"] = correct / rows
+        return out
+
+
+def _batches(index: np.ndarray, batch_size: int):
+    for start in range(0, len(index), batch_size):
+        yield index[start:start + batch_size]
+
+
+def run_rank(spec: TrainSpec, shard: LocalShard, collective: Collective, rank: int,
+             peers: list[PeerInfo], device: torch.device) -> tuple[torch.nn.Module, list[dict]]:
+    """Train on this rank's shard; return the module and per-epoch history.
+
+    Args:
+        spec: the run description.
+        shard: this rank's rows.
+        collective: a started backend.
+        rank: this rank.
+        peers: every rank's rendezvous info (row counts included).
+        device: where to compute.
+
+    Returns:
+        ``(module, history)``; the module is identical on every rank.
+    """
+    loss_spec = resolve_loss(spec.loss)
+    task = loss_spec.task
+    module = build_module(spec, device)
+    collective.broadcast_module(module)
+    optimizer = collective.prepare_optimizer(
+        build_optimizer(spec.optimizer, spec.optimizer_params, module.parameters()), module)
+    torch.manual_seed(spec.seed + 7919 * (rank + 1))  # dropout differs by rank, repeatably
+
+    train_rows = [p.train_rows for p in peers]
+    global_rows = global_batch_rows(train_rows, spec.batch_size)
+    steps = steps_per_epoch(train_rows, spec.batch_size)
+    classify = task in ("multiclass", "binary")
+    history = []
+    for epoch in range(spec.epochs):
+        began = time.perf_counter()
+        module.train()
+        metrics = _Metrics(classify)
+        order = shard.train_index[
+            epoch_order(len(shard.train_index), spec.seed, epoch, rank, spec.shuffle)]
+        for step in range(steps):
+            index = order[step * spec.batch_size:(step + 1) * spec.batch_size]
+            optimizer.zero_grad()
+            if len(index):
+                x = torch.from_numpy(shard.features(index)).to(device)
+                y = torch.from_numpy(shard.labels(index)).to(device)
+                output = module(x)
+                mean_loss = loss_spec.fn(output, y)
+                (mean_loss * (len(index) / float(global_rows[step]))).backward()
+                metrics.add(output.detach(), y, mean_loss.detach(), task)
+            else:
+                _zero_contribution(module)
+            collective.step(optimizer, module)
+        record = {"epoch": epoch + 1, **metrics.reduce(collective, "train")}
+        if any(p.validation_rows for p in peers):
+            record.update(_validate(module, shard, loss_spec, collective, spec, device))
+        record["seconds"] = time.perf_counter() - began
+        history.append(record)
+    return module, history
+
+
+def _validate(module, shard, loss_spec, collective, spec, device) -> dict:
+    module.eval()
+    metrics = _Metrics(loss_spec.task in ("multiclass", "binary"))
+    with torch.no_grad():
+        for index in _batches(shard.validation_index, spec.batch_size):
+            x = torch.from_numpy(shard.features(index)).to(device)
+            y = torch.from_numpy(shard.labels(index)).to(device)
+            output = module(x)
+            metrics.add(output, y, loss_spec.fn(output, y), loss_spec.task)
+    return metrics.reduce(collective, "val")

@@ -1,0 +1,68 @@
+"""The frozen description of a training run that is shipped to every rank.
+
+Example:
+    >>> from sparkdl.architecture import Architecture
+    >>> from sparkdl.data.shard import ShardLayout
+    >>> import torch
+    >>> spec = TrainSpec(architecture=Architecture.of(torch.nn.Linear(2, 1)),
+    ...                  initial_weights=None, loss="mse", optimizer="sgd",
+    ...                  optimizer_params={"lr": 0.1}, layout=ShardLayout(("f",), "y", False),
+    ...                  batch_size=8, epochs=1, seed=0, num_workers=1, backend="torch")
+    >>> spec.epochs
+    1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sparkdl.architecture import Architecture
+from sparkdl.data.shard import ShardLayout
+from sparkdl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything a rank needs to train, and nothing from the driver's objects.
+
+    Attributes:
+        architecture: the network structure.
+        initial_weights: safetensors bytes for a module given as an instance;
+            ``None`` for a factory (rank 0's seeded init is broadcast).
+        loss: a loss name or callable.
+        optimizer: an optimizer name or ``callable(params)``.
+        optimizer_params: keyword arguments of a named optimizer.
+        layout: which shard columns hold features, labels and the validation flag.
+        batch_size: rows per rank per step.
+        epochs: passes over the data.
+        seed: seeds model init, shuffling and dropout.
+        num_workers: ranks in the barrier job.
+        backend: collective backend name.
+        shuffle: reshuffle each rank's rows every epoch.
+        timeout_s: rendezvous and collective timeout.
+        backend_options: backend-specific settings.
+    """
+
+    architecture: Architecture
+    initial_weights: bytes | None
+    loss: str | Callable
+    optimizer: str | Callable
+    optimizer_params: dict
+    layout: ShardLayout
+    batch_size: int
+    epochs: int
+    seed: int
+    num_workers: int
+    backend: str
+    shuffle: bool = True
+    timeout_s: float = 600.0
+    backend_options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "epochs", "num_workers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1. Received: {name}={value!r}")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"timeout_s must be > 0. Received: timeout_s={self.timeout_s}")

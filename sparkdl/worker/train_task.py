@@ -1,0 +1,89 @@
+"""The barrier task that trains one rank: Spark glue around :func:`run_rank`.
+
+``train_task(spec, batches)`` is what ``mapInArrow(..., barrier=True)`` runs. It
+writes the rank's partition to a local shard, exchanges rendezvous info with one
+``BarrierTaskContext.allGather``, starts the collective backend, trains, and
+yields result rows: every rank reports who it was (pid, executor, host); rank 0
+also returns the weights (safetensors) and the history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+#: Schema of the rows a training task returns to the driver.
+RESULT_SCHEMA = pa.schema([("rank", pa.int32()), ("kind", pa.string()),
+                           ("payload", pa.binary())])
+RESULT_DDL = "rank int, kind string, payload binary"
+
+
+def _result(rank: int, kind: str, payload: bytes) -> pa.RecordBatch:
+    return pa.record_batch([pa.array([rank], pa.int32()), pa.array([kind]),
+                            pa.array([payload], pa.binary())], schema=RESULT_SCHEMA)
+
+
+def train_task(spec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Train one rank inside a Spark barrier task.
+
+    Args:
+        spec: a :class:`~sparkdl.worker.spec.TrainSpec`.
+        batches: this partition's Arrow record batches.
+
+    Yields:
+        Result record batches with :data:`RESULT_SCHEMA`.
+    """
+    from pyspark import BarrierTaskContext
+
+    from sparkdl.architecture import weights_to_bytes
+    from sparkdl.collective import get_backend
+    from sparkdl.collective.base import PeerInfo
+    from sparkdl.data.shard import LocalShard
+    from sparkdl.worker.loop import run_rank
+    from sparkdl.worker.task_env import limit_threads, local_dir, task_device
+
+    ctx = BarrierTaskContext.get()
+    rank = ctx.partitionId()
+    limit_threads(ctx)
+    device = task_device(ctx)
+    host = ctx.getTaskInfos()[rank].address.rsplit(":", 1)[0]
+    workdir = tempfile.mkdtemp(prefix="sparkdl-shard-", dir=local_dir())
+    collective = get_backend(spec.backend)
+    shard = None
+    try:
+        shard = LocalShard.write(batches, workdir, spec.layout)
+        me = {
+            "rank": rank, "host": host, "pid": os.getpid(),
+            "executor_id": _executor_id(),
+            "train_rows": len(shard.train_index),
+            "validation_rows": len(shard.validation_index),
+            "extra": collective.advertise(rank, spec.num_workers, host),
+        }
+        peers = sorted((PeerInfo(**json.loads(m)) for m in ctx.allGather(json.dumps(me))),
+                       key=lambda p: p.rank)
+        collective.start(rank, peers, device, spec.timeout_s)
+        module, history = run_rank(spec, shard, collective, rank, peers, device)
+        me.pop("extra")
+        yield _result(rank, "worker", json.dumps(me).encode())
+        if rank == 0:
+            yield _result(rank, "weights", weights_to_bytes(module))
+            yield _result(rank, "history", json.dumps(history).encode())
+    finally:
+        collective.shutdown()
+        if shard is not None:
+            shard.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _executor_id() -> str:
+    # The executor id is not exposed on TaskContext; SparkEnv is on the JVM side.
+    # Executors launched by Spark carry it in their working directory name
+    # (.../app-xxx/<id>) and in SPARK_EXECUTOR_ID on some cluster managers.
+    if os.environ.get("SPARK_EXECUTOR_ID"):
+        return os.environ["SPARK_EXECUTOR_ID"]
+    return os.path.basename(os.getcwd())
