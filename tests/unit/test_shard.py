@@ -1,0 +1,162 @@
+"""LocalShard: write record batches to an IPC file, map it, gather rows."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from sparkdl.data.shard import SHARD_FILE, LocalShard, ShardLayout
+from sparkdl.errors import SchemaError
+
+
+def make_batches(sizes, width=3, with_validation=False):
+    """Batches whose row i has features [i, i+0.5, ...] and label i % 4."""
+    batches, start = [], 0
+    for n in sizes:
+        ids = np.arange(start, start + n)
+        feats = (ids[:, None] + np.arange(width) * 0.5).astype(np.float32)
+        cols = {
+            "f": pa.array(feats.tolist(), pa.list_(pa.float32())),
+            "y": pa.array(ids % 4, pa.int64()),
+        }
+        if with_validation:
+            cols["is_val"] = pa.array(ids % 3 == 0)
+        batches.append(pa.record_batch(cols))
+        start += n
+    return batches
+
+
+def expected_features(ids, width=3):
+    ids = np.asarray(ids)
+    return (ids[:, None] + np.arange(width) * 0.5).astype(np.float32)
+
+
+def test_single_batch(tmp_path):
+    shard = LocalShard.write(make_batches([6]), str(tmp_path), ShardLayout(("f",), "y", True))
+    try:
+        assert os.path.exists(tmp_path / SHARD_FILE)
+        assert shard.rows == 6
+        assert shard.sample_shape == (3,)
+        np.testing.assert_array_equal(shard.features([5, 0, 2]), expected_features([5, 0, 2]))
+        assert shard.labels([5, 0, 2]).tolist() == [1, 0, 2]
+        assert shard.labels([0]).dtype == np.int64
+        np.testing.assert_array_equal(shard.train_index, np.arange(6))
+        assert len(shard.validation_index) == 0
+    finally:
+        shard.close()
+
+
+def test_gather_across_chunks_in_any_order(tmp_path):
+    sizes = [3, 0, 5, 1, 4]  # an empty batch in the middle too
+    shard = LocalShard.write(make_batches(sizes), str(tmp_path),
+                             ShardLayout(("f",), "y", True))
+    try:
+        assert shard.rows == 13
+        rng = np.random.default_rng(0)
+        index = rng.permutation(13)
+        np.testing.assert_array_equal(shard.features(index), expected_features(index))
+        assert shard.labels(index).tolist() == (index % 4).tolist()
+        # repeated rows and a single chunk boundary
+        index = np.array([12, 2, 3, 3, 8, 0, 12])
+        np.testing.assert_array_equal(shard.features(index), expected_features(index))
+        # gathered arrays are fresh (writable, not views of the mapping)
+        out = shard.features([1, 4])
+        assert out.flags.writeable and out.flags.owndata
+    finally:
+        shard.close()
+
+
+def test_float_labels_and_feature_shape(tmp_path):
+    batches = [
+        pa.record_batch({"f": pa.array([[float(i)] * 4 for i in range(k, k + 2)],
+                                       pa.list_(pa.float64())),
+                         "y": pa.array([0.5 * i for i in range(k, k + 2)])})
+        for k in (0, 2)
+    ]
+    shard = LocalShard.write(batches, str(tmp_path),
+                             ShardLayout(("f",), "y", False, feature_shape=(1, 2, 2)))
+    try:
+        assert shard.sample_shape == (1, 2, 2)
+        x = shard.features([3, 0])
+        assert x.shape == (2, 1, 2, 2) and x.dtype == np.float32
+        assert x[0].ravel().tolist() == [3.0] * 4
+        y = shard.labels([3, 0])
+        assert y.dtype == np.float32 and y.tolist() == [1.5, 0.0]
+    finally:
+        shard.close()
+
+
+def test_several_scalar_feature_columns(tmp_path):
+    batch = pa.record_batch({"a": pa.array([1.0, 2.0]), "b": pa.array([3, 4]),
+                             "y": pa.array([0.0, 1.0])})
+    shard = LocalShard.write([batch], str(tmp_path), ShardLayout(("a", "b"), "y", True))
+    try:
+        np.testing.assert_array_equal(shard.features([1, 0]), [[2, 4], [1, 3]])
+        assert shard.labels([1, 0]).tolist() == [1, 0]
+    finally:
+        shard.close()
+
+
+def test_validation_split(tmp_path):
+    shard = LocalShard.write(make_batches([4, 5, 3], with_validation=True), str(tmp_path),
+                             ShardLayout(("f",), "y", True, validation_col="is_val"))
+    try:
+        ids = np.arange(12)
+        np.testing.assert_array_equal(shard.validation_index, ids[ids % 3 == 0])
+        np.testing.assert_array_equal(shard.train_index, ids[ids % 3 != 0])
+        np.testing.assert_array_equal(shard.features(shard.validation_index),
+                                      expected_features([0, 3, 6, 9]))
+    finally:
+        shard.close()
+
+
+def test_scoring_layout_without_labels(tmp_path):
+    shard = LocalShard.write(make_batches([2, 2]), str(tmp_path), ShardLayout(("f",), None, False))
+    try:
+        np.testing.assert_array_equal(shard.features([3]), expected_features([3]))
+    finally:
+        shard.close()
+
+
+@pytest.mark.parametrize("batches", [[], "zero_row_batch"])
+def test_empty_input(tmp_path, batches):
+    if batches == "zero_row_batch":
+        batches = make_batches([0])
+    layout = ShardLayout(("f",), "y", True, validation_col=None)
+    shard = LocalShard.write(batches, str(tmp_path), layout)
+    try:
+        assert os.path.exists(tmp_path / SHARD_FILE)
+        assert shard.rows == 0
+        assert shard.sample_shape is None
+        assert len(shard.train_index) == 0 and len(shard.validation_index) == 0
+    finally:
+        shard.close()
+
+
+def test_empty_input_with_validation_column(tmp_path):
+    shard = LocalShard.write([], str(tmp_path),
+                             ShardLayout(("f",), "y", True, validation_col="is_val"))
+    try:
+        assert shard.rows == 0
+        assert len(shard.train_index) == 0 and len(shard.validation_index) == 0
+    finally:
+        shard.close()
+
+
+def test_bad_data_fails_when_mapped(tmp_path):
+    batch = pa.record_batch({"f": pa.array([[1.0], None], pa.list_(pa.float32())),
+                             "y": pa.array([0, 1])})
+    with pytest.raises(SchemaError, match="'f' has 1 null"):
+        LocalShard.write([batch], str(tmp_path), ShardLayout(("f",), "y", True))
+
+
+def test_close_releases_the_mapping(tmp_path):
+    shard = LocalShard.write(make_batches([3, 3]), str(tmp_path), ShardLayout(("f",), "y", True))
+    shard.close()
+    assert shard._source.closed
+    assert shard._features == [] and shard._labels == []
+    # the file can be removed afterwards
+    os.remove(tmp_path / SHARD_FILE)
