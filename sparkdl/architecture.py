@@ -6,6 +6,9 @@ instance, a copy moved to the ``meta`` device (structure only, no tensor data);
 for a factory, the callable itself. Weights always travel and persist as
 safetensors, so loading a model never unpickles tensor data.
 
+Code defined outside installed packages (a script, a notebook, a test module)
+is pickled by value, so executors need not import the driver's files.
+
 cloudpickle runs code when loaded: only load architectures you trust, as with any
 pickled Python object.
 
@@ -20,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +33,54 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from sparkdl.errors import ConfigError
+
+
+def _local_modules(model) -> set:
+    """Modules defining ``model``'s code that executors may not be able to import.
+
+    A network written in a script, a notebook or a test file lives in a module
+    that exists only on the driver. Code from installed packages (under
+    site-packages) is left to be imported by name, as executors have it too.
+    """
+    if isinstance(model, torch.nn.Module):
+        names = {type(m).__module__ for m in model.modules()}
+    else:
+        names = {getattr(model, "__module__", None)}
+    found = set()
+    for name in names:
+        module = sys.modules.get(name or "")
+        path = getattr(module, "__file__", None) or ""
+        if module is None or name == "__main__" or not path:
+            continue
+        if "site-packages" in path or "dist-packages" in path or name.split(".")[0] in (
+                "torch", "sparkdl"):
+            continue
+        found.add(module)
+    return found
+
+
+def _dumps(obj, model) -> bytes:
+    local = _local_modules(model)
+    for module in local:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        return cloudpickle.dumps(obj)
+    finally:
+        for module in local:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+def _with_empty_tensors(module: torch.nn.Module, device: str) -> torch.nn.Module:
+    """A deep copy whose tensors are uninitialised twins on ``device``.
+
+    No data is copied, and a parameter shared by several layers stays shared
+    (``.to("meta")`` and ``.to_empty()`` would give each layer its own).
+    """
+    memo = {id(p): torch.nn.Parameter(torch.empty_like(p, device=device),
+                                      requires_grad=p.requires_grad)
+            for p in module.parameters()}
+    memo.update({id(b): torch.empty_like(b, device=device) for b in module.buffers()})
+    return copy.deepcopy(module, memo)
 
 
 def state_dict_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -67,10 +119,10 @@ class Architecture:
             ConfigError: if ``model`` is neither.
         """
         if isinstance(model, torch.nn.Module):
-            skeleton = copy.deepcopy(model).to("meta")
-            return cls("module", cloudpickle.dumps(skeleton))
+            skeleton = _with_empty_tensors(model, "meta")
+            return cls("module", _dumps(skeleton, model))
         if callable(model):
-            return cls("factory", cloudpickle.dumps(model))
+            return cls("factory", _dumps(model, model))
         raise ConfigError(
             "model must be a torch.nn.Module or a zero-argument callable returning one. "
             f"Received: model={type(model).__name__}"
@@ -84,7 +136,7 @@ class Architecture:
         """
         obj = cloudpickle.loads(self.payload)
         if self.kind == "module":
-            module = obj.to_empty(device="cpu")
+            module = _with_empty_tensors(obj, "cpu")
         else:
             module = obj()
             if not isinstance(module, torch.nn.Module):

@@ -58,7 +58,7 @@ def epoch_order(rows: int, seed: int, epoch: int, rank: int, shuffle: bool = Tru
     Depends only on ``(seed, epoch, rank)``, so repeated runs are identical.
 
     Example:
-        >>> (epoch_order(4, seed=1, epoch=0, rank=0) == epoch_order(4, 1, 0, 0)).all()
+        >>> bool((epoch_order(4, seed=1, epoch=0, rank=0) == epoch_order(4, 1, 0, 0)).all())
         True
         >>> epoch_order(3, 1, 0, 0, shuffle=False).tolist()
         [0, 1, 2]

@@ -288,10 +288,11 @@ def _run_barrier(prepared: DataFrame, spec: TrainSpec) -> list:
 
 
 def _worker_error(exc: Exception) -> str:
+    """The Python worker's own traceback out of Spark's error text, without JVM frames."""
     text = str(exc)
-    # PythonException text ends with the worker's traceback; keep its last frame.
-    marker = "Traceback (most recent call last)"
+    marker = "An exception was thrown from the Python worker:"
     if marker in text:
-        tail = text[text.rindex(marker):].strip().splitlines()
-        return "A training worker failed: " + "\n".join(tail[-12:])
-    return f"The training job failed: {text[:2000]}"
+        text = text[text.index(marker) + len(marker):]
+        text = text.split("\n\tat ")[0].split(" SQLSTATE")[0]
+        return "A training worker failed:" + text.rstrip()
+    return f"The training job failed: {text.split(chr(10) + chr(9) + 'at ')[0][:4000]}"

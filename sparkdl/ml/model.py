@@ -44,10 +44,12 @@ class TorchModel(Model, ScoringParams, MLWritable, MLReadable):
     safetensors and the architecture with cloudpickle. Loading runs the pickled
     architecture code: load models from trusted paths only.
 
-    Example:
-        >>> model = est.fit(train_df)                        # doctest: +SKIP
-        >>> model.transform(test_df).select("prediction")    # doctest: +SKIP
-        >>> model.save("/tmp/m"); TorchModel.load("/tmp/m")  # doctest: +SKIP
+    Example::
+
+        model = est.fit(train_df)
+        model.transform(test_df).select("prediction", "probability")
+        model.save("/tmp/m")
+        same = TorchModel.load("/tmp/m")
     """
 
     task = Param(Params._dummy(), "task", "multiclass, binary or regression",
@@ -71,8 +73,10 @@ class TorchModel(Model, ScoringParams, MLWritable, MLReadable):
     def getModel(self) -> torch.nn.Module:
         """The trained ``torch.nn.Module``, on CPU, in eval mode.
 
-        Example:
-            >>> net = model.getModel()  # doctest: +SKIP
+        Example::
+
+            net = model.getModel()
+            net(torch.zeros(1, 64))
         """
         return self._architecture.build(weights_from_bytes(self._weights)).eval()
 

@@ -153,10 +153,6 @@ def test_tied_weights_stay_tied_for_a_factory():
     assert rebuilt.a.weight is rebuilt.b.weight
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Architecture.of(module) does copy.deepcopy(model).to('meta') (sparkdl/architecture.py:70); "
-    "Module.to('meta') replaces each Parameter per submodule, so a Parameter shared by two "
-    "layers becomes two independent Parameters and the rebuilt network trains them apart"))
 def test_tied_weights_stay_tied_for_a_module_instance():
     net = Tied()
     rebuilt = Architecture.of(net).build(state_dict_of(net))

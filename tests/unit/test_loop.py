@@ -407,10 +407,6 @@ class TiedNet(torch.nn.Module):
         return self.b(torch.tanh(self.a(x)))[:, :1]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "tied Parameters come apart: Architecture.of(module) moves a deepcopy to 'meta' "
-    "(sparkdl/architecture.py:70), which unties shared Parameters, so run_rank trains "
-    "a.weight and b.weight as two different tensors"))
 def test_tied_weights_stay_tied_through_training(tmp_path):
     torch.manual_seed(8)
     model = TiedNet()

@@ -1,0 +1,37 @@
+# sparkdl: `make demo` runs the main job, `make test` runs every test. Both set up
+# .venv first (a second run only re-installs when pyproject.toml changed).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.sparkdl-installed
+
+.PHONY: setup demo test unit integration lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(PY) python/train_digits.py --output out/digits
+
+lint: setup
+	$(VENV)/bin/ruff check sparkdl tests python bench
+
+test: setup lint
+	$(PY) -m pytest sparkdl tests
+
+unit: setup
+	$(PY) -m pytest sparkdl tests/unit
+
+integration: setup
+	$(PY) -m pytest tests/integration
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf out spark-warehouse .pytest_cache
