@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from pyspark import SparkContext
+from pyspark import SparkConf, SparkContext
 
 from sparkdl.errors import ClusterCapacityError, ConfigError
 
@@ -25,6 +25,20 @@ def task_slots(sc: SparkContext) -> int:
     return int(jsc.maxNumConcurrentTasks(profile))
 
 
+def check_no_dynamic_allocation(conf: SparkConf, master: str, num_workers: int) -> None:
+    """Refuse dynamic allocation outside local mode (Spark ignores it there).
+
+    Raises:
+        ConfigError: naming the conf key to change.
+    """
+    local = master == "local" or master.startswith("local[")
+    if conf.get("spark.dynamicAllocation.enabled", "false").lower() == "true" and not local:
+        raise ConfigError(
+            "Barrier training cannot run with dynamic allocation: Spark needs all "
+            f"{num_workers} tasks at once. Set spark.dynamicAllocation.enabled=false "
+            "(and spark.executor.instances) for the training application.")
+
+
 def check_capacity(sc: SparkContext, num_workers: int,
                    wait_s: float = REGISTRATION_WAIT_S) -> int:
     """Fail fast unless ``num_workers`` barrier tasks can run at once.
@@ -37,12 +51,7 @@ def check_capacity(sc: SparkContext, num_workers: int,
         ClusterCapacityError: too few slots after waiting ``wait_s`` seconds.
     """
     conf = sc.getConf()
-    local = sc.master.startswith("local[") or sc.master == "local"
-    if conf.get("spark.dynamicAllocation.enabled", "false").lower() == "true" and not local:
-        raise ConfigError(
-            "Barrier training cannot run with dynamic allocation: Spark needs all "
-            f"{num_workers} tasks at once. Set spark.dynamicAllocation.enabled=false "
-            "(and spark.executor.instances) for the training application.")
+    check_no_dynamic_allocation(conf, sc.master, num_workers)
     # Only a young application may still be registering executors; an older one
     # has the executors it is going to get, so it fails at once.
     deadline = sc.startTime / 1000.0 + wait_s

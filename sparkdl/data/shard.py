@@ -41,6 +41,9 @@ class ShardLayout:
         integer_labels: labels are class ids (int64) rather than float targets.
         feature_shape: per-row tensor shape, or ``None`` for what the data has.
         validation_col: a boolean column marking validation rows, or ``None``.
+        order_col: an integer column giving each row a stable position. Spark's
+            shuffle delivers a partition's rows in fetch order, which varies from
+            run to run; visiting rows by this key makes runs repeatable.
     """
 
     feature_cols: tuple[str, ...]
@@ -48,6 +51,7 @@ class ShardLayout:
     integer_labels: bool
     feature_shape: tuple[int, ...] | None = None
     validation_col: str | None = None
+    order_col: str | None = None
 
 
 class LocalShard:
@@ -61,6 +65,7 @@ class LocalShard:
         self._features: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
         validation: list[np.ndarray] = []
+        order: list[np.ndarray] = []
         for batch in table.to_batches():
             if batch.num_rows == 0:
                 continue
@@ -80,13 +85,17 @@ class LocalShard:
                 validation.append(
                     batch.column(layout.validation_col).to_numpy(zero_copy_only=False)
                 )
+            if layout.order_col is not None:
+                order.append(batch.column(layout.order_col).to_numpy(zero_copy_only=False))
         sizes = [len(f) for f in self._features]
         self._starts = np.cumsum([0, *sizes])
         self.rows = int(self._starts[-1])
         is_val = (np.concatenate(validation).astype(bool) if validation
                   else np.zeros(self.rows, dtype=bool))
-        self.train_index = np.flatnonzero(~is_val)
-        self.validation_index = np.flatnonzero(is_val)
+        base = (np.argsort(np.concatenate(order), kind="stable") if order
+                else np.arange(self.rows))
+        self.train_index = base[~is_val[base]]
+        self.validation_index = base[is_val[base]]
 
     @classmethod
     def write(cls, batches: Iterable[pa.RecordBatch], directory: str,

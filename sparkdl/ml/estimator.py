@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 _FEATURE = "__sparkdl_f"
 _LABEL = "__sparkdl_label"
 _VALID = "__sparkdl_is_val"
+_ORDER = "__sparkdl_row"
 
 
 class TorchEstimator(Estimator, TrainingParams):
@@ -108,13 +109,17 @@ class TorchEstimator(Estimator, TrainingParams):
         self._model = model
         return self
 
+    def setLoss(self, value) -> TorchEstimator:
+        """Set the loss: a name or a callable ``(output, target) -> scalar``."""
+        return self.setParams(loss=value)
+
+    def setOptimizer(self, value) -> TorchEstimator:
+        """Set the optimizer: a name or a callable ``(params) -> Optimizer``."""
+        return self.setParams(optimizer=value)
+
     def getModel(self):
         """The network (module or factory) this estimator trains."""
         return self._model
-
-    def copy(self, extra=None) -> TorchEstimator:
-        that = super().copy(extra)
-        return that  # _model and callables are plain attributes, copied by Params.copy
 
     # -- fit -----------------------------------------------------------------
 
@@ -183,6 +188,7 @@ class TorchEstimator(Estimator, TrainingParams):
         prepared = dataset.select(
             *[as_float_tensor(c, kinds[c]).alias(t) for c, t in zip(feature_cols, temp)],
             label_expr.alias(_LABEL), valid.alias(_VALID),
+            F.monotonically_increasing_id().alias(_ORDER),
         ).repartition(num_workers)
 
         model = self._model
@@ -193,7 +199,8 @@ class TorchEstimator(Estimator, TrainingParams):
             loss=self._loss(), optimizer=self._optimizer(),
             optimizer_params=dict(self.getOrDefault(self.optimizerParams)),
             layout=ShardLayout(tuple(temp), _LABEL, integer_labels,
-                               tuple(feature_shape), _VALID if (val_col or frac > 0) else None),
+                               tuple(feature_shape), _VALID if (val_col or frac > 0) else None,
+                               _ORDER),
             batch_size=self.getBatchSize(), epochs=self.getOrDefault(self.epochs),
             seed=seed, num_workers=num_workers, backend=self.getOrDefault(self.backend),
             shuffle=self.getOrDefault(self.shuffle), timeout_s=self.getOrDefault(self.timeout),

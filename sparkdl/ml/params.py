@@ -68,6 +68,27 @@ class ScoringParams(HasFeaturesCol, HasPredictionCol):
     def getBatchSize(self) -> int:
         return self.getOrDefault(self.batchSize)
 
+    def setFeaturesCol(self, value: str):
+        return self._set(featuresCol=value)
+
+    def setFeaturesCols(self, value: list[str]):
+        return self._set(featuresCols=value)
+
+    def setFeatureShape(self, value: list[int]):
+        return self._set(featureShape=value)
+
+    def setPredictionCol(self, value: str):
+        return self._set(predictionCol=value)
+
+    def setProbabilityCol(self, value: str):
+        return self._set(probabilityCol=value)
+
+    def setRawPredictionCol(self, value: str):
+        return self._set(rawPredictionCol=value)
+
+    def setBatchSize(self, value: int):
+        return self._set(batchSize=value)
+
     def _check_positive(self, *names: str) -> None:
         for name in names:
             value = self.getOrDefault(getattr(self, name))
@@ -112,3 +133,33 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
                          optimizerParams={"lr": 1e-3}, epochs=5, numWorkers=1, seed=42,
                          validationFraction=0.0, backend="torch", shuffle=True,
                          timeout=600.0)
+
+    def setLabelCol(self, value: str):
+        return self._set(labelCol=value)
+
+    def setOptimizerParams(self, value: dict):
+        return self._set(optimizerParams=value)
+
+    def setEpochs(self, value: int):
+        return self._set(epochs=value)
+
+    def setNumWorkers(self, value: int):
+        return self._set(numWorkers=value)
+
+    def setSeed(self, value: int):
+        return self._set(seed=value)
+
+    def setValidationFraction(self, value: float):
+        return self._set(validationFraction=value)
+
+    def setValidationCol(self, value: str):
+        return self._set(validationCol=value)
+
+    def setBackend(self, value: str):
+        return self._set(backend=value)
+
+    def setShuffle(self, value: bool):
+        return self._set(shuffle=value)
+
+    def setTimeout(self, value: float):
+        return self._set(timeout=value)
