@@ -19,7 +19,7 @@ demo: setup
 	$(PY) python/train_digits.py --output out/digits
 
 lint: setup
-	$(VENV)/bin/ruff check sparkdl tests python bench
+	$(VENV)/bin/ruff check .
 
 test: setup lint
 	$(PY) -m pytest sparkdl tests

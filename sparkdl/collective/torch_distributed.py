@@ -30,6 +30,7 @@ class TorchDistributedCollective(Collective):
     def __init__(self) -> None:
         self._store: dist.TCPStore | None = None
         self._group_started = False
+        self._device = torch.device("cpu")
 
     def advertise(self, rank: int, world_size: int, host: str) -> dict:
         if rank != 0:
@@ -67,9 +68,10 @@ class TorchDistributedCollective(Collective):
         optimizer.step()
 
     def allreduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        out = tensor.clone()
+        # NCCL reduces only device tensors; gloo takes them where they are.
+        out = tensor.to(self._device, copy=True)
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
-        return out
+        return out.to(tensor.device)
 
     def shutdown(self) -> None:
         if self._group_started:

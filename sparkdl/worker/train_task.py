@@ -69,6 +69,7 @@ def train_task(spec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
         collective.start(rank, peers, device, spec.timeout_s)
         module, history = run_rank(spec, shard, collective, rank, peers, device)
         me.pop("extra")
+        me["device"] = str(device)
         yield _result(rank, "worker", json.dumps(me).encode())
         if rank == 0:
             yield _result(rank, "weights", weights_to_bytes(module))
