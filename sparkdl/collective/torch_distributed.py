@@ -50,6 +50,7 @@ class TorchDistributedCollective(Collective):
         dist.init_process_group(backend, store=self._store, rank=rank,
                                 world_size=len(peers), timeout=timeout)
         self._group_started = True
+        self._world_size = len(peers)
         self._device = device
 
     def broadcast_module(self, module: torch.nn.Module) -> None:
@@ -58,6 +59,9 @@ class TorchDistributedCollective(Collective):
             dist.broadcast(t, src=0)
 
     def step(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> None:
+        if self._world_size == 1:  # nothing to sum with: skip the flatten/copy
+            optimizer.step()
+            return
         params = [p for p in module.parameters() if p.requires_grad]
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         if grads:

@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import ArrayType, DoubleType, StructField, StructType
 
 from sparkdl.architecture import Architecture, weights_from_bytes
-from sparkdl.data.columns import as_float_tensor, require_columns
+from sparkdl.data.columns import require_columns
 from sparkdl.errors import SchemaError
 from sparkdl.history import TrainingHistory
 from sparkdl.ml.files import read_bytes, write_bytes
@@ -30,7 +30,6 @@ from sparkdl.worker.score_task import ScoreSpec, score_batches
 
 ARCHITECTURE_FILE = "architecture.pkl"
 WEIGHTS_FILE = "weights.safetensors"
-_TMP_PREFIX = "__sparkdl_f"
 
 
 class TorchModel(Model, ScoringParams, MLWritable, MLReadable):
@@ -95,26 +94,25 @@ class TorchModel(Model, ScoringParams, MLWritable, MLReadable):
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         feature_cols = self.getFeatureColumns()
-        kinds = require_columns(dataset.schema, feature_cols, "features")
+        require_columns(dataset.schema, feature_cols, "features")
         outputs = self._output_fields()
         clash = [f.name for f in outputs if f.name in dataset.columns]
         if clash:
             raise SchemaError(
                 f"Output column(s) {clash} already exist in the DataFrame. Rename them or "
                 "set predictionCol/probabilityCol/rawPredictionCol to new names.")
-        temp = [f"{_TMP_PREFIX}{i}" for i in range(len(feature_cols))]
-        prepared = dataset.select(
-            "*", *[as_float_tensor(c, kinds[c]).alias(t) for c, t in zip(feature_cols, temp)])
+        # Workers convert the columns as they are (vectors, double arrays) batch by
+        # batch: casting in the JVM would ship the features to Python twice.
         shape = self.getFeatureShape()
         spec = ScoreSpec(
-            model_key=self._model_key(), feature_cols=tuple(temp),
+            model_key=self._model_key(), feature_cols=tuple(feature_cols),
             feature_shape=tuple(shape) if shape else None,
             keep_cols=tuple(dataset.columns), task=self.getTask(),
             batch_size=self.getBatchSize(), prediction_col=self.getPredictionCol(),
             probability_col=self.getProbabilityCol(), raw_col=self.getRawPredictionCol(),
             scalar_prediction=self._scalar_prediction())
         schema = StructType(list(dataset.schema.fields) + outputs)
-        scored = prepared.mapInArrow(
+        scored = dataset.mapInArrow(
             partial(score_batches, spec, self._payload(dataset.sparkSession)), schema)
         vectors = {f.name for f in outputs if f.name != spec.prediction_col}
         return scored.select(*[array_to_vector(c).alias(c) if c in vectors else c
