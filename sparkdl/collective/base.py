@@ -46,6 +46,9 @@ class Collective(ABC):
 
     name: str = ""
 
+    #: Backward passes accumulated locally before gradients are combined.
+    backward_passes_per_step: int = 1
+
     @abstractmethod
     def advertise(self, rank: int, world_size: int, host: str) -> dict:
         """Prepare rendezvous; return JSON-friendly fields to share with peers."""
@@ -63,6 +66,11 @@ class Collective(ABC):
                           module: torch.nn.Module) -> torch.optim.Optimizer:
         """Return the optimizer to step with (a backend may wrap it)."""
         return optimizer
+
+    def loss_weight(self, local_rows: int, global_rows: int) -> float:
+        """Factor on this rank's mean batch loss so that combining gradients gives the
+        global-batch mean (for a sum: this rank's share of the global batch)."""
+        return local_rows / float(global_rows)
 
     @abstractmethod
     def step(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> None:

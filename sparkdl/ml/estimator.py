@@ -56,7 +56,8 @@ class TorchEstimator(Estimator, TrainingParams):
         optimizer: ``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"`` or a callable
             ``(params) -> torch.optim.Optimizer``.
         **params: any Param by name (``featuresCol``, ``labelCol``, ``batchSize``,
-            ``epochs``, ``numWorkers``, ``seed``, ``validationFraction``, ...).
+            ``epochs``, ``numWorkers``, ``seed``, ``validationFraction``, ``backend``,
+            ``backendOptions``, ``backwardPassesPerStep``, ...).
 
     Example:
         >>> import torch
@@ -75,7 +76,8 @@ class TorchEstimator(Estimator, TrainingParams):
                  featuresCol=None, featuresCols=None, labelCol=None, predictionCol=None,
                  probabilityCol=None, rawPredictionCol=None, featureShape=None,
                  batchSize=None, epochs=None, numWorkers=None, seed=None,
-                 validationFraction=None, validationCol=None, backend=None, shuffle=None,
+                 validationFraction=None, validationCol=None, backend=None,
+                 backendOptions=None, backwardPassesPerStep=None, shuffle=None,
                  timeout=None) -> None:
         super().__init__()
         self._setDefault(backend=default_backend())
@@ -89,7 +91,8 @@ class TorchEstimator(Estimator, TrainingParams):
                   featuresCol=None, featuresCols=None, labelCol=None, predictionCol=None,
                   probabilityCol=None, rawPredictionCol=None, featureShape=None,
                   batchSize=None, epochs=None, numWorkers=None, seed=None,
-                  validationFraction=None, validationCol=None, backend=None, shuffle=None,
+                  validationFraction=None, validationCol=None, backend=None,
+                  backendOptions=None, backwardPassesPerStep=None, shuffle=None,
                   timeout=None) -> TorchEstimator:
         """Set any Param by name, plus ``model``, callable ``loss``/``optimizer``."""
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
@@ -135,7 +138,7 @@ class TorchEstimator(Estimator, TrainingParams):
         if self._model is None:
             raise ConfigError("No model: pass model=<torch.nn.Module or factory> to "
                               "TorchEstimator or call setModel().")
-        self._check_positive("batchSize", "epochs", "numWorkers")
+        self._check_positive("batchSize", "epochs", "numWorkers", "backwardPassesPerStep")
         frac = self.getOrDefault(self.validationFraction)
         if not 0.0 <= frac < 1.0:
             raise ConfigError(f"validationFraction must be in [0, 1). "
@@ -151,7 +154,7 @@ class TorchEstimator(Estimator, TrainingParams):
                 raise ConfigError(f"{name}='custom' needs a callable: pass {name}=<callable>.")
         resolve_loss(self._loss())
         check_optimizer(self._optimizer(), self.getOrDefault(self.optimizerParams))
-        check_backend(self.getOrDefault(self.backend))
+        check_backend(self.getOrDefault(self.backend), self.getOrDefault(self.backendOptions))
 
     def _fit(self, dataset: DataFrame) -> TorchModel:
         self._check_params()
@@ -204,6 +207,8 @@ class TorchEstimator(Estimator, TrainingParams):
             batch_size=self.getBatchSize(), epochs=self.getOrDefault(self.epochs),
             seed=seed, num_workers=num_workers, backend=self.getOrDefault(self.backend),
             shuffle=self.getOrDefault(self.shuffle), timeout_s=self.getOrDefault(self.timeout),
+            backend_options=dict(self.getOrDefault(self.backendOptions)),
+            backward_passes_per_step=self.getOrDefault(self.backwardPassesPerStep),
         )
         log.info("sparkdl: training on %d workers with backend=%s", num_workers, spec.backend)
         rows = _run_barrier(prepared, spec)

@@ -119,8 +119,16 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
     validationCol = Param(Params._dummy(), "validationCol",
                           "boolean column marking validation rows (instead of a fraction)",
                           typeConverter=TypeConverters.toString)
-    backend = Param(Params._dummy(), "backend", "allreduce backend: torch",
+    backend = Param(Params._dummy(), "backend",
+                    "allreduce backend: horovod (default where installed) or torch",
                     typeConverter=TypeConverters.toString)
+    backendOptions = Param(Params._dummy(), "backendOptions",
+                           "backend settings; horovod: compression ('none'|'fp16'), op "
+                           "('sum'|'adasum'), fusion_threshold_mb, cycle_time_ms",
+                           typeConverter=_to_dict)
+    backwardPassesPerStep = Param(Params._dummy(), "backwardPassesPerStep",
+                                  "batches whose gradients accumulate before each step",
+                                  typeConverter=TypeConverters.toInt)
     shuffle = Param(Params._dummy(), "shuffle", "reshuffle each worker's rows every epoch",
                     typeConverter=TypeConverters.toBoolean)
     timeout = Param(Params._dummy(), "timeout",
@@ -131,8 +139,8 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
         super().__init__()
         self._setDefault(labelCol="label", loss="cross_entropy", optimizer="adam",
                          optimizerParams={"lr": 1e-3}, epochs=5, numWorkers=1, seed=42,
-                         validationFraction=0.0, backend="torch", shuffle=True,
-                         timeout=600.0)
+                         validationFraction=0.0, backend="torch", backendOptions={},
+                         backwardPassesPerStep=1, shuffle=True, timeout=600.0)
 
     def setLabelCol(self, value: str):
         return self._set(labelCol=value)
@@ -157,6 +165,12 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
 
     def setBackend(self, value: str):
         return self._set(backend=value)
+
+    def setBackendOptions(self, value: dict):
+        return self._set(backendOptions=value)
+
+    def setBackwardPassesPerStep(self, value: int):
+        return self._set(backwardPassesPerStep=value)
 
     def setShuffle(self, value: bool):
         return self._set(shuffle=value)

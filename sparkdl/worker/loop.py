@@ -103,6 +103,7 @@ def run_rank(spec: TrainSpec, shard: LocalShard, collective: Collective, rank: i
     global_rows = global_batch_rows(train_rows, spec.batch_size)
     steps = steps_per_epoch(train_rows, spec.batch_size)
     classify = task in ("multiclass", "binary")
+    accumulate = spec.backward_passes_per_step
     history = []
     for epoch in range(spec.epochs):
         began = time.perf_counter()
@@ -112,17 +113,22 @@ def run_rank(spec: TrainSpec, shard: LocalShard, collective: Collective, rank: i
             epoch_order(len(shard.train_index), spec.seed, epoch, rank, spec.shuffle)]
         for step in range(steps):
             index = order[step * spec.batch_size:(step + 1) * spec.batch_size]
-            optimizer.zero_grad()
+            group_start = step - step % accumulate
+            group = min(accumulate, steps - group_start)  # the last group may be short
+            if step == group_start:
+                optimizer.zero_grad()
             if len(index):
                 x = torch.from_numpy(shard.features(index)).to(device)
                 y = torch.from_numpy(shard.labels(index)).to(device)
                 output = module(x)
                 mean_loss = loss_spec.fn(output, y)
-                (mean_loss * (len(index) / float(global_rows[step]))).backward()
+                weight = collective.loss_weight(len(index), int(global_rows[step])) / group
+                (mean_loss * weight).backward()
                 metrics.add(output.detach(), y, mean_loss.detach(), task)
             else:
                 _zero_contribution(module)
-            collective.step(optimizer, module)
+            if step == group_start + group - 1:
+                collective.step(optimizer, module)
         record = {"epoch": epoch + 1, **metrics.reduce(collective, "train")}
         if any(p.validation_rows for p in peers):
             record.update(_validate(module, shard, loss_spec, collective, spec, device))

@@ -42,6 +42,8 @@ class TrainSpec:
         shuffle: reshuffle each rank's rows every epoch.
         timeout_s: rendezvous and collective timeout.
         backend_options: backend-specific settings.
+        backward_passes_per_step: batches whose gradients are accumulated locally
+            before they are combined across ranks and the optimizer steps.
     """
 
     architecture: Architecture
@@ -58,9 +60,10 @@ class TrainSpec:
     shuffle: bool = True
     timeout_s: float = 600.0
     backend_options: dict = field(default_factory=dict)
+    backward_passes_per_step: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "epochs", "num_workers"):
+        for name in ("batch_size", "epochs", "num_workers", "backward_passes_per_step"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1. Received: {name}={value!r}")

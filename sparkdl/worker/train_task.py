@@ -53,7 +53,8 @@ def train_task(spec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
     device = task_device(ctx)
     host = ctx.getTaskInfos()[rank].address.rsplit(":", 1)[0]
     workdir = tempfile.mkdtemp(prefix="sparkdl-shard-", dir=local_dir())
-    collective = get_backend(spec.backend)
+    collective = get_backend(spec.backend, spec.backend_options)
+    collective.backward_passes_per_step = spec.backward_passes_per_step
     shard = None
     try:
         shard = LocalShard.write(batches, workdir, spec.layout)

@@ -11,6 +11,7 @@ from sparkdl.collective import (
     check_backend,
     default_backend,
     get_backend,
+    horovod_available,
 )
 from sparkdl.collective.base import Collective
 from sparkdl.errors import ConfigError
@@ -100,8 +101,8 @@ def test_check_optimizer_accepts_good_kwargs(name):
 
 
 def test_backend_registry():
-    assert available_backends() == ["torch"]
-    assert default_backend() in available_backends()
+    assert available_backends() == ["horovod", "torch"]
+    assert default_backend() == ("horovod" if horovod_available() else "torch")
     assert check_backend("torch") == "torch"
     backend = get_backend("torch")
     assert isinstance(backend, Collective) and backend.name == "torch"

@@ -1,0 +1,219 @@
+"""The ``horovod`` backend: Horovod's allreduce (gloo on CPU, NCCL when built with it).
+
+No mpirun, no ssh, no extra Spark job: rank 0 hosts Horovod's own gloo
+rendezvous server (``RendezvousServer``) and its port travels to the other ranks
+through the barrier ``allGather``. Each rank then sets the variables ``horovodrun``
+would set (``HOROVOD_RANK``, ``HOROVOD_GLOO_RENDEZVOUS_ADDR``, ...) and calls
+``hvd.init()``. Ranks keep Spark's numbering; ranks on the same host get
+consecutive local ranks, which pick distinct GPUs.
+
+Training uses ``hvd.DistributedOptimizer`` (tensor fusion) with a *sum* of
+gradients, since sparkdl already scales each rank's loss to make the sum the
+global-batch mean; with Adasum each rank's gradient is its own batch mean.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+
+from sparkdl.collective.base import Collective, PeerInfo
+from sparkdl.errors import ConfigError
+
+INSTALL_HINT = ("Horovod is not installed in this Python environment. Build and install it "
+                "with deploy/horovod/build.sh (PyPI's Horovod 0.28.1 needs the patch there), "
+                "or use backend='torch'.")
+
+#: Options accepted in ``backendOptions`` for this backend.
+OPTIONS = {
+    "compression": ("none", "fp16"),
+    "op": ("sum", "adasum"),
+    "fusion_threshold_mb": None,
+    "cycle_time_ms": None,
+}
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """Horovod's placement of one rank: local/cross ranks derived from hosts."""
+
+    hostname: str
+    rank: int
+    local_rank: int
+    cross_rank: int
+    size: int
+    local_size: int
+    cross_size: int
+
+
+def plan_slots(hosts: list[str]) -> list[SlotPlan]:
+    """Horovod slot layout for ranks ``0..n-1`` living on ``hosts[rank]``.
+
+    Example:
+        >>> [(s.local_rank, s.cross_rank, s.cross_size) for s in plan_slots(["a", "b", "a"])]
+        [(0, 0, 2), (0, 1, 2), (1, 0, 1)]
+    """
+    order = list(dict.fromkeys(hosts))
+    local_rank, local_size = [], {h: hosts.count(h) for h in order}
+    seen: dict[str, int] = {}
+    for h in hosts:
+        local_rank.append(seen.get(h, 0))
+        seen[h] = local_rank[-1] + 1
+    plans = []
+    for rank, (h, lr) in enumerate(zip(hosts, local_rank)):
+        with_slot = [x for x in order if local_size[x] > lr]
+        plans.append(SlotPlan(h, rank, lr, with_slot.index(h), len(hosts), local_size[h],
+                              len(with_slot)))
+    return plans
+
+
+def check_options(options: dict) -> None:
+    """Validate ``backendOptions`` on the driver.
+
+    Raises:
+        ConfigError: for an unknown key or value.
+    """
+    for key, value in options.items():
+        if key not in OPTIONS:
+            raise ConfigError(f"Unknown horovod backendOptions key {key!r}. Valid keys: "
+                              f"{sorted(OPTIONS)}. Received: {key}={value!r}")
+        choices = OPTIONS[key]
+        if choices is not None and value not in choices:
+            raise ConfigError(f"backendOptions[{key!r}] must be one of {list(choices)}. "
+                              f"Received: {key}={value!r}")
+        if choices is None and (not isinstance(value, (int, float)) or value <= 0):
+            raise ConfigError(f"backendOptions[{key!r}] must be a positive number. "
+                              f"Received: {key}={value!r}")
+
+
+def _iface_for(host: str) -> str | None:
+    """The network interface holding ``host``'s address, for gloo to bind to."""
+    import psutil
+
+    try:
+        address = socket.gethostbyname(host)
+    except OSError:
+        return None
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.family == socket.AF_INET and a.address == address for a in addrs):
+            return name
+    return None
+
+
+class HorovodCollective(Collective):
+    """Allreduce through Horovod, started inside Spark barrier tasks.
+
+    Example:
+        >>> HorovodCollective({"compression": "fp16"}).name
+        'horovod'
+    """
+
+    name = "horovod"
+
+    def __init__(self, options: dict | None = None) -> None:
+        self.options = dict(options or {})
+        check_options(self.options)
+        self._server = None
+        self._saved_env: dict[str, str | None] = {}
+        self._started = False
+        self.backward_passes_per_step = 1
+
+    def advertise(self, rank: int, world_size: int, host: str) -> dict:
+        if rank != 0:
+            return {}
+        from horovod.runner.http.http_server import RendezvousServer
+
+        self._server = RendezvousServer()
+        return {"rendezvous_port": self._server.start()}
+
+    def _set_env(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    def start(self, rank: int, peers: list[PeerInfo], device: torch.device,
+              timeout_s: float) -> None:
+        import horovod.torch as hvd
+        from horovod.runner.common.util.hosts import SlotInfo
+
+        plan = plan_slots([p.host for p in peers])
+        if self._server is not None:
+            self._server.init([SlotInfo(**vars(s)) for s in plan])
+        me = plan[rank]
+        env = {
+            "HOROVOD_GLOO_RENDEZVOUS_ADDR": peers[0].host,
+            "HOROVOD_GLOO_RENDEZVOUS_PORT": str(peers[0].extra["rendezvous_port"]),
+            "HOROVOD_CONTROLLER": "gloo",
+            "HOROVOD_CPU_OPERATIONS": "gloo",
+            "HOROVOD_HOSTNAME": me.hostname,
+            "HOROVOD_RANK": str(me.rank),
+            "HOROVOD_SIZE": str(me.size),
+            "HOROVOD_LOCAL_RANK": str(me.local_rank),
+            "HOROVOD_LOCAL_SIZE": str(me.local_size),
+            "HOROVOD_CROSS_RANK": str(me.cross_rank),
+            "HOROVOD_CROSS_SIZE": str(me.cross_size),
+            "HOROVOD_GLOO_TIMEOUT_SECONDS": str(int(timeout_s)),
+        }
+        iface = _iface_for(me.hostname)
+        if iface:
+            env["HOROVOD_GLOO_IFACE"] = iface
+        if "fusion_threshold_mb" in self.options:
+            env["HOROVOD_FUSION_THRESHOLD"] = str(int(self.options["fusion_threshold_mb"]
+                                                      * 1024 * 1024))
+        if "cycle_time_ms" in self.options:
+            env["HOROVOD_CYCLE_TIME"] = str(float(self.options["cycle_time_ms"]))
+        self._set_env(env)
+        hvd.init()
+        self._started = True
+        if hvd.size() != len(peers) or hvd.rank() != rank:
+            raise RuntimeError(f"Horovod started as rank {hvd.rank()}/{hvd.size()}, "
+                               f"expected {rank}/{len(peers)}")
+
+    def broadcast_module(self, module: torch.nn.Module) -> None:
+        import horovod.torch as hvd
+
+        hvd.broadcast_parameters(module.state_dict(), root_rank=0)
+
+    def prepare_optimizer(self, optimizer: torch.optim.Optimizer,
+                          module: torch.nn.Module) -> torch.optim.Optimizer:
+        import horovod.torch as hvd
+
+        hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+        compression = (hvd.Compression.fp16 if self.options.get("compression") == "fp16"
+                       else hvd.Compression.none)
+        op = hvd.Adasum if self.options.get("op") == "adasum" else hvd.Sum
+        return hvd.DistributedOptimizer(
+            optimizer, named_parameters=module.named_parameters(), compression=compression,
+            op=op, backward_passes_per_step=self.backward_passes_per_step)
+
+    def loss_weight(self, local_rows: int, global_rows: int) -> float:
+        if self.options.get("op") == "adasum":
+            return 1.0 if local_rows else 0.0
+        return super().loss_weight(local_rows, global_rows)
+
+    def step(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> None:
+        optimizer.step()  # DistributedOptimizer sums (or Adasum-combines) first
+
+    def allreduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        import horovod.torch as hvd
+
+        return hvd.allreduce(tensor, op=hvd.Sum, name="sparkdl.metrics")
+
+    def shutdown(self) -> None:
+        if self._started:
+            import horovod.torch as hvd
+
+            hvd.shutdown()
+            self._started = False
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
