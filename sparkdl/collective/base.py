@@ -46,17 +46,30 @@ class Collective(ABC):
 
     name: str = ""
 
+    #: The backend cannot start twice in one process, so each run gets a fresh one.
+    fresh_process: bool = False
+
     #: Backward passes accumulated locally before gradients are combined.
     backward_passes_per_step: int = 1
 
     @abstractmethod
-    def advertise(self, rank: int, world_size: int, host: str) -> dict:
-        """Prepare rendezvous; return JSON-friendly fields to share with peers."""
+    def advertise(self, rank: int, hosts: list[str]) -> dict:
+        """Prepare rendezvous; return JSON-friendly fields to share with peers.
+
+        Args:
+            rank: this rank.
+            hosts: every rank's host, known from the barrier context before any
+                exchange, so servers can be fully set up before peers connect.
+        """
 
     @abstractmethod
     def start(self, rank: int, peers: list[PeerInfo], device: torch.device,
               timeout_s: float) -> None:
         """Join the group once every peer's :class:`PeerInfo` is known."""
+
+    @abstractmethod
+    def size(self) -> int:
+        """Number of ranks as the started backend itself reports it."""
 
     @abstractmethod
     def broadcast_module(self, module: torch.nn.Module) -> None:

@@ -9,7 +9,12 @@ consecutive local ranks, which pick distinct GPUs.
 
 Training uses ``hvd.DistributedOptimizer`` (tensor fusion) with a *sum* of
 gradients, since sparkdl already scales each rank's loss to make the sum the
-global-batch mean; with Adasum each rank's gradient is its own batch mean.
+global-batch mean.
+
+Adasum: Horovod implements its Adasum op only over MPI, which needs ``mpirun``.
+Here the same per-tensor Adasum combination is computed from one fused
+``hvd.allgather`` of every rank's gradients, reduced pairwise in a fixed tree, so
+all ranks get bit-identical results. Each rank's gradient is its own batch mean.
 """
 
 from __future__ import annotations
@@ -70,6 +75,35 @@ def plan_slots(hosts: list[str]) -> list[SlotPlan]:
     return plans
 
 
+def adasum(grads: torch.Tensor) -> torch.Tensor:
+    """Adasum-combine per-rank gradients ``(ranks, ...)`` of one tensor.
+
+    Pairs are combined level by level as ``(1 - a.b/2|a|^2) a + (1 - a.b/2|b|^2) b``
+    (Maleki et al., 2021, as in Horovod): orthogonal gradients add up, identical
+    ones are not double counted.
+
+    Example:
+        >>> adasum(torch.tensor([[1.0, 0.0], [0.0, 1.0]])).tolist()
+        [1.0, 1.0]
+        >>> adasum(torch.tensor([[2.0, 2.0], [2.0, 2.0]])).tolist()
+        [2.0, 2.0]
+    """
+    level = list(grads.double())
+    while len(level) > 1:
+        nxt = []
+        for i in range(0, len(level) - 1, 2):
+            a, b = level[i], level[i + 1]
+            dot = torch.sum(a * b)
+            na, nb = torch.sum(a * a), torch.sum(b * b)
+            ca = 1 - dot / (2 * na) if na > 0 else torch.tensor(1.0, dtype=a.dtype)
+            cb = 1 - dot / (2 * nb) if nb > 0 else torch.tensor(1.0, dtype=b.dtype)
+            nxt.append(ca * a + cb * b)
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0].to(grads.dtype)
+
+
 def check_options(options: dict) -> None:
     """Validate ``backendOptions`` on the driver.
 
@@ -112,6 +146,7 @@ class HorovodCollective(Collective):
     """
 
     name = "horovod"
+    fresh_process = True  # a second hvd.init() in one process crashes
 
     def __init__(self, options: dict | None = None) -> None:
         self.options = dict(options or {})
@@ -121,13 +156,18 @@ class HorovodCollective(Collective):
         self._started = False
         self.backward_passes_per_step = 1
 
-    def advertise(self, rank: int, world_size: int, host: str) -> dict:
+    def advertise(self, rank: int, hosts: list[str]) -> dict:
         if rank != 0:
             return {}
+        from horovod.runner.common.util.hosts import SlotInfo
         from horovod.runner.http.http_server import RendezvousServer
 
         self._server = RendezvousServer()
-        return {"rendezvous_port": self._server.start()}
+        port = self._server.start()
+        # The plan must be in place before any peer connects: init() clears the
+        # server's key-value store, so a late init would drop early arrivals.
+        self._server.init([SlotInfo(**vars(s)) for s in plan_slots(hosts)])
+        return {"rendezvous_port": port}
 
     def _set_env(self, values: dict[str, str]) -> None:
         for key, value in values.items():
@@ -137,12 +177,8 @@ class HorovodCollective(Collective):
     def start(self, rank: int, peers: list[PeerInfo], device: torch.device,
               timeout_s: float) -> None:
         import horovod.torch as hvd
-        from horovod.runner.common.util.hosts import SlotInfo
 
-        plan = plan_slots([p.host for p in peers])
-        if self._server is not None:
-            self._server.init([SlotInfo(**vars(s)) for s in plan])
-        me = plan[rank]
+        me = plan_slots([p.host for p in peers])[rank]
         env = {
             "HOROVOD_GLOO_RENDEZVOUS_ADDR": peers[0].host,
             "HOROVOD_GLOO_RENDEZVOUS_PORT": str(peers[0].extra["rendezvous_port"]),
@@ -172,6 +208,11 @@ class HorovodCollective(Collective):
             raise RuntimeError(f"Horovod started as rank {hvd.rank()}/{hvd.size()}, "
                                f"expected {rank}/{len(peers)}")
 
+    def size(self) -> int:
+        import horovod.torch as hvd
+
+        return hvd.size()
+
     def broadcast_module(self, module: torch.nn.Module) -> None:
         import horovod.torch as hvd
 
@@ -182,20 +223,44 @@ class HorovodCollective(Collective):
         import horovod.torch as hvd
 
         hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+        if self._adasum:
+            return optimizer  # combined in step(), see the module docstring
         compression = (hvd.Compression.fp16 if self.options.get("compression") == "fp16"
                        else hvd.Compression.none)
-        op = hvd.Adasum if self.options.get("op") == "adasum" else hvd.Sum
         return hvd.DistributedOptimizer(
             optimizer, named_parameters=module.named_parameters(), compression=compression,
-            op=op, backward_passes_per_step=self.backward_passes_per_step)
+            op=hvd.Sum, backward_passes_per_step=self.backward_passes_per_step)
+
+    @property
+    def _adasum(self) -> bool:
+        return self.options.get("op") == "adasum"
 
     def loss_weight(self, local_rows: int, global_rows: int) -> float:
-        if self.options.get("op") == "adasum":
+        if self._adasum:
             return 1.0 if local_rows else 0.0
         return super().loss_weight(local_rows, global_rows)
 
     def step(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> None:
-        optimizer.step()  # DistributedOptimizer sums (or Adasum-combines) first
+        if self._adasum:
+            self._adasum_gradients(module)
+        optimizer.step()  # a DistributedOptimizer sums gradients first
+
+    def _adasum_gradients(self, module: torch.nn.Module) -> None:
+        import horovod.torch as hvd
+
+        params = [p for p in module.parameters() if p.requires_grad]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        if self.options.get("compression") == "fp16":
+            gathered = hvd.allgather(flat.half().unsqueeze(0), name="sparkdl.adasum").to(
+                flat.dtype)
+        else:
+            gathered = hvd.allgather(flat.unsqueeze(0), name="sparkdl.adasum")
+        offset = 0
+        for p, g in zip(params, grads):
+            n = g.numel()
+            p.grad = adasum(gathered[:, offset:offset + n]).view_as(g)
+            offset += n
 
     def allreduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         import horovod.torch as hvd

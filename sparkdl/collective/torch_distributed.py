@@ -32,10 +32,10 @@ class TorchDistributedCollective(Collective):
         self._group_started = False
         self._device = torch.device("cpu")
 
-    def advertise(self, rank: int, world_size: int, host: str) -> dict:
+    def advertise(self, rank: int, hosts: list[str]) -> dict:
         if rank != 0:
             return {}
-        self._store = dist.TCPStore(host, 0, world_size, is_master=True,
+        self._store = dist.TCPStore(hosts[0], 0, len(hosts), is_master=True,
                                     wait_for_workers=False)
         return {"store_port": self._store.port}
 
@@ -52,6 +52,9 @@ class TorchDistributedCollective(Collective):
         self._group_started = True
         self._world_size = len(peers)
         self._device = device
+
+    def size(self) -> int:
+        return dist.get_world_size()
 
     def broadcast_module(self, module: torch.nn.Module) -> None:
         tensors = [t.data for t in module.state_dict(keep_vars=True).values()]

@@ -40,18 +40,18 @@ def train_task(spec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
     """
     from pyspark import BarrierTaskContext
 
-    from sparkdl.architecture import weights_to_bytes
     from sparkdl.collective import get_backend
     from sparkdl.collective.base import PeerInfo
     from sparkdl.data.shard import LocalShard
-    from sparkdl.worker.loop import run_rank
+    from sparkdl.worker.rank_process import train_rank, train_rank_in_child
     from sparkdl.worker.task_env import limit_threads, local_dir, task_device
 
     ctx = BarrierTaskContext.get()
     rank = ctx.partitionId()
     limit_threads(ctx)
     device = task_device(ctx)
-    host = ctx.getTaskInfos()[rank].address.rsplit(":", 1)[0]
+    hosts = [info.address.rsplit(":", 1)[0] for info in ctx.getTaskInfos()]
+    host = hosts[rank]
     workdir = tempfile.mkdtemp(prefix="sparkdl-shard-", dir=local_dir())
     collective = get_backend(spec.backend, spec.backend_options)
     collective.backward_passes_per_step = spec.backward_passes_per_step
@@ -63,18 +63,20 @@ def train_task(spec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
             "executor_id": _executor_id(),
             "train_rows": len(shard.train_index),
             "validation_rows": len(shard.validation_index),
-            "extra": collective.advertise(rank, spec.num_workers, host),
+            "extra": collective.advertise(rank, hosts),
         }
         peers = sorted((PeerInfo(**json.loads(m)) for m in ctx.allGather(json.dumps(me))),
                        key=lambda p: p.rank)
-        collective.start(rank, peers, device, spec.timeout_s)
-        module, history = run_rank(spec, shard, collective, rank, peers, device)
+        if collective.fresh_process:
+            result = train_rank_in_child(spec, shard.path, rank, peers, device, ctx.cpus())
+        else:
+            result = train_rank(spec, shard, collective, rank, peers, device)
         me.pop("extra")
-        me["device"] = str(device)
+        me.update(pid=result.pid, device=str(device), backend_size=result.backend_size)
         yield _result(rank, "worker", json.dumps(me).encode())
         if rank == 0:
-            yield _result(rank, "weights", weights_to_bytes(module))
-            yield _result(rank, "history", json.dumps(history).encode())
+            yield _result(rank, "weights", result.weights)
+            yield _result(rank, "history", json.dumps(result.history).encode())
     finally:
         collective.shutdown()
         if shard is not None:

@@ -7,6 +7,7 @@ the loss scaling of uneven shards against a single-process reference.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 
@@ -36,11 +37,14 @@ class SingleRank(Collective):
         self.steps = 0
         self.reduced = []
 
-    def advertise(self, rank, world_size, host):
+    def advertise(self, rank, hosts):
         return {}
 
     def start(self, rank, peers, device, timeout_s):
         pass
+
+    def size(self):
+        return 1
 
     def broadcast_module(self, module):
         pass
@@ -78,11 +82,14 @@ class ThreadRank(Collective):
     def __init__(self, group, rank):
         self.group, self.rank = group, rank
 
-    def advertise(self, rank, world_size, host):
+    def advertise(self, rank, hosts):
         return {}
 
     def start(self, rank, peers, device, timeout_s):
         pass
+
+    def size(self):
+        return len(self.group.slots)
 
     def broadcast_module(self, module):
         for t in module.state_dict(keep_vars=True).values():
@@ -374,7 +381,7 @@ def test_real_torch_backend_world_size_one(tmp_path):
     shard, layout = write_shard(tmp_path, x, y)
     coll = TorchDistributedCollective()
     try:
-        extra = coll.advertise(0, 1, "127.0.0.1")
+        extra = coll.advertise(0, ["127.0.0.1"])
         assert isinstance(extra["store_port"], int) and extra["store_port"] > 0
         me = PeerInfo(rank=0, host="127.0.0.1", pid=os.getpid(), executor_id="0",
                       train_rows=12, validation_rows=0, extra=extra)
@@ -418,3 +425,39 @@ def test_tied_weights_stay_tied_through_training(tmp_path):
     finally:
         shard.close()
     assert torch.equal(trained.a.weight, trained.b.weight)
+
+
+def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
+    """Two accumulated batches of 4 rows step like one batch of 8 (equal-size batches)."""
+    torch.manual_seed(3)
+    model = torch.nn.Linear(3, 1)
+    x, y = regression_data(16)
+    shard, layout = write_shard(tmp_path, x, y)
+    try:
+        small = dataclasses.replace(
+            make_spec(model, layout, "mse", batch_size=4, epochs=2, shuffle=False),
+            backward_passes_per_step=2)
+        coll_small = SingleRank()
+        accumulated, _ = run_rank(small, shard, coll_small, 0, [peer(0, shard)], CPU)
+        big = make_spec(model, layout, "mse", batch_size=8, epochs=2, shuffle=False)
+        coll_big = SingleRank()
+        direct, _ = run_rank(big, shard, coll_big, 0, [peer(0, shard)], CPU)
+    finally:
+        shard.close()
+    assert coll_small.steps == coll_big.steps == 4
+    assert_same_weights(accumulated, direct)
+
+
+def test_a_short_last_accumulation_group_still_steps(tmp_path):
+    torch.manual_seed(4)
+    x, y = regression_data(12)
+    shard, layout = write_shard(tmp_path, x, y)
+    try:
+        spec = dataclasses.replace(
+            make_spec(torch.nn.Linear(3, 1), layout, "mse", batch_size=4, epochs=1),
+            backward_passes_per_step=2)
+        coll = SingleRank()
+        run_rank(spec, shard, coll, 0, [peer(0, shard)], CPU)
+    finally:
+        shard.close()
+    assert coll.steps == 2  # 3 batches: one group of 2, one of 1

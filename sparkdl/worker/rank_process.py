@@ -1,0 +1,104 @@
+"""One rank's training, in this process or in a fresh child process.
+
+Spark reuses Python workers between tasks. torch.distributed can be started again
+in a reused worker, but Horovod cannot: a second ``hvd.init()`` in the same
+process crashes. Backends that declare ``fresh_process`` therefore train in a
+child interpreter (``python -m sparkdl.worker.rank_process``) started by the task;
+the task keeps its shard, its rendezvous and its results, the child gets the
+spec, the shard's path and the peers on stdin and returns its result on stdout.
+The child dies with its parent (``PR_SET_PDEATHSIG``), so a task that Spark
+kills leaves no rank behind, and its stderr goes to the executor log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+
+import cloudpickle
+import torch
+
+from sparkdl.errors import WorkerFailedError
+
+
+@dataclass(frozen=True)
+class RankResult:
+    """What a rank hands back: weights (rank 0 only), history, who ran it."""
+
+    weights: bytes | None
+    history: list
+    backend_size: int
+    pid: int
+
+
+def train_rank(spec, shard, collective, rank, peers, device) -> RankResult:
+    """Start the backend, train, and collect the result, in this process."""
+    from sparkdl.architecture import weights_to_bytes
+    from sparkdl.worker.loop import run_rank
+
+    collective.start(rank, peers, device, spec.timeout_s)
+    module, history = run_rank(spec, shard, collective, rank, peers, device)
+    weights = weights_to_bytes(module) if rank == 0 else None
+    return RankResult(weights, history, collective.size(), os.getpid())
+
+
+def train_rank_in_child(spec, shard_path, rank, peers, device, threads) -> RankResult:
+    """Run :func:`train_rank` in a fresh interpreter and return its result.
+
+    Raises:
+        WorkerFailedError: with the child's last stderr lines if it fails.
+    """
+    request = cloudpickle.dumps((spec, shard_path, rank, peers, str(device), threads))
+    with tempfile.TemporaryFile() as err:
+        child = subprocess.run([sys.executable, "-m", "sparkdl.worker.rank_process"],
+                               input=request, stdout=subprocess.PIPE, stderr=err,
+                               check=False)
+        err.seek(0)
+        log = err.read().decode(errors="replace")
+    sys.stderr.write(log)
+    if child.returncode != 0:
+        tail = "\n".join(log.strip().splitlines()[-20:])
+        raise WorkerFailedError(
+            f"Rank {rank}'s training process exited with code {child.returncode}:\n{tail}")
+    return RankResult(**pickle.loads(child.stdout))
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the collective timeout still ends an orphaned rank
+
+
+def main() -> None:
+    _die_with_parent()
+    spec, shard_path, rank, peers, device, threads = pickle.loads(sys.stdin.buffer.read())
+    from sparkdl.collective import get_backend
+    from sparkdl.data.shard import LocalShard
+
+    if threads:
+        torch.set_num_threads(threads)
+    collective = get_backend(spec.backend, spec.backend_options)
+    collective.backward_passes_per_step = spec.backward_passes_per_step
+    shard = LocalShard(shard_path, spec.layout)
+    try:
+        result = train_rank(spec, shard, collective, rank, peers, torch.device(device))
+    finally:
+        collective.shutdown()
+        shard.close()
+    # A plain dict: this module runs as __main__ here, so its classes would not
+    # unpickle under the same name in the parent.
+    sys.stdout.buffer.write(pickle.dumps(dataclasses.asdict(result)))
+    sys.stdout.buffer.flush()
+
+
+if __name__ == "__main__":
+    main()
