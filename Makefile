@@ -1,5 +1,6 @@
 # sparkdl: `make demo` runs the main job, `make test` runs every test. Both set up
-# .venv first (a second run only re-installs when pyproject.toml changed).
+# .venv first, Horovod included (a second run only re-installs when pyproject.toml or
+# the Horovod recipe changed; the Horovod wheel is cached in ~/.cache/sparkdl/wheels).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -9,10 +10,11 @@ STAMP  := $(VENV)/.sparkdl-installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml deploy/horovod/build.sh deploy/horovod/horovod-0.28.1-cxx.patch
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
+	deploy/horovod/build.sh $(PY)   # cached wheel: seconds; first build: ~10 minutes
 	touch $@
 
 demo: setup

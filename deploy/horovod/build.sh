@@ -29,9 +29,9 @@ patch_hash=$(sha256sum "$PATCH" | cut -c1-12)
 key="horovod-$VERSION-torch$torch_version-$py_tag-$patch_hash${GPU_OPS:+-$(echo "$GPU_OPS" | tr 'A-Z' 'a-z')}"
 wheel_dir="$CACHE/$key"
 
-if "$PY" -c 'import horovod.torch' 2>/dev/null && [ -f "$wheel_dir/installed-from-here" ] \
-   && "$PY" -c "import horovod, sys; sys.exit(horovod.__version__ != '$VERSION')"; then
-  echo "horovod $VERSION already installed ($key)"
+if "$PY" -c "import horovod.torch, sys; sys.exit(horovod.__version__ != '$VERSION')" 2>/dev/null
+then
+  echo "horovod $VERSION already installed in $PY"
   exit 0
 fi
 
@@ -53,5 +53,4 @@ if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
 fi
 "$PY" -m pip install -q --force-reinstall --no-deps "$wheel_dir"/horovod-*.whl
 "$PY" -m pip install -q cloudpickle psutil pyyaml packaging cffi
-touch "$wheel_dir/installed-from-here"
 "$PY" -c 'import horovod.torch as hvd; print("horovod", __import__("horovod").__version__, "gloo built:", hvd.gloo_built())'
