@@ -24,8 +24,11 @@ _REGISTRY: dict[str, tuple[str, str]] = {
 
 def horovod_available() -> bool:
     """Whether Horovod's PyTorch binding is installed (without importing it)."""
-    return importlib.util.find_spec("horovod") is not None and \
-        importlib.util.find_spec("horovod.torch") is not None
+    try:
+        return importlib.util.find_spec("horovod") is not None and \
+            importlib.util.find_spec("horovod.torch") is not None
+    except (ImportError, ValueError):  # a broken or blocked package counts as missing
+        return False
 
 
 def available_backends() -> list[str]:

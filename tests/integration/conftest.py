@@ -52,3 +52,49 @@ def digits(spark):
     df = spark.createDataFrame(rows, "features array<float>, label long")
     train, test = df.randomSplit([0.8, 0.2], seed=3)
     return train.cache(), test.cache()
+
+
+class FullBatchCase:
+    """Full-batch SGD on 101 rows (odd, so two shards are uneven): every step's global
+    batch is the whole data set, whatever the number of workers, so any correct
+    allreduce ends with the weights a plain PyTorch loop computes."""
+
+    rows = 101
+    lr = 0.5
+    epochs = 5
+
+    def __init__(self, spark):
+        import numpy as np
+
+        rng = np.random.default_rng(11)
+        self.x = rng.normal(size=(self.rows, 5)).astype("float32")
+        self.y = rng.integers(0, 3, size=self.rows)
+        self.df = spark.createDataFrame(
+            [(r.tolist(), int(t)) for r, t in zip(self.x, self.y)],
+            "features array<float>, label long")
+
+    @staticmethod
+    def net():
+        import torch
+
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(),
+                                   torch.nn.Linear(8, 3))
+
+    def fit(self, workers, **params):
+        from sparkdl import TorchEstimator
+
+        merged = dict(model=self.net(), loss="cross_entropy", optimizer="sgd",
+                      optimizerParams={"lr": self.lr}, batchSize=self.rows,
+                      epochs=self.epochs, numWorkers=workers, seed=3)
+        merged.update(params)
+        return TorchEstimator(**merged).fit(self.df)
+
+    @staticmethod
+    def weights(model):
+        return {k: v.numpy() for k, v in model.getModel().state_dict().items()}
+
+
+@pytest.fixture(scope="session")
+def full_batch(spark):
+    return FullBatchCase(spark)

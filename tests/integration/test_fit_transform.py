@@ -11,6 +11,7 @@ from pyspark.ml.linalg import DenseVector, SparseVector, VectorUDT
 from pyspark.sql import functions as F
 
 from sparkdl import TorchEstimator, TorchModel
+from sparkdl.collective import default_backend
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -33,7 +34,7 @@ def digits_model(digits):
 
 def test_fit_trains_on_two_executors(digits_model, digits):
     history = digits_model.history
-    assert history.backend == "torch" and history.num_workers == 2
+    assert history.backend == default_backend() and history.num_workers == 2
     assert len(history) == 8
     assert history.metric("train_loss")[-1] < history.metric("train_loss")[0] / 3
     assert history[-1]["val_rows"] > 0 and history[-1]["val_accuracy"] > 0.85

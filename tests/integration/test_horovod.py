@@ -17,55 +17,30 @@ from sparkdl.collective import default_backend, horovod_available
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.horovod]
 
-ROWS = 101
-
 
 @pytest.fixture(scope="module", autouse=True)
 def horovod_installed():
     assert horovod_available(), "Horovod is not installed: run deploy/horovod/build.sh"
 
 
-def net():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
-
-
-@pytest.fixture(scope="module")
-def data(spark):
-    rng = np.random.default_rng(11)
-    x = rng.normal(size=(ROWS, 5)).astype("float32")
-    y = rng.integers(0, 3, size=ROWS)
-    return spark.createDataFrame([(r.tolist(), int(t)) for r, t in zip(x, y)],
-                                 "features array<float>, label long")
-
-
-def fit_sgd(df, backend, workers):
-    return TorchEstimator(model=net(), optimizer="sgd", optimizerParams={"lr": 0.5},
-                          batchSize=ROWS, epochs=5, numWorkers=workers, seed=3,
-                          backend=backend).fit(df)
-
-
-def weights(model):
-    return {k: v.numpy() for k, v in model.getModel().state_dict().items()}
-
-
 def test_horovod_is_the_default_backend():
     assert default_backend() == "horovod"
-    assert TorchEstimator(model=net()).getOrDefault("backend") == "horovod"
+    assert TorchEstimator(model=mlp).getOrDefault("backend") == "horovod"
 
 
-def test_horovod_equals_torch_and_one_worker(data):
-    hvd = fit_sgd(data, "horovod", 2)
-    torch_ = fit_sgd(data, "torch", 2)
-    one = fit_sgd(data, "torch", 1)
+def test_horovod_equals_torch_and_one_worker(full_batch):
+    hvd = full_batch.fit(2, backend="horovod")
+    torch_ = full_batch.fit(2, backend="torch")
+    one = full_batch.fit(1, backend="torch")
     assert hvd.history.backend == "horovod"
-    for name, value in weights(one).items():
-        np.testing.assert_allclose(weights(hvd)[name], value, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(weights(torch_)[name], value, rtol=1e-5, atol=1e-6)
+    for name, value in full_batch.weights(one).items():
+        np.testing.assert_allclose(full_batch.weights(hvd)[name], value, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(full_batch.weights(torch_)[name], value, rtol=1e-5,
+                                   atol=1e-6)
 
 
-def test_workers_are_separate_processes_in_separate_executors(data):
-    model = TorchEstimator(model=net(), epochs=1, numWorkers=2, backend="horovod").fit(data)
+def test_workers_are_separate_processes_in_separate_executors(full_batch):
+    model = full_batch.fit(2, epochs=1, backend="horovod")
     workers = model.history.workers
     assert [w["backend_size"] for w in workers] == [2, 2]  # hvd.size() on each rank
     assert len({w["pid"] for w in workers}) == 2
@@ -97,13 +72,12 @@ def test_gradient_accumulation_trains(digits):
     assert accuracy(model.transform(test)) >= 0.93
 
 
-def test_bad_horovod_options_fail_before_the_job(data):
+def test_bad_horovod_options_fail_before_the_job(full_batch):
     from sparkdl import ConfigError
 
     with pytest.raises(ConfigError, match=r"backendOptions\['compression'\] must be one of"):
-        TorchEstimator(model=net(), backend="horovod",
-                       backendOptions={"compression": "int8"}).fit(data)
+        full_batch.fit(2, backend="horovod", backendOptions={"compression": "int8"})
     with pytest.raises(ConfigError, match=r"Unknown horovod backendOptions key 'fusion'"):
-        TorchEstimator(model=net(), backend="horovod", backendOptions={"fusion": 1}).fit(data)
+        full_batch.fit(2, backend="horovod", backendOptions={"fusion": 1})
     with pytest.raises(ConfigError, match=r"backend='torch' takes no backendOptions"):
-        TorchEstimator(model=net(), backend="torch", backendOptions={"op": "sum"}).fit(data)
+        full_batch.fit(2, backend="torch", backendOptions={"op": "sum"})
