@@ -1,10 +1,12 @@
 """How a network's code travels and persists, separately from its weights.
 
-A network is given either as a ``torch.nn.Module`` instance or as a zero-argument
-factory returning one. Its *architecture* is stored with cloudpickle: for an
-instance, a copy moved to the ``meta`` device (structure only, no tensor data);
-for a factory, the callable itself. Weights always travel and persist as
-safetensors, so loading a model never unpickles tensor data.
+A network is given as a ``torch.nn.Module`` instance, a zero-argument factory
+returning one, or a declarative ``sparkdl.nn.Network``. A ``Network``'s
+*architecture* is its canonical JSON spec: nothing is pickled. Otherwise the
+architecture is stored with cloudpickle: for an instance, a copy moved to the
+``meta`` device (structure only, no tensor data); for a factory, the callable
+itself. Weights always travel and persist as safetensors, so loading a model never
+unpickles tensor data.
 
 Code defined outside installed packages (a script, a notebook, a test module)
 is pickled by value, so executors need not import the driver's files.
@@ -26,6 +28,7 @@ import copy
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cloudpickle
 import torch
@@ -33,6 +36,9 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from sparkdl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sparkdl.nn import Network
 
 
 def _local_modules(model) -> set:
@@ -101,30 +107,36 @@ def weights_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
 
 @dataclass(frozen=True)
 class Architecture:
-    """A network's structure: a weightless module or a factory, cloudpickled.
+    """A network's structure: a weightless module or a factory, cloudpickled, or a spec.
 
     Attributes:
-        kind: ``"module"`` or ``"factory"``.
-        payload: cloudpickle bytes.
+        kind: ``"module"``, ``"factory"`` or ``"spec"``.
+        payload: cloudpickle bytes, or for ``"spec"`` the network's JSON (UTF-8).
     """
 
     kind: str
     payload: bytes
 
     @classmethod
-    def of(cls, model: torch.nn.Module | Callable[[], torch.nn.Module]) -> Architecture:
-        """Capture the architecture of a module or factory.
+    def of(cls, model: torch.nn.Module | Callable[[], torch.nn.Module] | Network
+           ) -> Architecture:
+        """Capture the architecture of a module, factory or ``sparkdl.nn.Network``.
 
         Raises:
-            ConfigError: if ``model`` is neither.
+            ConfigError: if ``model`` is none of them.
         """
+        from sparkdl.nn import Network  # noqa: F811 - imported lazily at run time
+
+        if isinstance(model, Network):
+            return cls("spec", model.to_json().encode("utf-8"))
         if isinstance(model, torch.nn.Module):
             skeleton = _with_empty_tensors(model, "meta")
             return cls("module", _dumps(skeleton, model))
         if callable(model):
             return cls("factory", _dumps(model, model))
         raise ConfigError(
-            "model must be a torch.nn.Module or a zero-argument callable returning one. "
+            "model must be a torch.nn.Module, a zero-argument callable returning one or a "
+            "sparkdl.nn.Network. "
             f"Received: model={type(model).__name__}"
         )
 
@@ -134,6 +146,13 @@ class Architecture:
         A weightless module without ``state_dict`` gets uninitialised memory, so
         callers building a ``"module"`` architecture always pass weights.
         """
+        if self.kind == "spec":
+            from sparkdl.nn import Network  # noqa: F811
+
+            module = Network.from_json(self.payload.decode("utf-8")).build()
+            if state_dict is not None:
+                module.load_state_dict(state_dict, strict=True)
+            return module
         obj = cloudpickle.loads(self.payload)
         if self.kind == "module":
             module = _with_empty_tensors(obj, "cpu")

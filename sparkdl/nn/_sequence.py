@@ -1,0 +1,184 @@
+"""Sequence layers over ``(sequence, features)``: LSTM, GRU, attention, Transformer.
+
+Example:
+    >>> from sparkdl.nn import LSTM
+    >>> LSTM(16).output_shape((20, 8)), LSTM(16, return_sequences=True).output_shape((20, 8))
+    ((16,), (20, 16))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from sparkdl.nn._base import Layer, Shape, ShapeMismatch, check, is_int, register
+
+_SEQ = "(sequence, features)"
+
+
+def _check_sequence(shape: Shape, features: str = "features") -> None:
+    if len(shape) != 2:
+        raise ShapeMismatch(f"(sequence, {features})", shape)
+
+
+class _Recurrent(torch.nn.Module):
+    """A batch-first ``torch.nn.LSTM``/``GRU`` returning all steps or the last one."""
+
+    def __init__(self, rnn: torch.nn.Module, return_sequences: bool):
+        super().__init__()
+        self.rnn = rnn
+        self.return_sequences = return_sequences
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return out if self.return_sequences else out[:, -1]
+
+
+@dataclass(frozen=True)
+class _RNN(Layer):
+    units: int
+    return_sequences: bool = False
+
+    gates: ClassVar[int] = 4
+
+    def __post_init__(self):
+        kind = type(self).__name__
+        check(is_int(self.units), kind,
+              f"units must be a positive integer. Received: units={self.units!r}")
+        check(isinstance(self.return_sequences, bool), kind,
+              f"return_sequences must be a bool. Received: {self.return_sequences!r}")
+
+    def output_shape(self, shape: Shape) -> Shape:
+        _check_sequence(shape)
+        return (shape[0], self.units) if self.return_sequences else (self.units,)
+
+    def count_params(self, shape: Shape) -> int:
+        # torch keeps two bias vectors (input-hidden and hidden-hidden) per gate.
+        return self.gates * self.units * (shape[1] + self.units + 2)
+
+    def module(self, shape: Shape) -> torch.nn.Module:
+        rnn = getattr(torch.nn, type(self).__name__)(shape[1], self.units, batch_first=True)
+        return _Recurrent(rnn, self.return_sequences)
+
+
+@register
+class LSTM(_RNN):
+    """Long short-term memory; returns the last step unless ``return_sequences``.
+
+    Example:
+        >>> LSTM(16).count_params((20, 8))
+        1664
+    """
+
+    gates: ClassVar[int] = 4
+
+
+@register
+class GRU(_RNN):
+    """Gated recurrent unit; returns the last step unless ``return_sequences``.
+
+    Example:
+        >>> GRU(16).output_shape((20, 8))
+        (16,)
+    """
+
+    gates: ClassVar[int] = 3
+
+
+class _SelfAttention(torch.nn.Module):
+    """Batch-first ``torch.nn.MultiheadAttention`` with query = key = value."""
+
+    def __init__(self, attention: torch.nn.MultiheadAttention):
+        super().__init__()
+        self.attention = attention
+
+    def forward(self, x):
+        return self.attention(x, x, x, need_weights=False)[0]
+
+
+@register
+class MultiHeadAttention(Layer):
+    """Self-attention over ``(sequence, features)`` with ``features = num_heads * key_dim``.
+
+    Example:
+        >>> MultiHeadAttention(num_heads=4, key_dim=8).output_shape((10, 32))
+        (10, 32)
+    """
+
+    num_heads: int
+    key_dim: int
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        for field in ("num_heads", "key_dim"):
+            value = getattr(self, field)
+            check(is_int(value), "MultiHeadAttention",
+                  f"{field} must be a positive integer. Received: {field}={value!r}")
+        _check_rate(self, "MultiHeadAttention")
+
+    def output_shape(self, shape: Shape) -> Shape:
+        width = self.num_heads * self.key_dim
+        if len(shape) != 2 or shape[1] != width:
+            raise ShapeMismatch(f"(sequence, {width}) as num_heads * key_dim = "
+                                f"{self.num_heads} * {self.key_dim}", shape)
+        return shape
+
+    def count_params(self, shape: Shape) -> int:
+        width = shape[1]
+        return 4 * width * width + 4 * width
+
+    def module(self, shape: Shape) -> torch.nn.Module:
+        return _SelfAttention(torch.nn.MultiheadAttention(
+            shape[1], self.num_heads, dropout=self.dropout, batch_first=True))
+
+
+def _check_rate(layer: Layer, kind: str) -> None:
+    if isinstance(layer.dropout, int) and not isinstance(layer.dropout, bool):
+        object.__setattr__(layer, "dropout", float(layer.dropout))
+    check(isinstance(layer.dropout, float) and 0 <= layer.dropout < 1, kind,
+          f"dropout must be in [0, 1). Received: dropout={layer.dropout!r}")
+
+
+@register
+class TransformerEncoder(Layer):
+    """One post-norm Transformer encoder block (``torch.nn.TransformerEncoderLayer``).
+
+    Self-attention with ``num_heads`` heads over ``(sequence, d_model)``, then a
+    feed-forward network of width ``ff_dim``, each with a residual and LayerNorm.
+
+    Example:
+        >>> TransformerEncoder(num_heads=4, ff_dim=64).output_shape((10, 32))
+        (10, 32)
+    """
+
+    num_heads: int
+    ff_dim: int
+    dropout: float = 0.1
+    activation: str = "relu"
+
+    def __post_init__(self):
+        for field in ("num_heads", "ff_dim"):
+            value = getattr(self, field)
+            check(is_int(value), "TransformerEncoder",
+                  f"{field} must be a positive integer. Received: {field}={value!r}")
+        _check_rate(self, "TransformerEncoder")
+        check(self.activation in ("relu", "gelu"), "TransformerEncoder",
+              f"activation must be 'relu' or 'gelu'. Received: activation={self.activation!r}")
+
+    def output_shape(self, shape: Shape) -> Shape:
+        if len(shape) != 2 or shape[1] % self.num_heads:
+            raise ShapeMismatch(f"(sequence, d_model) with d_model divisible by "
+                                f"num_heads={self.num_heads}", shape)
+        return shape
+
+    def count_params(self, shape: Shape) -> int:
+        d, ff = shape[1], self.ff_dim
+        attention = 4 * d * d + 4 * d
+        return attention + (d * ff + ff) + (ff * d + d) + 4 * d
+
+    def module(self, shape: Shape) -> torch.nn.Module:
+        return torch.nn.TransformerEncoderLayer(
+            shape[1], self.num_heads, dim_feedforward=self.ff_dim, dropout=self.dropout,
+            activation=self.activation, batch_first=True)
