@@ -150,14 +150,10 @@ class Architecture:
             from sparkdl.nn import Network  # noqa: F811
 
             module = Network.from_json(self.payload.decode("utf-8")).build()
-            if state_dict is not None:
-                module.load_state_dict(state_dict, strict=True)
-            return module
-        obj = cloudpickle.loads(self.payload)
-        if self.kind == "module":
-            module = _with_empty_tensors(obj, "cpu")
+        elif self.kind == "module":
+            module = _with_empty_tensors(cloudpickle.loads(self.payload), "cpu")
         else:
-            module = obj()
+            module = cloudpickle.loads(self.payload)()
             if not isinstance(module, torch.nn.Module):
                 raise ConfigError(
                     "The model factory must return a torch.nn.Module. "

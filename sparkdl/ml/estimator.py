@@ -50,7 +50,8 @@ class TorchEstimator(Estimator, TrainingParams):
     gradients summed by the allreduce ``backend``.
 
     Args:
-        model: a ``torch.nn.Module`` or a zero-argument callable returning one.
+        model: a ``torch.nn.Module``, a zero-argument callable returning one, or a
+            declarative ``sparkdl.nn.Network`` (stored as JSON, no pickle).
         loss: ``"cross_entropy"``, ``"nll"``, ``"bce_with_logits"``, ``"mse"`` or a
             callable ``(output, target) -> scalar``.
         optimizer: ``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"`` or a callable
@@ -107,7 +108,8 @@ class TorchEstimator(Estimator, TrainingParams):
         return self._set(**kwargs)
 
     def setModel(self, model) -> TorchEstimator:
-        """Set the network: a ``torch.nn.Module`` or a zero-argument factory."""
+        """Set the network: a ``torch.nn.Module``, a zero-argument factory returning
+        one, or a declarative ``sparkdl.nn.Network``."""
         Architecture.of(model)  # type check now, not at fit time
         self._model = model
         return self
@@ -121,7 +123,7 @@ class TorchEstimator(Estimator, TrainingParams):
         return self.setParams(optimizer=value)
 
     def getModel(self):
-        """The network (module or factory) this estimator trains."""
+        """The network (module, factory or ``sparkdl.nn.Network``) this estimator trains."""
         return self._model
 
     # -- fit -----------------------------------------------------------------
@@ -246,7 +248,7 @@ class TorchEstimator(Estimator, TrainingParams):
         # One forward pass on zeros, on the driver: a model that cannot take these
         # features fails here, in a second, not inside every barrier task.
         model = self._model
-        net = model if isinstance(model, torch.nn.Module) else model()
+        net = model if isinstance(model, torch.nn.Module) else Architecture.of(model).build()
         was_training = net.training
         net.eval()
         try:

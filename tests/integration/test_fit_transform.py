@@ -219,3 +219,20 @@ def test_streaming_transform(spark, digits_model, digits, tmp_path):
     streamed = {tuple(r.features): r.prediction for r in spark.table("digits_scored").collect()}
     batch = {tuple(r.features): r.prediction for r in digits_model.transform(test).collect()}
     assert streamed == batch
+
+
+def test_declarative_network_spec_trains_saves_and_loads(digits, tmp_path):
+    from sparkdl.nn import Conv2d, Dense, Flatten, MaxPool2d, Sequential
+
+    train, test = digits
+    spec = Sequential([Conv2d(8, 3, padding="same", activation="relu"), MaxPool2d(2),
+                       Flatten(), Dense(10)], input_shape=(1, 8, 8))
+    model = TorchEstimator(model=spec, featureShape=[1, 8, 8], optimizerParams={"lr": 1e-2},
+                           batchSize=32, epochs=8, numWorkers=2, backend="torch").fit(train)
+    assert accuracy(model.transform(test)) > 0.9
+    model.save(str(tmp_path / "spec_model"))
+    loaded = TorchModel.load(str(tmp_path / "spec_model"))
+    assert loaded._architecture.kind == "spec"
+    assert (tmp_path / "spec_model" / "architecture.pkl").read_bytes() == spec.to_json().encode()
+    before = [r.prediction for r in model.transform(test).collect()]
+    assert before == [r.prediction for r in loaded.transform(test).collect()]
