@@ -1,5 +1,8 @@
 """sparkdl: train PyTorch networks data-parallel across Spark executors.
 
+The Spark ML classes are imported on first use, so that worker processes which
+only train (and never touch pyspark.ml) start quickly.
+
 Example:
     >>> import sparkdl
     >>> sorted(sparkdl.__all__)[:3]
@@ -14,7 +17,6 @@ from sparkdl.errors import (
     WorkerFailedError,
 )
 from sparkdl.history import TrainingHistory
-from sparkdl.ml import TorchEstimator, TorchModel
 
 __version__ = "0.1.0"
 
@@ -28,3 +30,11 @@ __all__ = [
     "TrainingHistory",
     "WorkerFailedError",
 ]
+
+
+def __getattr__(name: str):
+    if name in ("TorchEstimator", "TorchModel"):
+        from sparkdl import ml
+
+        return getattr(ml, name)
+    raise AttributeError(f"module 'sparkdl' has no attribute {name!r}")

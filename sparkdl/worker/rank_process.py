@@ -47,25 +47,47 @@ def train_rank(spec, shard, collective, rank, peers, device) -> RankResult:
     return RankResult(weights, history, collective.size(), os.getpid())
 
 
-def train_rank_in_child(spec, shard_path, rank, peers, device, threads) -> RankResult:
-    """Run :func:`train_rank` in a fresh interpreter and return its result.
+class RankChild:
+    """A fresh interpreter for one rank, started early so that its imports (torch,
+    the backend) overlap with the task writing its shard and meeting its peers.
 
-    Raises:
-        WorkerFailedError: with the child's last stderr lines if it fails.
+    Example::
+
+        child = RankChild()            # at task start
+        ...                            # write the shard, rendezvous
+        result = child.run(spec, shard.path, rank, peers, device, threads)
     """
-    request = cloudpickle.dumps((spec, shard_path, rank, peers, str(device), threads))
-    with tempfile.TemporaryFile() as err:
-        child = subprocess.run([sys.executable, "-m", "sparkdl.worker.rank_process"],
-                               input=request, stdout=subprocess.PIPE, stderr=err,
-                               check=False)
-        err.seek(0)
-        log = err.read().decode(errors="replace")
-    sys.stderr.write(log)
-    if child.returncode != 0:
-        tail = "\n".join(log.strip().splitlines()[-20:])
-        raise WorkerFailedError(
-            f"Rank {rank}'s training process exited with code {child.returncode}:\n{tail}")
-    return RankResult(**pickle.loads(child.stdout))
+
+    def __init__(self, backend: str) -> None:
+        self._err = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "sparkdl.worker.rank_process", backend],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err)
+
+    def run(self, spec, shard_path, rank, peers, device, threads) -> RankResult:
+        """Hand the child its work and wait for its result.
+
+        Raises:
+            WorkerFailedError: with the child's last stderr lines if it fails.
+        """
+        request = cloudpickle.dumps((spec, shard_path, rank, peers, str(device), threads))
+        out, _ = self._proc.communicate(request)
+        self._err.seek(0)
+        log = self._err.read().decode(errors="replace")
+        self._err.close()
+        sys.stderr.write(log)
+        if self._proc.returncode != 0:
+            tail = "\n".join(log.strip().splitlines()[-20:])
+            raise WorkerFailedError(f"Rank {rank}'s training process exited with code "
+                                    f"{self._proc.returncode}:\n{tail}")
+        return RankResult(**pickle.loads(out))
+
+    def kill(self) -> None:
+        """Stop a child that will not be given work (the task failed first)."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._err.close()
 
 
 def _die_with_parent() -> None:
@@ -80,9 +102,13 @@ def _die_with_parent() -> None:
 
 def main() -> None:
     _die_with_parent()
-    spec, shard_path, rank, peers, device, threads = pickle.loads(sys.stdin.buffer.read())
     from sparkdl.collective import get_backend
     from sparkdl.data.shard import LocalShard
+    from sparkdl.worker import loop  # noqa: F401 - import while the parent is busy
+
+    if sys.argv[1:] == ["horovod"]:
+        import horovod.torch  # noqa: F401 - the slowest import, done before work arrives
+    spec, shard_path, rank, peers, device, threads = pickle.loads(sys.stdin.buffer.read())
 
     if threads:
         torch.set_num_threads(threads)

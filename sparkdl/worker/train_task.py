@@ -43,7 +43,7 @@ def train_task(spec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
     from sparkdl.collective import get_backend
     from sparkdl.collective.base import PeerInfo
     from sparkdl.data.shard import LocalShard
-    from sparkdl.worker.rank_process import train_rank, train_rank_in_child
+    from sparkdl.worker.rank_process import RankChild, train_rank
     from sparkdl.worker.task_env import limit_threads, local_dir, task_device
 
     ctx = BarrierTaskContext.get()
@@ -55,6 +55,7 @@ def train_task(spec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
     workdir = tempfile.mkdtemp(prefix="sparkdl-shard-", dir=local_dir())
     collective = get_backend(spec.backend, spec.backend_options)
     collective.backward_passes_per_step = spec.backward_passes_per_step
+    child = RankChild(spec.backend) if collective.fresh_process else None
     shard = None
     try:
         shard = LocalShard.write(batches, workdir, spec.layout)
@@ -67,8 +68,8 @@ def train_task(spec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
         }
         peers = sorted((PeerInfo(**json.loads(m)) for m in ctx.allGather(json.dumps(me))),
                        key=lambda p: p.rank)
-        if collective.fresh_process:
-            result = train_rank_in_child(spec, shard.path, rank, peers, device, ctx.cpus())
+        if child is not None:
+            result, child = child.run(spec, shard.path, rank, peers, device, ctx.cpus()), None
         else:
             result = train_rank(spec, shard, collective, rank, peers, device)
         me.pop("extra")
@@ -78,6 +79,8 @@ def train_task(spec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
             yield _result(rank, "weights", result.weights)
             yield _result(rank, "history", json.dumps(result.history).encode())
     finally:
+        if child is not None:
+            child.kill()
         collective.shutdown()
         if shard is not None:
             shard.close()
