@@ -19,13 +19,19 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 @contextmanager
-def spark_session(master: str, app: str):
-    """A SparkSession on ``master`` whose executors run this interpreter; stopped on exit."""
+def spark_session(master: str, app: str, **conf: str):
+    """A SparkSession on ``master`` whose executors run this interpreter; stopped on exit.
+
+    ``conf`` adds Spark settings, e.g. ``**{"spark.python.worker.reuse": "false"}``.
+    """
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     from pyspark.sql import SparkSession
 
-    spark = (SparkSession.builder.master(master).appName(app)
+    builder = SparkSession.builder
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = (builder.master(master).appName(app)
              .config("spark.ui.enabled", "false")
              .config("spark.ui.showConsoleProgress", "false")
              .config("spark.sql.shuffle.partitions", "4")

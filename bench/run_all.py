@@ -5,6 +5,9 @@ state leaking between them) and writes ``bench/results/<name>.json``; this scrip
 collects those files into ``bench/results/summary.json``.
 
     .venv/bin/python bench/run_all.py [--quick] [--only epoch_time scoring ...]
+
+With ``--only``, the other benchmarks' entries of a previous summary of the same
+mode (full or quick) are kept.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from pathlib import Path
 from _common import RESULTS_DIR, machine_info
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ("epoch_time", "launch_overhead", "scoring")
+BENCHMARKS = ("epoch_time", "launch_overhead", "scoring", "allreduce", "throughput")
 WHAT = {
     "epoch_time": "epoch time sparkdl(1 worker) / plain PyTorch",
-    "launch_overhead": "trivial run TorchDistributor / sparkdl",
+    "launch_overhead": "trivial run peer / sparkdl (worse of torch, hvd)",
     "scoring": "rows/s sparkdl transform / predict_batch_udf",
+    "allreduce": "GB/s sparkdl horovod / gloo (worst >= 4 MB)",
+    "throughput": "samples/s horovod / torch, 2 workers (worst)",
 }
 
 
@@ -34,6 +39,12 @@ def main() -> int:
     args = parser.parse_args()
 
     summary = {"quick": args.quick, "machine": machine_info(), "benchmarks": {}}
+    previous = RESULTS_DIR / "summary.json"
+    if set(args.only) != set(BENCHMARKS) and previous.exists():  # --only: update in place
+        kept = json.loads(previous.read_text())
+        if kept.get("quick") == args.quick:
+            summary["benchmarks"] = {k: v for k, v in kept["benchmarks"].items()
+                                     if k in BENCHMARKS}
     failed = False
     for name in args.only:
         print(f"=== {name} ===", flush=True)
@@ -46,17 +57,23 @@ def main() -> int:
             result = json.loads(result_file.read_text())
             entry.update(ratio=result.get("ratio"), target=result.get("target"),
                          target_met=result.get("target_met"))
+            if result.get("ratios"):
+                entry["ratios"] = result["ratios"]
         failed |= rc != 0
         summary["benchmarks"][name] = entry
 
     print("\n=== summary ===")
-    for name, entry in summary["benchmarks"].items():
+    for name in (n for n in BENCHMARKS if n in summary["benchmarks"]):
+        entry = summary["benchmarks"][name]
         ratio = entry.get("ratio")
         shown = "failed" if entry["returncode"] else \
             f"{ratio:.2f}" if ratio is not None else "n/a"
         met = {True: "MET", False: "NOT MET"}.get(entry.get("target_met"), "n/a")
-        print(f"{name:16s} {WHAT[name]:48s} ratio {shown:>7s}  target "
+        print(f"{name:16s} {WHAT[name]:50s} ratio {shown:>7s}  target "
               f"{entry.get('target') or '?':8s} {met:8s} ({entry['wall_seconds']}s)")
+        for what, value in (entry.get("ratios") or {}).items():
+            print(f"{'':16s}   {what:48s} {value:7.2f}" if value is not None else
+                  f"{'':16s}   {what:48s}     n/a")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return 1 if failed else 0

@@ -1,0 +1,143 @@
+"""Allreduce bandwidth between two Spark executors: sparkdl's Horovod backend vs raw gloo.
+
+On ``local-cluster[2,1,1024]`` (two executors, one core each) one barrier job of
+two tasks per round measures float32 sum-allreduces of 1 KB .. 64 MB (powers of 4):
+
+* gloo: ``torch.distributed`` started by sparkdl's ``TorchDistributedCollective``
+  (TCPStore on rank 0, port shared through the barrier ``allGather``), then raw
+  ``dist.all_reduce(buf, op=SUM)``.
+* horovod: sparkdl's ``HorovodCollective`` started the way ``train_task`` does it
+  (``advertise(rank, hosts)`` on every rank, ``allGather`` of JSON, ``PeerInfo``
+  list, ``start()``), then ``hvd.allreduce(buf, op=hvd.Sum)`` (out of place, as
+  asked) and ``hvd.allreduce_`` (in place, as ``DistributedOptimizer`` does).
+
+Both backends run in the same task, gloo first (its group destroyed before
+Horovod starts). Horovod cannot ``hvd.init()`` twice in one process, so the
+session sets ``spark.python.worker.reuse=false``: every round gets fresh Python
+workers. Per size: warm-up, then the mean time of n back-to-back calls, slowest
+rank; best of the rounds. Algorithm bandwidth = buffer bytes / time.
+
+Target: horovod GB/s / gloo GB/s >= 0.9 for buffers >= 4 MB.
+
+    .venv/bin/python bench/allreduce.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+from _common import save, spark_session, verdict
+
+TARGET, LARGE = 0.9, 4 << 20
+SIZES = [1 << (10 + 2 * i) for i in range(9)]  # 1 KB .. 64 MB
+
+
+def _iters(size: int) -> int:
+    return max(5, min(200, (256 << 20) // size))
+
+
+def _time(fn, buf, iters: int) -> float:
+    for _ in range(2):
+        fn(buf)
+    began = time.perf_counter()
+    for _ in range(iters):
+        fn(buf)
+    return (time.perf_counter() - began) / iters
+
+
+def measure(sizes, _):
+    """Barrier task: start both backends like sparkdl's train_task and time allreduces."""
+    import torch
+    import torch.distributed as dist
+    from pyspark import BarrierTaskContext
+
+    from sparkdl.collective.base import PeerInfo
+    from sparkdl.collective.horovod_backend import HorovodCollective
+    from sparkdl.collective.torch_distributed import TorchDistributedCollective
+    from sparkdl.worker.task_env import limit_threads
+
+    ctx = BarrierTaskContext.get()
+    rank = ctx.partitionId()
+    limit_threads(ctx)
+    hosts = [info.address.rsplit(":", 1)[0] for info in ctx.getTaskInfos()]
+    backends = {"gloo": TorchDistributedCollective(), "horovod": HorovodCollective()}
+    extra = {name: b.advertise(rank, hosts) for name, b in backends.items()}
+    me = {"rank": rank, "host": hosts[rank], "pid": os.getpid(), "executor_id": "",
+          "train_rows": 0, "validation_rows": 0, "extra": extra}
+    gathered = [json.loads(m) for m in ctx.allGather(json.dumps(me))]
+
+    def peers(name):
+        return sorted((PeerInfo(**{**m, "extra": m["extra"][name]}) for m in gathered),
+                      key=lambda p: p.rank)
+
+    bufs = {s: torch.ones(s // 4, dtype=torch.float32) for s in sizes}
+    out = {"rank": rank, "pid": os.getpid(), "gloo": {}, "horovod": {}, "horovod_inplace": {}}
+    gloo = backends["gloo"]
+    gloo.start(rank, peers("gloo"), torch.device("cpu"), 120)
+    for s in sizes:
+        out["gloo"][s] = _time(lambda b: dist.all_reduce(b, op=dist.ReduceOp.SUM),
+                               bufs[s], _iters(s))
+    gloo.shutdown()
+    import horovod.torch as hvd
+
+    hv = backends["horovod"]
+    try:
+        hv.start(rank, peers("horovod"), torch.device("cpu"), 120)
+        for s in sizes:
+            out["horovod"][s] = _time(lambda b, s=s: hvd.allreduce(b, op=hvd.Sum, name=f"b{s}"),
+                                      bufs[s], _iters(s))
+            out["horovod_inplace"][s] = _time(
+                lambda b, s=s: hvd.allreduce_(b, op=hvd.Sum, name=f"i{s}"), bufs[s], _iters(s))
+    finally:
+        hv.shutdown()
+    yield json.dumps(out)
+
+
+def main(quick: bool = False) -> dict:
+    rounds, sizes = (2, SIZES[::2]) if quick else (3, SIZES)
+    kinds = ("gloo", "horovod", "horovod_inplace")
+    best = {k: {s: float("inf") for s in sizes} for k in kinds}
+    pids = []
+    with spark_session("local-cluster[2,1,1024]", "bench-allreduce",
+                       **{"spark.python.worker.reuse": "false"}) as spark:
+        sc = spark.sparkContext
+        for _ in range(rounds):
+            ranks = [json.loads(r) for r in sc.parallelize(range(2), 2).barrier()
+                     .mapPartitions(lambda it: measure(sizes, it)).collect()]
+            pids.append([r["pid"] for r in ranks])
+            for k in kinds:
+                for s in sizes:  # the slowest rank's time
+                    best[k][s] = min(best[k][s], max(r[k][str(s)] for r in ranks))
+    table = []
+    print(f"[allreduce] {'bytes':>9s} {'gloo GB/s':>10s} {'hvd GB/s':>9s} {'hvd_ GB/s':>10s} "
+          f"{'hvd/gloo':>8s} {'hvd_/gloo':>9s}")
+    for s in sizes:
+        row = {"bytes": s, **{f"{k}_gbps": s / best[k][s] / 1e9 for k in kinds},
+               **{f"{k}_seconds": best[k][s] for k in kinds}}
+        row["ratio"] = row["horovod_gbps"] / row["gloo_gbps"]
+        row["ratio_inplace"] = row["horovod_inplace_gbps"] / row["gloo_gbps"]
+        table.append(row)
+        print(f"[allreduce] {s:9d} {row['gloo_gbps']:10.3f} {row['horovod_gbps']:9.3f} "
+              f"{row['horovod_inplace_gbps']:10.3f} {row['ratio']:8.2f} "
+              f"{row['ratio_inplace']:9.2f}")
+    large = [r for r in table if r["bytes"] >= LARGE]
+    ratio = min(r["ratio"] for r in large)
+    print(f"[allreduce] worst horovod/gloo for >= 4 MB: {ratio:.2f} (target >= {TARGET}: "
+          f"{verdict(ratio >= TARGET)}); in place: {min(r['ratio_inplace'] for r in large):.2f}")
+    result = {"quick": quick, "master": "local-cluster[2,1,1024]", "rounds": rounds,
+              "worker_pids_per_round": pids, "sizes": table, "ratio": ratio,
+              "ratios": {f"hvd/gloo {r['bytes'] >> 20} MB": r["ratio"] for r in large}
+              | {f"hvd_ (in place)/gloo {r['bytes'] >> 20} MB": r["ratio_inplace"]
+                 for r in large},
+              "target": f">= {TARGET} (>= 4 MB)", "target_met": ratio >= TARGET}
+    save("allreduce", result)
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and rounds")
+    main(parser.parse_args().quick)
