@@ -102,6 +102,10 @@ def _die_with_parent() -> None:
 
 def main() -> None:
     _die_with_parent()
+    # The result travels on the original stdout; everything else written to fd 1
+    # (Horovod's logs, a print in the user's model) goes to stderr, the executor log.
+    result = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
     from sparkdl.collective import get_backend
     from sparkdl.data.shard import LocalShard
     from sparkdl.worker import loop  # noqa: F401 - import while the parent is busy
@@ -116,14 +120,14 @@ def main() -> None:
     collective.backward_passes_per_step = spec.backward_passes_per_step
     shard = LocalShard(shard_path, spec.layout)
     try:
-        result = train_rank(spec, shard, collective, rank, peers, torch.device(device))
+        trained = train_rank(spec, shard, collective, rank, peers, torch.device(device))
     finally:
         collective.shutdown()
         shard.close()
     # A plain dict: this module runs as __main__ here, so its classes would not
     # unpickle under the same name in the parent.
-    sys.stdout.buffer.write(pickle.dumps(dataclasses.asdict(result)))
-    sys.stdout.buffer.flush()
+    with result:
+        result.write(pickle.dumps(dataclasses.asdict(trained)))
 
 
 if __name__ == "__main__":

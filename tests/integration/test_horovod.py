@@ -81,3 +81,17 @@ def test_bad_horovod_options_fail_before_the_job(full_batch):
         full_batch.fit(2, backend="horovod", backendOptions={"fusion": 1})
     with pytest.raises(ConfigError, match=r"backend='torch' takes no backendOptions"):
         full_batch.fit(2, backend="torch", backendOptions={"op": "sum"})
+
+
+def test_output_on_stdout_does_not_break_a_horovod_rank(full_batch):
+    class Chatty(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(5, 3)
+
+        def forward(self, x):
+            print("forward on", tuple(x.shape))  # user code may print anything
+            return self.lin(x)
+
+    model = full_batch.fit(2, model=Chatty(), epochs=1, backend="horovod")
+    assert model.history.backend == "horovod"
