@@ -115,7 +115,8 @@ def test_bad_params(spark, good):
         est(validationFraction=1.5).fit(good)
     with pytest.raises(ConfigError, match=r"No model"):
         TorchEstimator().fit(good)
-    with pytest.raises(ConfigError, match="torch.nn.Module or a zero-argument callable"):
+    with pytest.raises(ConfigError, match="torch.nn.Module, a zero-argument callable .* or a "
+                       "sparkdl.nn.Network. Received: model=int"):
         TorchEstimator(model=42)
 
 
