@@ -49,6 +49,9 @@ class Collective(ABC):
     #: The backend cannot start twice in one process, so each run gets a fresh one.
     fresh_process: bool = False
 
+    #: For ``fresh_process`` backends: keep an idle, imported process for the next run.
+    keep_warm: bool = False
+
     #: Backward passes accumulated locally before gradients are combined.
     backward_passes_per_step: int = 1
 

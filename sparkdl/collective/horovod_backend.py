@@ -38,6 +38,7 @@ OPTIONS = {
     "op": ("sum", "adasum"),
     "fusion_threshold_mb": None,
     "cycle_time_ms": None,
+    "warm_process": (True, False),
 }
 
 
@@ -155,6 +156,7 @@ class HorovodCollective(Collective):
         self._saved_env: dict[str, str | None] = {}
         self._started = False
         self.backward_passes_per_step = 1
+        self.keep_warm = bool(self.options.get("warm_process", True))
 
     def advertise(self, rank: int, hosts: list[str]) -> dict:
         if rank != 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -30,6 +31,7 @@ from sparkdl.losses import resolve_loss
 from sparkdl.ml.model import TorchModel
 from sparkdl.ml.params import TrainingParams
 from sparkdl.optimizers import check_optimizer
+from sparkdl.rendezvous import rendezvous_for, rendezvous_mode
 from sparkdl.worker.spec import TrainSpec
 from sparkdl.worker.train_task import RESULT_DDL, train_task
 
@@ -165,6 +167,7 @@ class TorchEstimator(Estimator, TrainingParams):
         feature_cols = self.getFeatureColumns()
         label_col = self.getLabelCol()
         schema = dataset.schema
+        rendezvous_mode(dataset.sparkSession)
         kinds = require_columns(schema, feature_cols, "features")
         label_kind = require_columns(schema, [label_col], "label")[label_col]
         if integer_labels and label_kind[0] != "number":
@@ -213,7 +216,8 @@ class TorchEstimator(Estimator, TrainingParams):
             backward_passes_per_step=self.getOrDefault(self.backwardPassesPerStep),
         )
         log.info("sparkdl: training on %d workers with backend=%s", num_workers, spec.backend)
-        rows = _run_barrier(prepared, spec)
+        with rendezvous_for(spark, num_workers, spec.timeout_s) as address:
+            rows = _run_barrier(prepared, dataclasses.replace(spec, rendezvous=address))
         weights = next(r.payload for r in rows if r.kind == "weights")
         epochs = json.loads(next(r.payload for r in rows if r.kind == "history"))
         workers = sorted((json.loads(r.payload) for r in rows if r.kind == "worker"),

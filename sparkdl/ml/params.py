@@ -124,7 +124,8 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
                     typeConverter=TypeConverters.toString)
     backendOptions = Param(Params._dummy(), "backendOptions",
                            "backend settings; horovod: compression ('none'|'fp16'), op "
-                           "('sum'|'adasum'), fusion_threshold_mb, cycle_time_ms",
+                           "('sum'|'adasum'), fusion_threshold_mb, cycle_time_ms, warm_process "
+                           "(keep an imported rank process per Python worker; default True)",
                            typeConverter=_to_dict)
     backwardPassesPerStep = Param(Params._dummy(), "backwardPassesPerStep",
                                   "batches whose gradients accumulate before each step",

@@ -8,6 +8,13 @@ the task keeps its shard, its rendezvous and its results, the child gets the
 spec, the shard's path and the peers on stdin and returns its result on stdout.
 The child dies with its parent (``PR_SET_PDEATHSIG``), so a task that Spark
 kills leaves no rank behind, and its stderr goes to the executor log.
+
+Starting a child costs an interpreter, torch and Horovod imports and torch's
+lazy imports on the first optimizer (seconds). A task therefore leaves one idle,
+fully imported child behind in its Spark Python worker (:func:`keep_spare`),
+which the next fit's task on that worker takes (:meth:`RankChild.take`); it has
+never run ``hvd.init()``, so it is as fresh as a new one. It exits with the
+Python worker, which Spark stops after a minute idle.
 """
 
 from __future__ import annotations
@@ -64,6 +71,16 @@ class RankChild:
             [sys.executable, "-m", "sparkdl.worker.rank_process", backend],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err)
 
+    @classmethod
+    def take(cls, backend: str) -> RankChild:
+        """This worker's spare child for ``backend`` if it is alive, else a new one."""
+        spare = _SPARES.pop(backend, None)
+        if spare is not None and spare._proc.poll() is None:
+            return spare
+        if spare is not None:
+            spare.kill()
+        return cls(backend)
+
     def run(self, spec, shard_path, rank, peers, device, threads) -> RankResult:
         """Hand the child its work and wait for its result.
 
@@ -90,6 +107,26 @@ class RankChild:
         self._err.close()
 
 
+#: Idle children kept by this Spark Python worker for the next fit, per backend.
+_SPARES: dict[str, RankChild] = {}
+
+
+def keep_spare(backend: str) -> None:
+    """Start an idle child for the next fit on this worker, unless one is waiting."""
+    spare = _SPARES.get(backend)
+    if spare is None or spare._proc.poll() is not None:
+        _SPARES[backend] = RankChild(backend)
+
+
+def _warm_up() -> None:
+    # torch imports torch._dynamo (and sympy) lazily on the first optimizer
+    # construction: over a second, paid here while the child waits for work.
+    param = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.SGD([param], lr=0.1)
+    (param * 2).sum().backward()
+    optimizer.step()
+
+
 def _die_with_parent() -> None:
     try:
         import ctypes
@@ -112,6 +149,7 @@ def main() -> None:
 
     if sys.argv[1:] == ["horovod"]:
         import horovod.torch  # noqa: F401 - the slowest import, done before work arrives
+    _warm_up()
     spec, shard_path, rank, peers, device, threads = pickle.loads(sys.stdin.buffer.read())
 
     if threads:
@@ -128,6 +166,10 @@ def main() -> None:
     # unpickle under the same name in the parent.
     with result:
         result.write(pickle.dumps(dataclasses.asdict(trained)))
+    # Interpreter teardown with torch and Horovod loaded takes seconds and the
+    # task waits for it; everything this process owns is closed already.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

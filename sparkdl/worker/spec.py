@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from sparkdl.architecture import Architecture
 from sparkdl.data.shard import ShardLayout
 from sparkdl.errors import ConfigError
+from sparkdl.rendezvous import RendezvousAddress
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class TrainSpec:
         backend_options: backend-specific settings.
         backward_passes_per_step: batches whose gradients are accumulated locally
             before they are combined across ranks and the optimizer steps.
+        rendezvous: the driver's rendezvous service; ``None`` to meet through
+            ``BarrierTaskContext.allGather``.
     """
 
     architecture: Architecture
@@ -61,6 +64,7 @@ class TrainSpec:
     timeout_s: float = 600.0
     backend_options: dict = field(default_factory=dict)
     backward_passes_per_step: int = 1
+    rendezvous: RendezvousAddress | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "epochs", "num_workers", "backward_passes_per_step"):

@@ -1,9 +1,9 @@
 """The barrier task that trains one rank: Spark glue around :func:`run_rank`.
 
 ``train_task(spec, batches)`` is what ``mapInArrow(..., barrier=True)`` runs. It
-writes the rank's partition to a local shard, exchanges rendezvous info with one
-``BarrierTaskContext.allGather``, starts the collective backend, trains, and
-yields result rows: every rank reports who it was (pid, executor, host); rank 0
+writes the rank's partition to a local shard, meets the other ranks at the
+driver's rendezvous (:mod:`sparkdl.rendezvous`), starts the collective backend,
+trains, and yields result rows: every rank reports who it was (pid, executor, host); rank 0
 also returns the weights (safetensors) and the history.
 """
 
@@ -43,7 +43,7 @@ def train_task(spec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
     from sparkdl.collective import get_backend
     from sparkdl.collective.base import PeerInfo
     from sparkdl.data.shard import LocalShard
-    from sparkdl.worker.rank_process import RankChild, train_rank
+    from sparkdl.worker.rank_process import RankChild, keep_spare, train_rank
     from sparkdl.worker.task_env import limit_threads, local_dir, task_device
 
     ctx = BarrierTaskContext.get()
@@ -55,7 +55,7 @@ def train_task(spec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
     workdir = tempfile.mkdtemp(prefix="sparkdl-shard-", dir=local_dir())
     collective = get_backend(spec.backend, spec.backend_options)
     collective.backward_passes_per_step = spec.backward_passes_per_step
-    child = RankChild(spec.backend) if collective.fresh_process else None
+    child = RankChild.take(spec.backend) if collective.fresh_process else None
     shard = None
     try:
         shard = LocalShard.write(batches, workdir, spec.layout)
@@ -66,8 +66,11 @@ def train_task(spec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
             "validation_rows": len(shard.validation_index),
             "extra": collective.advertise(rank, hosts),
         }
-        peers = sorted((PeerInfo(**json.loads(m)) for m in ctx.allGather(json.dumps(me))),
-                       key=lambda p: p.rank)
+        if spec.rendezvous is not None:
+            messages = spec.rendezvous.gather(rank, json.dumps(me), ctx.attemptNumber())
+        else:
+            messages = ctx.allGather(json.dumps(me))
+        peers = sorted((PeerInfo(**json.loads(m)) for m in messages), key=lambda p: p.rank)
         if child is not None:
             result, child = child.run(spec, shard.path, rank, peers, device, ctx.cpus()), None
         else:
@@ -85,6 +88,8 @@ def train_task(spec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
         if shard is not None:
             shard.close()
         shutil.rmtree(workdir, ignore_errors=True)
+        if collective.fresh_process and collective.keep_warm:
+            keep_spare(spec.backend)
 
 
 def _executor_id() -> str:

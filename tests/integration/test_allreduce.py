@@ -50,3 +50,14 @@ def test_a_different_seed_changes_the_run(full_batch):
     b = full_batch.fit(2, batchSize=8, seed=2)
     wa, wb = full_batch.weights(a), full_batch.weights(b)
     assert any(not np.array_equal(wa[k], wb[k]) for k in wa)
+
+
+def test_ranks_meet_through_the_driver_or_through_barrier_all_gather(spark, full_batch):
+    driver = full_batch.fit(2, batchSize=8)
+    spark.conf.set("spark.sparkdl.rendezvous", "barrier")
+    try:
+        barrier = full_batch.fit(2, batchSize=8)
+    finally:
+        spark.conf.unset("spark.sparkdl.rendezvous")
+    for name, value in full_batch.weights(driver).items():
+        np.testing.assert_array_equal(full_batch.weights(barrier)[name], value)

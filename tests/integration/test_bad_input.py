@@ -120,6 +120,18 @@ def test_bad_params(spark, good):
         TorchEstimator(model=42)
 
 
+def test_unknown_rendezvous_mode_fails_before_any_job(spark, good):
+    before = set(spark.sparkContext.statusTracker().getJobIdsForGroup())
+    spark.conf.set("spark.sparkdl.rendezvous", "zookeeper")
+    try:
+        with pytest.raises(ConfigError, match=r"spark.sparkdl.rendezvous must be one of "
+                           r"\['driver', 'barrier'\]. Received: 'zookeeper'"):
+            est().fit(good)
+    finally:
+        spark.conf.unset("spark.sparkdl.rendezvous")
+    assert no_jobs_since(spark, before)
+
+
 def test_more_workers_than_slots_fails_fast(spark, good):
     with pytest.raises(ClusterCapacityError,
                        match=r"numWorkers=3 needs 3 concurrent task slots but the cluster "

@@ -47,6 +47,16 @@ def test_workers_are_separate_processes_in_separate_executors(full_batch):
     assert len({w["executor_id"] for w in workers}) == 2
 
 
+@pytest.mark.parametrize("warm", [True, False])
+def test_every_fit_trains_in_fresh_rank_processes(full_batch, warm):
+    # Horovod cannot start twice in one process: a kept spare must be unused.
+    fits = [full_batch.fit(2, epochs=1, backend="horovod",
+                           backendOptions={"warm_process": warm}) for _ in range(3)]
+    pids = [{w["pid"] for w in f.history.workers} for f in fits]
+    assert all(len(p) == 2 for p in pids)
+    assert not (pids[0] & pids[1]) and not (pids[1] & pids[2]) and not (pids[0] & pids[2])
+
+
 def mlp():
     return torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
 

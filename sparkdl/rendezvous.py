@@ -1,0 +1,196 @@
+"""The driver-hosted rendezvous where the ranks of one barrier job meet.
+
+Every rank must learn every other rank's address (rank 0's store or Horovod
+rendezvous port, hosts, shard sizes) before training. Spark offers
+``BarrierTaskContext.allGather`` for that, but its task side waits for the reply
+in one-second sleeps, which adds about a second to every fit. Horovod on Spark
+and TorchDistributor avoid it the same way sparkdl does here: the driver, which
+every executor can already reach, hosts a tiny service for the duration of one
+``fit``; each rank connects once, posts its message and receives all of them in
+rank order as soon as the last one arrives.
+
+Connections are authenticated with a per-fit random key (``multiprocessing``'s
+HMAC challenge, so the key never crosses the wire). Ranks meet per task
+attempt number, and a rank that connects again replaces its earlier, dead
+connection, so a retried barrier stage meets again.
+
+``spark.sparkdl.rendezvous=barrier`` falls back to ``allGather`` where executors
+cannot open connections to the driver.
+
+Example:
+    >>> with DriverRendezvous(2, "127.0.0.1") as rdv:
+    ...     import threading
+    ...     out = {}
+    ...     def post(rank):
+    ...         out[rank] = rdv.address.gather(rank, f"hello from {rank}", attempt=0)
+    ...     threads = [threading.Thread(target=post, args=(r,)) for r in (1, 0)]
+    ...     _ = [t.start() for t in threads] + [t.join() for t in threads]
+    >>> out[0] == out[1] == ["hello from 0", "hello from 1"]
+    True
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client, Connection, Listener
+
+from sparkdl.errors import ConfigError, WorkerFailedError
+
+#: Spark setting choosing how ranks meet: ``driver`` (default) or ``barrier``.
+MODE_CONF = "spark.sparkdl.rendezvous"
+MODES = ("driver", "barrier")
+
+
+@dataclass(frozen=True)
+class RendezvousAddress:
+    """Where and how ranks reach the driver's rendezvous; shipped in the spec."""
+
+    host: str
+    port: int
+    authkey: bytes
+    timeout_s: float = 600.0
+
+    def gather(self, rank: int, message: str, attempt: int) -> list[str]:
+        """Post this rank's message and wait for every rank's, in rank order.
+
+        Raises:
+            WorkerFailedError: if the driver cannot be reached or the other ranks
+                do not all arrive within ``timeout_s``.
+        """
+        try:
+            conn = Client((self.host, self.port), authkey=self.authkey)
+        except OSError as exc:
+            raise WorkerFailedError(
+                f"Rank {rank} cannot reach the driver's rendezvous at {self.host}:{self.port} "
+                f"({exc}). If executors cannot connect to the driver, set "
+                f"{MODE_CONF}=barrier.") from exc
+        except AuthenticationError as exc:
+            raise WorkerFailedError(
+                f"Rank {rank} was refused by the rendezvous at {self.host}:{self.port}: "
+                "wrong key (a task of another fit?).") from exc
+        with conn:
+            conn.send((attempt, rank, message))
+            if not conn.poll(self.timeout_s):
+                raise WorkerFailedError(
+                    f"Rank {rank} waited {self.timeout_s:g} s at the rendezvous for the "
+                    "other ranks; some never started (see the other tasks' logs).")
+            try:
+                return conn.recv()
+            except EOFError as exc:
+                raise WorkerFailedError("The driver closed the rendezvous before all ranks "
+                                        "arrived (the fit was cancelled).") from exc
+
+
+class DriverRendezvous:
+    """Accepts ``num_ranks`` connections per stage attempt and answers them together.
+
+    Args:
+        num_ranks: ranks of the barrier job.
+        host: the driver address executors use (``spark.driver.host``).
+        bind: the local address to listen on (``spark.driver.bindAddress``).
+        timeout_s: how long a rank waits for the others.
+    """
+
+    def __init__(self, num_ranks: int, host: str, bind: str | None = None,
+                 timeout_s: float = 600.0) -> None:
+        self.num_ranks = num_ranks
+        authkey = secrets.token_bytes(32)
+        self._bind = bind or host
+        self._listener = Listener((self._bind, 0), authkey=authkey)
+        self.address = RendezvousAddress(host, self._listener.address[1], authkey, timeout_s)
+        self._waiting: dict[int, dict[int, tuple[Connection, str]]] = {}
+        self._closed = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, name="sparkdl-rendezvous",
+                                        daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._closed:
+            try:
+                conn = self._listener.accept()
+            except Exception:  # noqa: BLE001 - closed, or a client that failed authentication
+                continue
+            threading.Thread(target=self._receive, args=(conn,), daemon=True).start()
+
+    def _receive(self, conn: Connection) -> None:
+        try:
+            attempt, rank, message = conn.recv()
+        except (EOFError, OSError, ValueError, TypeError):
+            conn.close()
+            return
+        ready = None
+        with self._lock:
+            group = self._waiting.setdefault(attempt, {})
+            old = group.pop(rank, None)
+            if old is not None:  # the same rank again: its first connection is dead
+                old[0].close()
+            group[rank] = (conn, message)
+            if len(group) == self.num_ranks:
+                ready = self._waiting.pop(attempt)
+        if ready is not None:
+            messages = [ready[r][1] for r in sorted(ready)]
+            for peer, _ in ready.values():
+                try:
+                    peer.send(messages)
+                except OSError:
+                    pass  # that rank died; Spark fails the barrier stage
+                peer.close()
+
+    def close(self) -> None:
+        """Stop listening and drop ranks still waiting (they see the rendezvous closed)."""
+        self._closed = True
+        try:  # wakes the accept() call; this unauthenticated connection is refused
+            socket.create_connection(("127.0.0.1" if self._bind in ("0.0.0.0", "") else
+                                      self._bind, self.address.port), timeout=1).close()
+        except OSError:
+            pass
+        self._thread.join(timeout=5)
+        self._listener.close()
+        with self._lock:
+            for group in self._waiting.values():
+                for conn, _ in group.values():
+                    conn.close()
+            self._waiting.clear()
+
+    def __enter__(self) -> DriverRendezvous:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+
+def rendezvous_mode(spark) -> str:
+    """The session's ``spark.sparkdl.rendezvous`` setting, checked.
+
+    Raises:
+        ConfigError: for an unknown mode.
+    """
+    mode = spark.conf.get(MODE_CONF, "driver")
+    if mode not in MODES:
+        raise ConfigError(f"{MODE_CONF} must be one of {list(MODES)}. Received: {mode!r}")
+    return mode
+
+
+@contextmanager
+def rendezvous_for(spark, num_ranks: int, timeout_s: float) -> Iterator[RendezvousAddress | None]:
+    """The rendezvous of one barrier job, as ``spark.sparkdl.rendezvous`` asks.
+
+    Yields the driver service's address (closed on exit), or ``None`` for
+    ``barrier`` mode, where ranks meet through ``BarrierTaskContext.allGather``.
+    """
+    if rendezvous_mode(spark) == "barrier":
+        yield None
+        return
+    conf = spark.sparkContext.getConf()
+    host = conf.get("spark.driver.host")
+    with DriverRendezvous(num_ranks, host, conf.get("spark.driver.bindAddress", host),
+                          timeout_s) as service:
+        yield service.address
