@@ -1,12 +1,15 @@
 # sparkdl: `make demo` runs the main job, `make test` runs every test. Both set up
-# .venv first, Horovod included (a second run only re-installs when pyproject.toml or
+# .venv first (and the Scala jar with Maven), Horovod included (a second run only re-installs when pyproject.toml or
 # the Horovod recipe changed; the Horovod wheel is cached in ~/.cache/sparkdl/wheels).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.sparkdl-installed
+MVN    ?= mvn -q -B
+JVM_SOURCES := $(shell find jvm/src -type f 2>/dev/null) jvm/pom.xml $(wildcard sparkdl/schemas/*.json)
+JAR    := jvm/target/sparkdl-jvm_2.13-$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml).jar
 
-.PHONY: setup demo test unit integration lint bench clean
+.PHONY: setup demo test unit integration lint bench clean jvm jvm-test
 
 setup: $(STAMP)
 
@@ -20,10 +23,19 @@ $(STAMP): pyproject.toml deploy/horovod/build.sh deploy/horovod/horovod-0.28.1-c
 demo: setup
 	$(PY) python/train_digits.py --output out/digits
 
+# The Scala half: compile, ScalaTest, package (Maven's local repository caches deps).
+jvm: $(JAR)
+
+$(JAR): $(JVM_SOURCES)
+	$(MVN) -f jvm/pom.xml package
+
+jvm-test:
+	$(MVN) -f jvm/pom.xml package
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup lint
+test: setup lint jvm-test
 	$(PY) -m pytest sparkdl tests
 
 unit: setup

@@ -22,9 +22,16 @@ def spark():
     from pyspark.sql import SparkSession
 
     from sparkdl.cluster import task_slots
+    from sparkdl.errors import ConfigError
+    from sparkdl.jvm import jar_path
 
+    builder = SparkSession.builder
+    try:  # `make test` builds it first; tests of the Scala side fail loudly without it
+        builder = builder.config("spark.jars", jar_path())
+    except ConfigError:
+        pass
     session = (
-        SparkSession.builder.master(f"local-cluster[{N_EXECUTORS},1,1024]")
+        builder.master(f"local-cluster[{N_EXECUTORS},1,1024]")
         .appName("sparkdl-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")

@@ -1,0 +1,48 @@
+package sparkdl.nn
+
+import sparkdl.ConfigException
+import sparkdl.json.Json._
+import sparkdl.json.{Json, PyRepr}
+
+/** A loss or an optimizer in a spec: a registered name and keyword parameters.
+  *
+  * @param name   e.g. `"cross_entropy"` or `"adam"`
+  * @param params keyword arguments of the PyTorch loss or optimizer, e.g. `lr -> 0.001`
+  *
+  * Example:
+  * {{{
+  * net.withOptimizer("adam", "lr" -> 0.001).optimizer   // Some(Head(adam,Map(lr -> JFloat(0.001))))
+  * }}}
+  */
+final case class Head(name: String, params: Map[String, Json]) {
+  private[nn] def json: JObj = JObj("name" -> JStr(name), "params" -> JObj(params.toVector))
+}
+
+object Head {
+  /** Loss names the Python worker knows (`sparkdl.losses.loss_names()`). */
+  val Losses: Seq[String] = Seq("bce_with_logits", "cross_entropy", "mse", "nll")
+
+  /** Optimizer names the Python worker knows (`sparkdl.optimizers.optimizer_names()`). */
+  val Optimizers: Seq[String] = Seq("adam", "adamw", "rmsprop", "sgd")
+
+  /** A head from Scala values (numbers, strings, booleans, sequences, maps: see [[Json.from]]). */
+  def of(name: String, params: Seq[(String, Any)]): Head = Head(name, params.map { case (k, v) => k -> Json.from(v) }.toMap)
+
+  /** Python's `_head`: refuses a name the worker does not know, listing the valid ones.
+    *
+    * @param kind "loss" or "optimizer"
+    */
+  private[nn] def check(head: Head, kind: String): Head = {
+    val names = if (kind == "loss") Losses else Optimizers
+    if (!names.contains(head.name))
+      throw new ConfigException(s"Unknown $kind ${PyRepr.string(head.name)}. Valid: ${PyRepr.list(names)}")
+    head
+  }
+
+  /** A head read from a spec (the schema has checked its form). */
+  private[nn] def decode(obj: JObj): Head = {
+    val name = obj.get("name").collect { case JStr(s) => s }.get
+    val params = obj.get("params").collect { case JObj(fields) => fields.toMap }.getOrElse(Map.empty[String, Json])
+    Head(name, params)
+  }
+}
