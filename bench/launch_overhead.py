@@ -9,10 +9,17 @@ throwaway run of each launcher first), runs interleaved round by round:
 * TorchDistributor: ``TorchDistributor(num_processes=2, local_mode=False,
   use_gpu=False).run(fn)``, ``fn`` joining a gloo group and taking one
   DistributedDataParallel step on one linear layer.
-* sparkdl ``backend="horovod"``: the same ``fit`` with Horovod (each rank in a
-  fresh child process, so a Python + torch + Horovod import is counted).
+* sparkdl ``backend="horovod"``: the same ``fit`` with Horovod. Each rank trains
+  in a fresh child process; a fit leaves an idle, imported one per Spark Python
+  worker for the next fit (``backendOptions={"warm_process": False}`` turns that
+  off), so repeated fits skip the imports. The first (cold) fit of each launcher
+  is reported as ``first_s``.
 * Horovod on Spark: ``horovod.spark.run(fn, num_proc=2)``, ``fn`` calling
   ``hvd.init()`` and taking one ``hvd.DistributedOptimizer`` step on one linear layer.
+
+Every launch is followed by a pause of ``SETTLE_S`` seconds, so that work a
+launcher leaves running in the background (sparkdl's spare import, Spark's
+cleanup) never lands on the next launcher's clock.
 
 Targets (medians): TorchDistributor / sparkdl-torch >= 5 and
 horovod.spark.run / sparkdl-horovod >= 5.
@@ -31,6 +38,7 @@ import torch
 from _common import median, save, spark_session, verdict
 
 TARGET = 5.0
+SETTLE_S = 3.0
 
 
 def one_ddp_step() -> float:
@@ -72,6 +80,7 @@ class Timer:
 
     def __init__(self, name: str, call):
         self.name, self.call, self.walls, self.extra, self.error = name, call, [], [], None
+        self.first = None
 
     def run(self, warmup: bool = False) -> None:
         if self.error:
@@ -85,7 +94,11 @@ class Timer:
                           "traceback": traceback.format_exc()[-4000:]}
             print(f"[launch_overhead] {self.name} FAILED: {self.error['error'][:500]}")
             return
-        if not warmup:
+        finally:
+            time.sleep(SETTLE_S)
+        if warmup:
+            self.first = wall
+        else:
             self.walls.append(wall)
             if out is not None:
                 self.extra.append(wall - out)
@@ -93,7 +106,8 @@ class Timer:
     def result(self) -> dict:
         if self.error:
             return self.error
-        out = {"wall_seconds": self.walls, "median_s": median(self.walls)}
+        out = {"wall_seconds": self.walls, "median_s": median(self.walls),
+               "first_s": self.first}
         if self.extra:
             out["median_outside_train_loop_s"] = median(self.extra)
         return out
@@ -165,7 +179,7 @@ def main(quick: bool = False) -> dict:
     for t in timers:
         if not t.error:
             print(f"[launch_overhead] {t.name:18s} median {t.result()['median_s']:6.2f}s "
-                  f"(all {[round(w, 2) for w in t.walls]})")
+                  f"(all {[round(w, 2) for w in t.walls]}; first, cold: {t.first:.2f}s)")
     torch_cmp, hvd_cmp = ratio_line(dist_t, ours_t), ratio_line(hvd_t, ours_h)
     met = [c["target_met"] for c in (torch_cmp, hvd_cmp)]
     result = {"quick": quick, "master": "local-cluster[2,1,1024]", "rounds": rounds,
