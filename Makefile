@@ -9,7 +9,7 @@ MVN    ?= mvn -q -B
 JVM_SOURCES := $(shell find jvm/src -type f 2>/dev/null) jvm/pom.xml $(wildcard sparkdl/schemas/*.json)
 JAR    := jvm/target/sparkdl-jvm_2.13-$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml).jar
 
-.PHONY: setup demo test unit integration lint bench clean jvm jvm-test
+.PHONY: setup demo test unit integration lint bench clean jvm jvm-test kafka-jars
 
 setup: $(STAMP)
 
@@ -32,16 +32,24 @@ $(JAR): $(JVM_SOURCES)
 jvm-test:
 	$(MVN) -f jvm/pom.xml package
 
+# A local Kafka broker's jars and Spark's Kafka connector, from Maven Central.
+KAFKA_STAMP := deploy/local/kafka/target/.resolved
+kafka-jars: $(KAFKA_STAMP)
+
+$(KAFKA_STAMP): deploy/local/kafka/pom.xml
+	$(MVN) -f deploy/local/kafka/pom.xml package
+	touch $@
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup lint jvm-test
+test: setup lint jvm-test kafka-jars
 	$(PY) -m pytest sparkdl tests
 
 unit: setup
 	$(PY) -m pytest sparkdl tests/unit
 
-integration: setup
+integration: setup jvm kafka-jars
 	$(PY) -m pytest tests/integration
 
 bench: setup

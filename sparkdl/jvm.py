@@ -61,3 +61,24 @@ def with_jar(builder):
         spark._jvm.sparkdl.nn.Network.fromJson(net.to_json())
     """
     return builder.config("spark.jars", jar_path())
+
+
+_KAFKA_DIR = _PACKAGE_DIR.parent / "deploy" / "local" / "kafka" / "target" / "spark-kafka"
+
+
+def kafka_jars() -> list[str]:
+    """Spark's Kafka connector jars (``spark-sql-kafka-0-10`` and its clients).
+
+    Resolved from Maven Central by ``make kafka-jars``
+    (``deploy/local/kafka/pom.xml``). Put them on ``spark.jars`` to read or write
+    Kafka from Spark.
+
+    Raises:
+        ConfigError: if they were not resolved; the message says how.
+    """
+    for folder in (_PACKAGE_DIR / "jars" / "kafka", _KAFKA_DIR):
+        jars = sorted(str(p) for p in folder.glob("*.jar")) if folder.is_dir() else []
+        if any("spark-sql-kafka" in j for j in jars):
+            return jars
+    raise ConfigError(f"Spark's Kafka connector jars are not in {_KAFKA_DIR}. Resolve them with "
+                      "`make kafka-jars` (Maven) in the sparkdl source tree.")

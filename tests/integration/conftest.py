@@ -23,13 +23,15 @@ def spark():
 
     from sparkdl.cluster import task_slots
     from sparkdl.errors import ConfigError
-    from sparkdl.jvm import jar_path
+    from sparkdl.jvm import jar_path, kafka_jars
 
-    builder = SparkSession.builder
-    try:  # `make test` builds it first; tests of the Scala side fail loudly without it
-        builder = builder.config("spark.jars", jar_path())
-    except ConfigError:
-        pass
+    jars = []
+    for find in (lambda: [jar_path()], kafka_jars):
+        try:  # `make test` builds them first; the tests that need them fail loudly without
+            jars += find()
+        except ConfigError:
+            pass
+    builder = SparkSession.builder.config("spark.jars", ",".join(jars))
     session = (
         builder.master(f"local-cluster[{N_EXECUTORS},1,1024]")
         .appName("sparkdl-tests")
@@ -47,6 +49,20 @@ def spark():
         time.sleep(0.5)
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka():
+    """A real Kafka broker (KRaft) on 127.0.0.1, started once for the run."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "deploy" / "local" / "servers.py"
+    spec = importlib.util.spec_from_file_location("sparkdl_local_servers", path)
+    servers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(servers)
+    with servers.KafkaBroker() as broker:
+        yield broker
 
 
 @pytest.fixture(scope="session")
