@@ -9,7 +9,7 @@ MVN    ?= mvn -q -B
 JVM_SOURCES := $(shell find jvm/src -type f 2>/dev/null) jvm/pom.xml $(wildcard sparkdl/schemas/*.json)
 JAR    := jvm/target/sparkdl-jvm_2.13-$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml).jar
 
-.PHONY: setup demo test unit integration lint bench clean jvm jvm-test kafka-jars
+.PHONY: setup demo test unit integration lint bench clean jvm jvm-test kafka-jars hdfs-jars
 
 setup: $(STAMP)
 
@@ -40,16 +40,24 @@ $(KAFKA_STAMP): deploy/local/kafka/pom.xml
 	$(MVN) -f deploy/local/kafka/pom.xml package
 	touch $@
 
+# A local HDFS (MiniDFSCluster) for the tests and deploy/local/servers.py.
+HDFS_STAMP := deploy/local/hdfs/target/.resolved
+hdfs-jars: $(HDFS_STAMP)
+
+$(HDFS_STAMP): deploy/local/hdfs/pom.xml
+	$(MVN) -f deploy/local/hdfs/pom.xml package
+	touch $@
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup lint jvm-test kafka-jars
+test: setup lint jvm-test kafka-jars hdfs-jars
 	$(PY) -m pytest sparkdl tests
 
 unit: setup
 	$(PY) -m pytest sparkdl tests/unit
 
-integration: setup jvm kafka-jars
+integration: setup jvm kafka-jars hdfs-jars
 	$(PY) -m pytest tests/integration
 
 bench: setup

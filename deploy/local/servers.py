@@ -1,18 +1,24 @@
-"""Local data servers for development and tests: a real Apache Kafka broker (KRaft).
+"""Local data servers for development and tests: a real Kafka broker and a real HDFS.
 
-The broker runs from the jars that ``deploy/local/kafka/pom.xml`` resolves from
-Maven Central (built on first use with ``mvn package``), on 127.0.0.1 at ports the
-OS picks, with its data in a temporary directory removed on stop.
+* :class:`KafkaBroker`: Apache Kafka in KRaft mode (broker and controller in one
+  process), from the jars ``deploy/local/kafka/pom.xml`` resolves from Maven Central.
+* :class:`MiniHDFS`: one NameNode and one DataNode (Hadoop's MiniDFSCluster), with
+  WebHDFS, from the jars ``deploy/local/hdfs/pom.xml`` resolves.
+
+Both listen on ports the OS picks, keep their data in a temporary directory removed
+on stop, and resolve their jars with Maven on first use.
 
 Run one by hand (Ctrl-C stops it)::
 
     .venv/bin/python deploy/local/servers.py kafka
     # -> kafka ready: bootstrap 127.0.0.1:40123 (logs in /tmp/sparkdl-kafka-.../broker.log)
+    .venv/bin/python deploy/local/servers.py hdfs
+    # -> hdfs ready: hdfs://localhost:36753, WebHDFS http://localhost:34497
 
-or from Python (what the pytest fixture does)::
+or from Python (what the pytest fixtures do)::
 
-    with KafkaBroker() as kafka:
-        print(kafka.bootstrap)
+    with KafkaBroker() as kafka, MiniHDFS() as hdfs:
+        print(kafka.bootstrap, hdfs.uri)
 """
 
 from __future__ import annotations
@@ -47,6 +53,15 @@ def resolve_kafka_jars() -> Path:
     if not marker.exists():
         subprocess.run(["mvn", "-q", "-B", "-f", str(KAFKA_POM), "package"], check=True)
     return KAFKA_TARGET
+
+
+def resolve_hdfs_jars() -> Path:
+    """The HDFS server's jars folder, resolved by Maven once (then cached in target/)."""
+    target = HERE / "hdfs" / "target" / "server"
+    if not (target / "hadoop-client-minicluster-3.5.0.jar").exists():
+        subprocess.run(["mvn", "-q", "-B", "-f", str(HERE / "hdfs" / "pom.xml"), "package"],
+                       check=True)
+    return target
 
 
 def _java() -> str:
@@ -166,14 +181,90 @@ class KafkaBroker:
         self.stop()
 
 
+class MiniHDFS:
+    """A one-NameNode, one-DataNode HDFS on this machine, WebHDFS enabled.
+
+    Args:
+        workdir: where its data, config and log go; a fresh temporary directory
+            (deleted on stop) when ``None``.
+        heap: the JVM's ``-Xmx``.
+
+    Attributes:
+        uri: ``hdfs://localhost:<port>``, the file system's root for Spark paths.
+        webhdfs: ``http://localhost:<port>``, the NameNode's HTTP (WebHDFS) address.
+    """
+
+    def __init__(self, workdir: str | None = None, heap: str = "768m") -> None:
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sparkdl-hdfs-"))
+        self.heap = heap
+        self.log_path = self.workdir / "hdfs.log"
+        self.uri = self.webhdfs = ""
+        self._proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 180.0) -> MiniHDFS:
+        """Format and start the cluster; wait until the NameNode has written its address.
+
+        Raises:
+            RuntimeError: if it exits or is not up within ``timeout_s`` (with its log).
+        """
+        import json
+        import re
+
+        jars = resolve_hdfs_jars()
+        details, conf = self.workdir / "details.json", self.workdir / "conf.xml"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the server process
+        # MiniDFSCluster keeps its blocks under ./build/test/data: run in workdir.
+        self._proc = subprocess.Popen(
+            [_java(), f"-Xmx{self.heap}", "-cp", f"{jars}/*",
+             "org.apache.hadoop.mapreduce.MiniHadoopClusterManager", "-nomr", "-format",
+             "-nnport", "0", "-nnhttpport", "0", "-writeConfig", str(conf),
+             "-writeDetails", str(details)],
+            cwd=self.workdir, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"HDFS exited with code {self._proc.returncode}:\n"
+                                   f"{self._log_tail()}")
+            if details.exists() and conf.exists():
+                try:
+                    port = json.loads(details.read_text())["namenode_port"]
+                    http = re.search(r"<name>dfs.namenode.http-address</name><value>([^<]+)<",
+                                     conf.read_text())
+                except (ValueError, KeyError):
+                    http = None  # still being written
+                if http:
+                    self.uri = f"hdfs://localhost:{port}"
+                    self.webhdfs = f"http://{http.group(1)}"
+                    return self
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"HDFS was not up within {timeout_s:g} s:\n{self._log_tail()}")
+
+    _log_tail = KafkaBroker._log_tail
+    stop = KafkaBroker.stop
+
+    def __enter__(self) -> MiniHDFS:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("server", choices=["kafka"])
+    parser.add_argument("server", choices=["kafka", "hdfs"])
     parser.add_argument("--dir", help="keep config, data and logs here")
     args = parser.parse_args()
-    with KafkaBroker(args.dir) as kafka:
-        print(f"kafka ready: bootstrap {kafka.bootstrap} (logs in {kafka.log_path})",
-              flush=True)
+    server = KafkaBroker(args.dir) if args.server == "kafka" else MiniHDFS(args.dir)
+    with server:
+        if args.server == "kafka":
+            print(f"kafka ready: bootstrap {server.bootstrap} (logs in {server.log_path})",
+                  flush=True)
+        else:
+            print(f"hdfs ready: {server.uri}, WebHDFS {server.webhdfs} "
+                  f"(logs in {server.log_path})", flush=True)
         try:
             signal.pause()
         except KeyboardInterrupt:

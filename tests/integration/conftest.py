@@ -51,9 +51,7 @@ def spark():
     session.stop()
 
 
-@pytest.fixture(scope="session")
-def kafka():
-    """A real Kafka broker (KRaft) on 127.0.0.1, started once for the run."""
+def _servers():
     import importlib.util
     from pathlib import Path
 
@@ -61,8 +59,21 @@ def kafka():
     spec = importlib.util.spec_from_file_location("sparkdl_local_servers", path)
     servers = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(servers)
-    with servers.KafkaBroker() as broker:
+    return servers
+
+
+@pytest.fixture(scope="session")
+def kafka():
+    """A real Kafka broker (KRaft) on 127.0.0.1, started once for the run."""
+    with _servers().KafkaBroker() as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def hdfs():
+    """A real HDFS (NameNode + DataNode, WebHDFS on), started once for the run."""
+    with _servers().MiniHDFS() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")
