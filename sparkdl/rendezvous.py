@@ -87,6 +87,14 @@ class RendezvousAddress:
                                         "arrived (the fit was cancelled).") from exc
 
 
+def _hung_up(conn: Connection) -> bool:
+    # A waiting rank sends nothing after its message, so anything readable is EOF.
+    try:
+        return conn.poll(0)
+    except (OSError, EOFError):
+        return True
+
+
 class DriverRendezvous:
     """Accepts ``num_ranks`` connections per stage attempt and answers them together.
 
@@ -104,7 +112,8 @@ class DriverRendezvous:
         self._bind = bind or host
         self._listener = Listener((self._bind, 0), authkey=authkey)
         self.address = RendezvousAddress(host, self._listener.address[1], authkey, timeout_s)
-        self._waiting: dict[int, dict[int, tuple[Connection, str]]] = {}
+        # attempt -> rank -> (accept order, connection, message)
+        self._waiting: dict[int, dict[int, tuple[int, Connection, str]]] = {}
         self._closed = False
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, name="sparkdl-rendezvous",
@@ -112,14 +121,16 @@ class DriverRendezvous:
         self._thread.start()
 
     def _serve(self) -> None:
+        accepted = 0
         while not self._closed:
             try:
                 conn = self._listener.accept()
             except Exception:  # noqa: BLE001 - closed, or a client that failed authentication
                 continue
-            threading.Thread(target=self._receive, args=(conn,), daemon=True).start()
+            accepted += 1
+            threading.Thread(target=self._receive, args=(conn, accepted), daemon=True).start()
 
-    def _receive(self, conn: Connection) -> None:
+    def _receive(self, conn: Connection, order: int) -> None:
         try:
             attempt, rank, message = conn.recv()
         except (EOFError, OSError, ValueError, TypeError):
@@ -128,15 +139,24 @@ class DriverRendezvous:
         ready = None
         with self._lock:
             group = self._waiting.setdefault(attempt, {})
-            old = group.pop(rank, None)
+            old = group.get(rank)
+            if old is not None and old[0] > order:
+                conn.close()  # an older connection of this rank, read late: it is stale
+                return
             if old is not None:  # the same rank again: its first connection is dead
-                old[0].close()
-            group[rank] = (conn, message)
+                old[1].close()
+            group[rank] = (order, conn, message)
             if len(group) == self.num_ranks:
-                ready = self._waiting.pop(attempt)
+                # A rank whose task died after posting must not complete the group:
+                # its connection reads as closed (EOF); it will post again or fail.
+                dead = [r for r, (_, c, _) in group.items() if _hung_up(c)]
+                for r in dead:
+                    group.pop(r)[1].close()
+                if not dead:
+                    ready = self._waiting.pop(attempt)
         if ready is not None:
-            messages = [ready[r][1] for r in sorted(ready)]
-            for peer, _ in ready.values():
+            messages = [ready[r][2] for r in sorted(ready)]
+            for _, peer, _ in ready.values():
                 try:
                     peer.send(messages)
                 except OSError:
@@ -155,7 +175,7 @@ class DriverRendezvous:
         self._listener.close()
         with self._lock:
             for group in self._waiting.values():
-                for conn, _ in group.values():
+                for _, conn, _ in group.values():
                     conn.close()
             self._waiting.clear()
 

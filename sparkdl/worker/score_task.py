@@ -105,6 +105,22 @@ def outputs_to_columns(spec: ScoreSpec, out: np.ndarray) -> dict[str, pa.Array]:
     return cols
 
 
+def score_batch(spec: ScoreSpec, module, device, batch: pa.RecordBatch) -> dict[str, pa.Array]:
+    """The output columns for one non-empty record batch, in its row order."""
+    import torch
+
+    from sparkdl.data.arrow_tensors import features_to_numpy
+
+    x = features_to_numpy([batch.column(c) for c in spec.feature_cols],
+                          spec.feature_shape, spec.feature_cols)
+    outs = []
+    with torch.inference_mode():
+        for start in range(0, len(x), spec.batch_size):
+            chunk = torch.from_numpy(x[start:start + spec.batch_size]).to(device)
+            outs.append(module(chunk).float().cpu().numpy())
+    return outputs_to_columns(spec, np.concatenate(outs))
+
+
 def score_batches(spec: ScoreSpec, payload,
                   batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Score Arrow batches, appending prediction columns to the kept input columns.
@@ -117,10 +133,8 @@ def score_batches(spec: ScoreSpec, payload,
     Yields:
         Record batches: ``keep_cols`` then the output columns.
     """
-    import torch
     from pyspark import TaskContext
 
-    from sparkdl.data.arrow_tensors import features_to_numpy
     from sparkdl.worker.task_env import limit_threads, task_device
 
     ctx = TaskContext.get()
@@ -130,13 +144,6 @@ def score_batches(spec: ScoreSpec, payload,
     for batch in batches:
         if batch.num_rows == 0:
             continue
-        x = features_to_numpy([batch.column(c) for c in spec.feature_cols],
-                              spec.feature_shape, spec.feature_cols)
-        outs = []
-        with torch.inference_mode():
-            for start in range(0, len(x), spec.batch_size):
-                chunk = torch.from_numpy(x[start:start + spec.batch_size]).to(device)
-                outs.append(module(chunk).float().cpu().numpy())
-        new = outputs_to_columns(spec, np.concatenate(outs))
+        new = score_batch(spec, module, device, batch)
         arrays = [batch.column(c) for c in spec.keep_cols] + list(new.values())
         yield pa.RecordBatch.from_arrays(arrays, names=[*spec.keep_cols, *new])

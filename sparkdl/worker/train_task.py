@@ -5,6 +5,10 @@ writes the rank's partition to a local shard, meets the other ranks at the
 driver's rendezvous (:mod:`sparkdl.rendezvous`), starts the collective backend,
 trains, and yields result rows: every rank reports who it was (pid, executor, host); rank 0
 also returns the weights (safetensors) and the history.
+
+The rank logic itself is :func:`run_train_task`, which takes its Spark facts (rank,
+hosts, CPUs, GPUs, the gather of rendezvous messages) from a small context object,
+so the Scala estimator's ``python -m sparkdl.worker`` runs exactly the same code.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ def _result(rank: int, kind: str, payload: bytes) -> pa.RecordBatch:
 
 
 def train_task(spec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Train one rank inside a Spark barrier task.
+    """Train one rank inside a PySpark barrier task (``mapInArrow(barrier=True)``).
 
     Args:
         spec: a :class:`~sparkdl.worker.spec.TrainSpec`.
@@ -38,19 +42,33 @@ def train_task(spec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
     Yields:
         Result record batches with :data:`RESULT_SCHEMA`.
     """
-    from pyspark import BarrierTaskContext
+    from sparkdl.worker.context import spark_rank_context
 
+    yield from run_train_task(spec, batches, spark_rank_context(spec))
+
+
+def run_train_task(spec, batches: Iterator[pa.RecordBatch], ctx) -> Iterator[pa.RecordBatch]:
+    """Train one rank: the logic shared by the PySpark and the JVM launchers.
+
+    Args:
+        spec: a :class:`~sparkdl.worker.spec.TrainSpec`.
+        batches: this partition's Arrow record batches.
+        ctx: the task's facts and gather, a
+            :class:`~sparkdl.worker.context.StaticRankContext`.
+
+    Yields:
+        Result record batches with :data:`RESULT_SCHEMA`.
+    """
     from sparkdl.collective import get_backend
     from sparkdl.collective.base import PeerInfo
     from sparkdl.data.shard import LocalShard
     from sparkdl.worker.rank_process import RankChild, keep_spare, train_rank
-    from sparkdl.worker.task_env import limit_threads, local_dir, task_device
+    from sparkdl.worker.task_env import local_dir
 
-    ctx = BarrierTaskContext.get()
-    rank = ctx.partitionId()
-    limit_threads(ctx)
-    device = task_device(ctx)
-    hosts = [info.address.rsplit(":", 1)[0] for info in ctx.getTaskInfos()]
+    rank = ctx.rank
+    ctx.limit_threads()
+    device = ctx.device()
+    hosts = list(ctx.hosts)
     host = hosts[rank]
     workdir = tempfile.mkdtemp(prefix="sparkdl-shard-", dir=local_dir())
     collective = get_backend(spec.backend, spec.backend_options)
@@ -61,18 +79,15 @@ def train_task(spec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
         shard = LocalShard.write(batches, workdir, spec.layout)
         me = {
             "rank": rank, "host": host, "pid": os.getpid(),
-            "executor_id": _executor_id(),
+            "executor_id": ctx.executor_id,
             "train_rows": len(shard.train_index),
             "validation_rows": len(shard.validation_index),
             "extra": collective.advertise(rank, hosts),
         }
-        if spec.rendezvous is not None:
-            messages = spec.rendezvous.gather(rank, json.dumps(me), ctx.attemptNumber())
-        else:
-            messages = ctx.allGather(json.dumps(me))
+        messages = ctx.gather(json.dumps(me))
         peers = sorted((PeerInfo(**json.loads(m)) for m in messages), key=lambda p: p.rank)
         if child is not None:
-            result, child = child.run(spec, shard.path, rank, peers, device, ctx.cpus()), None
+            result, child = child.run(spec, shard.path, rank, peers, device, ctx.cpus), None
         else:
             result = train_rank(spec, shard, collective, rank, peers, device)
         me.pop("extra")
@@ -88,14 +103,5 @@ def train_task(spec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
         if shard is not None:
             shard.close()
         shutil.rmtree(workdir, ignore_errors=True)
-        if collective.fresh_process and collective.keep_warm:
+        if collective.fresh_process and collective.keep_warm and ctx.keep_spare:
             keep_spare(spec.backend)
-
-
-def _executor_id() -> str:
-    # The executor id is not exposed on TaskContext; SparkEnv is on the JVM side.
-    # Executors launched by Spark carry it in their working directory name
-    # (.../app-xxx/<id>) and in SPARK_EXECUTOR_ID on some cluster managers.
-    if os.environ.get("SPARK_EXECUTOR_ID"):
-        return os.environ["SPARK_EXECUTOR_ID"]
-    return os.path.basename(os.getcwd())

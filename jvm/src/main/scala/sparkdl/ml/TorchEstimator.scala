@@ -1,0 +1,312 @@
+package sparkdl.ml
+
+import java.nio.charset.StandardCharsets.UTF_8
+
+import org.apache.arrow.memory.RootAllocator
+import org.apache.spark.{BarrierTaskContext, SparkEnv, SparkException}
+import org.apache.spark.ml.Estimator
+import org.apache.spark.ml.param.ParamMap
+import org.apache.spark.ml.util.Identifiable
+import org.apache.spark.sql.{DataFrame, Dataset, Row}
+import org.apache.spark.sql.functions.{lit, monotonically_increasing_id, rand}
+import org.apache.spark.sql.types.{BooleanType, NumericType, StructType}
+
+import sparkdl.json.{CanonicalJson, JsonParser}
+import sparkdl.json.Json._
+import sparkdl.nn.Network
+
+/** Trains a `sparkdl.nn` network data-parallel across Spark executors; the Scala twin of
+  * Python's `sparkdl.TorchEstimator`.
+  *
+  * `fit` checks the columns and the executors' Python on the driver, then runs one barrier
+  * job of `numWorkers` tasks. Each task starts `python -m sparkdl.worker` (the Python of
+  * `spark.pyspark.python`, else `PYSPARK_PYTHON`, else `python3`), streams its partition to
+  * it as Arrow IPC over a loopback socket, and answers its `allGather` requests; the worker
+  * runs the same training code as the Python estimator (same backends, same results for
+  * the same seed). Rank 0 returns the weights.
+  *
+  * {{{
+  * import sparkdl.nn._
+  * val net = Sequential(Input(Seq(64)), Dense(32, activation = "relu"), Dense(10))
+  * val model = new sparkdl.ml.TorchEstimator().setNetwork(net).setLoss("cross_entropy")
+  *   .setOptimizer("adam").setLearningRate(1e-3).setNumWorkers(2).setEpochs(5).fit(train)
+  * model.transform(test).select("prediction", "probability")
+  * }}}
+  */
+class TorchEstimator(override val uid: String) extends Estimator[TorchModel] with TorchTrainingParams {
+
+  def this() = this(Identifiable.randomUID("TorchEstimator"))
+
+  private var network: Option[Network] = None
+
+  def setNetwork(value: Network): this.type = { network = Some(value); this }
+  /** The network as `sparkdl.network/v1` JSON (e.g. Python's `Network.to_json()`). */
+  def setNetworkJson(value: String): this.type = setNetwork(Network.fromJson(value))
+  def getNetwork: Option[Network] = network
+
+  def setFeaturesCol(value: String): this.type = set(featuresCol, value)
+  def setFeaturesCols(value: Array[String]): this.type = set(featuresCols, value)
+  def setFeatureShape(value: Array[Int]): this.type = set(featureShape, value)
+  def setLabelCol(value: String): this.type = set(labelCol, value)
+  def setPredictionCol(value: String): this.type = set(predictionCol, value)
+  def setProbabilityCol(value: String): this.type = set(probabilityCol, value)
+  def setRawPredictionCol(value: String): this.type = set(rawPredictionCol, value)
+  def setBatchSize(value: Int): this.type = set(batchSize, value)
+  def setLoss(value: String): this.type = set(loss, value)
+  def setOptimizer(value: String): this.type = set(optimizer, value)
+  /** Optimizer keyword arguments as a JSON object, e.g. `{"lr": 0.01, "momentum": 0.9}`. */
+  def setOptimizerParams(value: String): this.type = set(optimizerParams, TorchEstimator.jsonObject(value, "optimizerParams"))
+  /** Sets `lr` in `optimizerParams`, keeping the other optimizer arguments. */
+  def setLearningRate(value: Double): this.type = {
+    val others = JsonParser.parse($(optimizerParams)).asInstanceOf[JObj].fields.filter(_._1 != "lr")
+    set(optimizerParams, CanonicalJson.write(JObj(others :+ ("lr" -> JFloat(value)))))
+  }
+  def setEpochs(value: Int): this.type = set(epochs, value)
+  def setNumWorkers(value: Int): this.type = set(numWorkers, value)
+  def setSeed(value: Long): this.type = set(seed, value)
+  def setValidationFraction(value: Double): this.type = set(validationFraction, value)
+  def setValidationCol(value: String): this.type = set(validationCol, value)
+  def setBackend(value: String): this.type = set(backend, value)
+  def setBackendOptions(value: String): this.type = set(backendOptions, TorchEstimator.jsonObject(value, "backendOptions"))
+  def setBackwardPassesPerStep(value: Int): this.type = set(backwardPassesPerStep, value)
+  def setShuffle(value: Boolean): this.type = set(shuffle, value)
+  def setTimeout(value: Double): this.type = set(timeout, value)
+  def setPythonExec(value: String): this.type = set(pythonExec, value)
+
+  override def copy(extra: ParamMap): TorchEstimator = {
+    val that = defaultCopy[TorchEstimator](extra)
+    that.network = network
+    that
+  }
+
+  override def transformSchema(schema: StructType): StructType = {
+    prepare(schema)
+    TorchModel.outputSchema(schema, this, TorchTrainingParams.Losses($(loss)), outputShape(requireNetwork))
+  }
+
+  private def requireNetwork: Network = network.getOrElse(throw new IllegalArgumentException(
+    "No network: call setNetwork(<sparkdl.nn.Network>) or setNetworkJson(<spec JSON>) before fit."))
+
+  private def outputShape(net: Network): Seq[Int] = net.outputShape
+
+  /** Checks the params and columns; the per-row feature shape. */
+  private def prepare(schema: StructType): Seq[Int] = {
+    val net = requireNetwork
+    if (net.inputs.length != 1)
+      throw new IllegalArgumentException(s"The Scala TorchEstimator trains networks with one input; this one has " +
+        s"${net.inputs.length}: ${net.inputs.map(_.name).mkString(", ")}.")
+    if ($(validationFraction) > 0 && isSet(validationCol))
+      throw new IllegalArgumentException("Set validationFraction or validationCol, not both.")
+    val features = getFeatureColumns
+    Columns.require(schema, features, "features")
+    val labelKind = Columns.require(schema, Seq($(labelCol)), "label")($(labelCol))
+    val task = TorchTrainingParams.Losses($(loss))
+    if (task == "multiclass" && labelKind != Columns.NumberKind)
+      throw new IllegalArgumentException(s"Label column '${$(labelCol)}' is ${schema($(labelCol)).dataType.simpleString} " +
+        s"but loss='${$(loss)}' needs one integer class id per row.")
+    if (isSet(validationCol)) {
+      val v = $(validationCol)
+      if (!schema.fieldNames.contains(v) || schema(v).dataType != BooleanType)
+        throw new IllegalArgumentException(s"validation column '$v' must exist and be boolean. " +
+          s"Existing columns: ${schema.fieldNames.mkString("[", ", ", "]")}.")
+    }
+    val out = outputShape(net)
+    if (task == "multiclass" && out.length != 1)
+      throw new IllegalArgumentException(s"A classifier must output (batch, classes); this network outputs " +
+        s"(batch, ${out.mkString(", ")}).")
+    val shape = getFeatureShape.map(_.toSeq).getOrElse(net.inputs.head.shape)
+    if (shape.product != net.inputs.head.shape.product)
+      throw new IllegalArgumentException(s"featureShape=${shape.mkString("[", ", ", "]")} does not fit the network's " +
+        s"input shape ${net.inputs.head.shape.mkString("[", ", ", "]")}.")
+    if (features.length > 1 && features.length != shape.product)
+      throw new IllegalArgumentException(s"${features.length} feature columns cannot fill the network's input " +
+        s"shape ${shape.mkString("[", ", ", "]")}.")
+    shape
+  }
+
+  override def fit(dataset: Dataset[_]): TorchModel = {
+    val df = dataset.toDF()
+    val schema = df.schema
+    val featureShape = prepare(schema)
+    val net = requireNetwork
+    val task = TorchTrainingParams.Losses($(loss))
+    val integerLabels = task == "multiclass"
+    val n = $(numWorkers)
+    val spark = df.sparkSession
+    val sc = spark.sparkContext
+    val python = if ($(pythonExec).nonEmpty) $(pythonExec) else PythonWorker.pythonExec(sc.getConf)
+    TorchEstimator.checkCapacity(sc, n)
+    TorchEstimator.checkExecutors(sc, python, n)
+
+    val features = getFeatureColumns
+    val kinds = Columns.require(schema, features, "features")
+    val temp = features.indices.map(i => s"${TorchEstimator.Feature}$i")
+    val label = $(labelCol)
+    val labelExpr =
+      if (integerLabels) Columns.quoted(label).cast("long")
+      else Columns.asFloat(label, Columns.require(schema, Seq(label), "label")(label))
+    val validating = isSet(validationCol) || $(validationFraction) > 0
+    val valid = if (isSet(validationCol)) Columns.quoted($(validationCol)) else rand($(seed)) < lit($(validationFraction))
+    val prepared = df.select(
+      features.zip(temp).map { case (c, t) => Columns.asFloat(c, kinds(c)).as(t) } ++ Seq(
+        labelExpr.as(TorchEstimator.Label), valid.as(TorchEstimator.Valid),
+        monotonically_increasing_id().as(TorchEstimator.Order)): _*).repartition(n)
+
+    val request = JObj(
+      "mode" -> JStr("train"),
+      "network" -> JStr(net.toJson),
+      "loss" -> JStr($(loss)),
+      "optimizer" -> JStr($(optimizer)),
+      "optimizer_params" -> JsonParser.parse($(optimizerParams)),
+      "batch_size" -> JInt($(batchSize)),
+      "epochs" -> JInt($(epochs)),
+      "seed" -> JInt($(seed)),
+      "num_workers" -> JInt(n),
+      "backend" -> JStr($(backend)),
+      "backend_options" -> JsonParser.parse($(backendOptions)),
+      "shuffle" -> JBool($(shuffle)),
+      "timeout_s" -> JFloat($(timeout)),
+      "backward_passes_per_step" -> JInt($(backwardPassesPerStep)),
+      "layout" -> JObj(
+        "feature_cols" -> JArr(temp.map(JStr(_)).toVector),
+        "label_col" -> JStr(TorchEstimator.Label),
+        "integer_labels" -> JBool(integerLabels),
+        "feature_shape" -> JArr(featureShape.map(d => JInt(d)).toVector),
+        "validation_col" -> (if (validating) JStr(TorchEstimator.Valid) else JNull),
+        "order_col" -> JStr(TorchEstimator.Order)))
+    val preparedSchema = prepared.schema
+    val rows = prepared.rdd.barrier().mapPartitions { part =>
+      TorchEstimator.trainTask(python, request, preparedSchema, part)
+    }
+    val results =
+      try rows.collect()
+      catch {
+        case e: SparkException => throw new SparkException(TorchEstimator.workerError(e.getMessage), e)
+      }
+    val weights = results.collectFirst { case (_, "weights", w) => w }.getOrElse(
+      throw new SparkException("The training job returned no weights from rank 0."))
+    val epochsJson = results.collectFirst { case (_, "history", h) => new String(h, UTF_8) }.getOrElse("[]")
+    val workers = results.filter(_._2 == "worker").sortBy(_._1).map(r => new String(r._3, UTF_8))
+    val history = s"""{"backend":${CanonicalJson.write(JStr($(backend)))},"epochs":$epochsJson,""" +
+      s""""num_workers":$n,"workers":${workers.mkString("[", ",", "]")}}"""
+    val model = new TorchModel(uid.replace("TorchEstimator", "TorchModel"), "spec", net.toJson.getBytes(UTF_8),
+      weights, history)
+    model.params.foreach { p =>
+      if (hasParam(p.name) && isDefined(getParam(p.name))) model.set(p.asInstanceOf[org.apache.spark.ml.param.Param[Any]],
+        $(getParam(p.name)))
+    }
+    model.set(model.featureShape, featureShape.toArray).set(model.task, task)
+      .set(model.outputShape, net.outputShape.toArray)
+    model.pythonExec = python
+    model.setParent(this)
+  }
+}
+
+object TorchEstimator {
+  private[ml] val Feature = "__sparkdl_f"
+  private[ml] val Label = "__sparkdl_label"
+  private[ml] val Valid = "__sparkdl_is_val"
+  private[ml] val Order = "__sparkdl_row"
+  private[ml] val BatchRows = 4096
+
+  private[ml] def jsonObject(text: String, name: String): String = JsonParser.parse(text) match {
+    case o: JObj => CanonicalJson.write(o)
+    case _ => throw new IllegalArgumentException(s"$name must be a JSON object. Received: $name=$text")
+  }
+
+  /** The worker's own text out of a failed job's message, without JVM frames. */
+  private[ml] def workerError(message: String): String = {
+    val text = Option(message).getOrElse("")
+    val at = text.indexOf("The sparkdl Python worker")
+    if (at < 0) s"The training job failed: ${text.split("\n\tat ").head.take(4000)}"
+    else "A training worker failed: " + text.substring(at).split("\n\tat ").head.split("\nDriver stacktrace:").head.trim
+  }
+
+  /** How long after application start executors may still be registering, as in Python. */
+  private val RegistrationWaitMs = 60000L
+
+  /** Tasks of the default resource profile that can run at once, if this Spark tells
+    * (`SparkContext.maxNumConcurrentTasks`, what Spark's own barrier check and the Python
+    * side use; reached reflectively as it is not public API).
+    */
+  private[ml] def taskSlots(sc: org.apache.spark.SparkContext): Option[Int] =
+    try {
+      val manager = sc.getClass.getMethod("resourceProfileManager").invoke(sc)
+      val profile = manager.getClass.getMethod("defaultResourceProfile").invoke(manager)
+      sc.getClass.getMethods.find(m => m.getName == "maxNumConcurrentTasks" && m.getParameterCount == 1)
+        .map(_.invoke(sc, profile).asInstanceOf[Int])
+    } catch { case scala.util.control.NonFatal(_) => None }
+
+  /** Fails fast (Spark itself retries for minutes) unless `n` barrier tasks fit at once. */
+  private[ml] def checkCapacity(sc: org.apache.spark.SparkContext, n: Int): Unit = {
+    val conf = sc.getConf
+    val local = sc.master == "local" || sc.master.startsWith("local[")
+    if (conf.getBoolean("spark.dynamicAllocation.enabled", defaultValue = false) && !local)
+      throw new IllegalArgumentException(s"Barrier training cannot run with dynamic allocation: Spark needs all " +
+        s"$n tasks at once. Set spark.dynamicAllocation.enabled=false (and spark.executor.instances).")
+    var slots = taskSlots(sc)
+    while (slots.exists(_ < n) && System.currentTimeMillis() < sc.startTime + RegistrationWaitMs) {
+      Thread.sleep(500)
+      slots = taskSlots(sc)
+    }
+    slots.filter(_ < n).foreach { found =>
+      throw new SparkException(s"numWorkers=$n needs $n concurrent task slots but the cluster has $found (master " +
+        s"'${sc.master}', spark.executor.cores=${conf.get("spark.executor.cores", "default")}, spark.task.cpus=" +
+        s"${conf.get("spark.task.cpus", "1")}, spark.executor.instances=${conf.get("spark.executor.instances", "default")}). " +
+        s"Lower numWorkers to at most $found or add executors/cores.")
+    }
+  }
+
+  /** Fails in seconds, before the barrier job, when executors' Python lacks sparkdl. */
+  private[ml] def checkExecutors(sc: org.apache.spark.SparkContext, python: String, n: Int): Unit = {
+    val problems = sc.parallelize(0 until n, n).mapPartitions { _ =>
+      PythonWorker.checkPython(python).map(p => s"executor ${SparkEnv.get.executorId}: $p").iterator
+    }.collect().distinct
+    if (problems.nonEmpty)
+      throw new SparkException(s"The executors cannot run the sparkdl Python worker: ${problems.mkString("; ")}. " +
+        "Install sparkdl (with torch and pyarrow) on the executors, or set spark.pyspark.python / PYSPARK_PYTHON " +
+        "to a Python that has it.")
+  }
+
+  /** One rank: start the worker, stream the partition, serve its gathers, return its results. */
+  private[ml] def trainTask(python: String, request: JObj, schema: StructType,
+                            rows: Iterator[Row]): Iterator[(Int, String, Array[Byte])] = {
+    val ctx = BarrierTaskContext.get()
+    val rank = ctx.partitionId()
+    val hosts = ctx.getTaskInfos().map { i => val a = i.address; val k = a.lastIndexOf(':'); if (k > 0) a.take(k) else a }
+    val gpus = ctx.resources().get("gpu").map(_.addresses.toSeq).getOrElse(Nil)
+    val taskFacts = JObj("rank" -> JInt(rank), "hosts" -> JArr(hosts.map(h => JStr(h): sparkdl.json.Json).toVector),
+      "cpus" -> JInt(ctx.cpus()), "gpus" -> JArr(gpus.map(g => JStr(g): sparkdl.json.Json).toVector),
+      "attempt" -> JInt(ctx.attemptNumber()), "executor_id" -> JStr(SparkEnv.get.executorId))
+    val allocator = new RootAllocator(Long.MaxValue)
+    val worker = new PythonWorker(python, s"rank $rank")
+    ctx.addTaskCompletionListener[Unit] { _ =>
+      worker.close()
+      try allocator.close() catch { case _: IllegalStateException => () }
+    }
+    worker.send(PythonWorker.Request, CanonicalJson.write(JObj(request.fields :+ ("task" -> taskFacts))).getBytes(UTF_8))
+    val columns = schema.indices
+    rows.grouped(BatchRows).foreach { batch =>
+      worker.send(PythonWorker.Batch, ArrowRows.toIpc(schema, columns, batch.toSeq, allocator))
+    }
+    worker.send(PythonWorker.End)
+    val results = Vector.newBuilder[(Int, String, Array[Byte])]
+    var done = false
+    while (!done) {
+      val (kind, payload) = worker.expect(PythonWorker.Gather, PythonWorker.Result, PythonWorker.Done)
+      kind match {
+        case PythonWorker.Gather =>
+          val all = ctx.allGather(new String(payload, UTF_8))
+          worker.send(PythonWorker.Gathered,
+            CanonicalJson.write(JArr(all.map(m => JStr(m): sparkdl.json.Json).toVector)).getBytes(UTF_8))
+        case PythonWorker.Result =>
+          ArrowRows.fromIpc(payload, allocator)._2.foreach { r =>
+            results += ((r(0).asInstanceOf[Integer].intValue, r(1).toString, r(2).asInstanceOf[Array[Byte]]))
+          }
+        case _ => done = true
+      }
+    }
+    worker.close()
+    results.result().iterator
+  }
+}

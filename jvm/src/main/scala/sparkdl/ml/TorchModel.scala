@@ -1,0 +1,278 @@
+package sparkdl.ml
+
+import java.nio.charset.StandardCharsets.UTF_8
+
+import org.apache.arrow.memory.RootAllocator
+import org.apache.hadoop.fs.Path
+import org.apache.spark.{SparkEnv, TaskContext}
+import org.apache.spark.broadcast.Broadcast
+import org.apache.spark.ml.Model
+import org.apache.spark.ml.linalg.{SQLDataTypes, Vectors}
+import org.apache.spark.ml.param._
+import org.apache.spark.ml.util._
+import org.apache.spark.sql.{DataFrame, Dataset, Row, SparkSession}
+import org.apache.spark.sql.types._
+
+import sparkdl.json.{CanonicalJson, Json, JsonParser}
+import sparkdl.json.Json._
+
+/** A trained network that scores DataFrames; the Scala twin of Python's
+  * `sparkdl.ml.model.TorchModel`, reading and writing the same saved format (Spark ML
+  * metadata, `architecture.pkl`, `weights.safetensors`), so either language loads the
+  * other's models.
+  *
+  * `transform` streams each partition's feature columns to `python -m sparkdl.worker` as
+  * Arrow IPC and appends `prediction`, and for classifiers `rawPrediction` and
+  * `probability` vectors, as Python's model does. Weights and architecture are opaque
+  * bytes here: Python builds the network.
+  *
+  * {{{
+  * model.write.overwrite().save("/tmp/m")
+  * val same = sparkdl.ml.TorchModel.load("/tmp/m")   // or one saved from Python
+  * same.transform(test).select("prediction")
+  * }}}
+  */
+class TorchModel private[ml] (
+    override val uid: String,
+    val architectureKind: String,
+    private[ml] val architecture: Array[Byte],
+    private[ml] val weights: Array[Byte],
+    /** Per-epoch metrics, backend and workers, as Python's `TrainingHistory.to_dict()` JSON. */
+    val historyJson: String)
+    extends Model[TorchModel] with TorchScoringParams with MLWritable {
+
+  final val task = new Param[String](this, "task", "multiclass, binary or regression",
+    ParamValidators.inArray(Array("multiclass", "binary", "regression")))
+  final val outputShape = new IntArrayParam(this, "outputShape", "per-row shape of the network output")
+
+  /** The Python the scoring workers run; `null`: spark.pyspark.python, else PYSPARK_PYTHON, else python3. */
+  @transient var pythonExec: String = null
+  def setPythonExec(value: String): this.type = { pythonExec = value; this }
+
+  def getTask: String = $(task)
+  def getOutputShape: Array[Int] = $(outputShape)
+  /** The network's `sparkdl.network/v1` JSON, for a model trained from a spec. */
+  def networkJson: Option[String] = if (architectureKind == "spec") Some(new String(architecture, UTF_8)) else None
+  /** The weights, as safetensors bytes. */
+  def weightsBytes: Array[Byte] = weights.clone()
+
+  def setFeaturesCol(value: String): this.type = set(featuresCol, value)
+  def setPredictionCol(value: String): this.type = set(predictionCol, value)
+  def setProbabilityCol(value: String): this.type = set(probabilityCol, value)
+  def setRawPredictionCol(value: String): this.type = set(rawPredictionCol, value)
+  def setBatchSize(value: Int): this.type = set(batchSize, value)
+
+  override def copy(extra: ParamMap): TorchModel = {
+    val that = new TorchModel(uid, architectureKind, architecture, weights, historyJson)
+    that.pythonExec = pythonExec
+    copyValues(that, extra).setParent(parent)
+  }
+
+  override def transformSchema(schema: StructType): StructType = {
+    Columns.require(schema, getFeatureColumns, "features")
+    TorchModel.outputSchema(schema, this, getTask, getOutputShape.toSeq)
+  }
+
+  private def scalarPrediction: Boolean = getOutputShape.product == 1
+
+  override def transform(dataset: Dataset[_]): DataFrame = {
+    val df = dataset.toDF()
+    val outSchema = transformSchema(df.schema, logging = true)
+    val features = getFeatureColumns
+    val kinds = Columns.require(df.schema, features, "features")
+    val temp = features.indices.map(i => s"${TorchEstimator.Feature}$i")
+    val n = df.columns.length
+    val prepared = df.select(df.columns.toSeq.map(Columns.quoted) ++
+      features.zip(temp).map { case (c, t) => Columns.asFloat(c, kinds(c)).as(t) }: _*)
+    val spark = df.sparkSession
+    val payload = spark.sparkContext.broadcast((architectureKind, architecture, weights))
+    val request = JObj(
+      "mode" -> JStr("score"),
+      "architecture_kind" -> JStr(architectureKind),
+      "feature_cols" -> JArr(temp.map(JStr(_)).toVector),
+      "feature_shape" -> getFeatureShape.map(s => JArr(s.map(d => JInt(d): Json).toVector)).getOrElse(JNull),
+      "task_kind" -> JStr(getTask),
+      "batch_size" -> JInt(getBatchSize),
+      "prediction_col" -> JStr($(predictionCol)),
+      "probability_col" -> JStr(getProbabilityCol),
+      "raw_col" -> JStr(getRawPredictionCol),
+      "scalar_prediction" -> JBool(scalarPrediction))
+    val python = Option(pythonExec).getOrElse(PythonWorker.pythonExec(spark.sparkContext.getConf))
+    val preparedSchema = prepared.schema
+    val outputs = outSchema.fields.drop(n).toSeq
+    val rows = prepared.rdd.mapPartitions { part =>
+      TorchModel.scoreTask(python, request, payload, preparedSchema, n, outputs, part)
+    }
+    spark.createDataFrame(rows, outSchema)
+  }
+
+  override def write: MLWriter = new TorchModel.Writer(this)
+
+  private[ml] def setSaved(param: Param[Any], value: Any, isDefault: Boolean): Unit =
+    if (isDefault) setDefault(param, value) else set(param, value)
+}
+
+object TorchModel extends MLReadable[TorchModel] {
+  val ArchitectureFile = "architecture.pkl"
+  val WeightsFile = "weights.safetensors"
+  /** The class name Python's `DefaultParamsReader` resolves; both languages write it. */
+  val PythonClass = "sparkdl.ml.model.TorchModel"
+  private val ScoreRows = 1024
+
+  override def read: MLReader[TorchModel] = new Reader
+  override def load(path: String): TorchModel = super.load(path)
+
+  private[ml] def outputSchema(schema: StructType, p: TorchScoringParams, task: String, out: Seq[Int]): StructType = {
+    val scalar = out.product == 1
+    val pred = if (task == "multiclass" || scalar) DoubleType else ArrayType(DoubleType)
+    val fields = Seq(StructField(p.getOrDefault(p.predictionCol), pred)) ++
+      (if (task != "regression" && p.getRawPredictionCol.nonEmpty)
+        Seq(StructField(p.getRawPredictionCol, SQLDataTypes.VectorType)) else Nil) ++
+      (if (task != "regression" && p.getProbabilityCol.nonEmpty)
+        Seq(StructField(p.getProbabilityCol, SQLDataTypes.VectorType)) else Nil)
+    val clash = fields.map(_.name).filter(schema.fieldNames.contains)
+    if (clash.nonEmpty)
+      throw new IllegalArgumentException(s"Output column(s) ${clash.mkString("[", ", ", "]")} already exist in the " +
+        "DataFrame. Rename them or set predictionCol/probabilityCol/rawPredictionCol to new names.")
+    StructType(schema.fields ++ fields)
+  }
+
+  private[ml] def scoreTask(python: String, request: JObj, payload: Broadcast[(String, Array[Byte], Array[Byte])],
+                            schema: StructType, keep: Int, outputs: Seq[StructField],
+                            rows: Iterator[Row]): Iterator[Row] = {
+    if (!rows.hasNext) return Iterator.empty
+    val ctx = TaskContext.get()
+    val gpus = ctx.resources().get("gpu").map(_.addresses.toSeq).getOrElse(Nil)
+    val facts = JObj("rank" -> JInt(ctx.partitionId()), "cpus" -> JInt(ctx.cpus()),
+      "gpus" -> JArr(gpus.map(g => JStr(g): Json).toVector), "attempt" -> JInt(ctx.attemptNumber()),
+      "executor_id" -> JStr(SparkEnv.get.executorId))
+    val allocator = new RootAllocator(Long.MaxValue)
+    val worker = new PythonWorker(python, s"scoring partition ${ctx.partitionId()}")
+    ctx.addTaskCompletionListener[Unit] { _ =>
+      worker.close()
+      try allocator.close() catch { case _: IllegalStateException => () }
+    }
+    val (_, arch, weights) = payload.value
+    worker.send(PythonWorker.Request, CanonicalJson.write(JObj(request.fields :+ ("task" -> facts))).getBytes(UTF_8))
+    worker.send(PythonWorker.Blob, arch)
+    worker.send(PythonWorker.Blob, weights)
+    val featureCols = (keep until schema.length)
+    val scored = rows.grouped(ScoreRows).flatMap { batch =>
+      worker.send(PythonWorker.Batch, ArrowRows.toIpc(schema, featureCols, batch.toSeq, allocator))
+      worker.flush()
+      val (_, bytes) = worker.expect(PythonWorker.Result)
+      val (names, out) = ArrowRows.fromIpc(bytes, allocator)
+      val at = outputs.map(f => names.indexOf(f.name))
+      batch.iterator.zip(out.iterator).map { case (row, o) =>
+        Row.fromSeq(row.toSeq.take(keep) ++ outputs.zip(at).map { case (f, i) => convert(f.dataType, o(i)) })
+      }
+    }
+    scored ++ new Iterator[Row] {
+      private var finished = false
+      override def hasNext: Boolean = {
+        if (!finished) {
+          finished = true
+          worker.send(PythonWorker.End)
+          worker.expect(PythonWorker.Done)
+          worker.close()
+        }
+        false
+      }
+      override def next(): Row = throw new NoSuchElementException
+    }
+  }
+
+  private def convert(dataType: DataType, value: Any): Any = (dataType, value) match {
+    case (_, null)                          => null
+    case (DoubleType, d: java.lang.Double)  => d.doubleValue
+    case (ArrayType(DoubleType, _), xs: Seq[_]) => xs.map(_.asInstanceOf[java.lang.Double].doubleValue)
+    case (t, xs: Seq[_]) if t == SQLDataTypes.VectorType =>
+      Vectors.dense(xs.map(_.asInstanceOf[java.lang.Double].doubleValue).toArray)
+    case (t, v) => throw new IllegalStateException(s"Unexpected worker output $v for a $t column")
+  }
+
+  // -- persistence: the files Python's _TorchModelWriter / _TorchModelReader use --------
+
+  private def writeBytes(spark: SparkSession, path: String, data: Array[Byte]): Unit = {
+    val p = new Path(path)
+    val fs = p.getFileSystem(spark.sparkContext.hadoopConfiguration)
+    val out = fs.create(p, true)
+    try out.write(data) finally out.close()
+  }
+
+  private def readBytes(spark: SparkSession, path: String): Array[Byte] = {
+    val p = new Path(path)
+    val fs = p.getFileSystem(spark.sparkContext.hadoopConfiguration)
+    val in = fs.open(p)
+    try in.readAllBytes() finally in.close()
+  }
+
+  /** JSON text like Python's `json.dumps`: NaN and infinities allowed (history metrics). */
+  private[ml] def pyJson(value: Json): String = value match {
+    case JFloat(d) if d.isNaN      => "NaN"
+    case JFloat(d) if d.isInfinite => if (d > 0) "Infinity" else "-Infinity"
+    case JArr(items)               => items.map(pyJson).mkString("[", ",", "]")
+    case JObj(fields)              => fields.map { case (k, v) => CanonicalJson.write(JStr(k)) + ":" + pyJson(v) }
+      .mkString("{", ",", "}")
+    case other                     => CanonicalJson.write(other)
+  }
+
+  private def paramJson(value: Any): Json = value match {
+    case a: Array[Int]    => JArr(a.map(d => JInt(d): Json).toVector)
+    case a: Array[String] => JArr(a.map(s => JStr(s): Json).toVector)
+    case other            => Json.from(other)
+  }
+
+  private def paramValue(param: Param[_], value: Json): Any = (param, value) match {
+    case (_: IntArrayParam, JArr(xs))    => xs.map { case JInt(i) => i.toInt; case x => sys.error(s"not an int: $x") }.toArray
+    case (_: StringArrayParam, JArr(xs)) => xs.map { case JStr(s) => s; case x => sys.error(s"not a string: $x") }.toArray
+    case (_: IntParam, JInt(i))          => i.toInt
+    case (_, JStr(s))                    => s
+    case (p, v) => throw new IllegalArgumentException(s"Cannot read param ${p.name} from saved value $v")
+  }
+
+  private class Writer(model: TorchModel) extends MLWriter {
+    override protected def saveImpl(path: String): Unit = {
+      def entries(values: Seq[ParamPair[_]]) =
+        JObj(values.map(p => p.param.name -> paramJson(p.value)).sortBy(_._1).toVector)
+      val set = model.params.filter(p => model.isSet(p)).map(p => ParamPair(p.asInstanceOf[Param[Any]], model.getOrDefault(p)))
+      val defaults = model.params.filter(p => model.hasDefault(p)).map(p =>
+        ParamPair(p.asInstanceOf[Param[Any]], model.getDefault(p).get))
+      val history = JsonParser.parse(if (model.historyJson.isEmpty) "{}" else model.historyJson)
+      val metadata = JObj(
+        "class" -> JStr(PythonClass),
+        "timestamp" -> JInt(System.currentTimeMillis()),
+        "sparkVersion" -> JStr(sparkSession.version),
+        "uid" -> JStr(model.uid),
+        "paramMap" -> entries(set.toSeq),
+        "defaultParamMap" -> entries(defaults.toSeq),
+        "architectureKind" -> JStr(model.architectureKind),
+        "history" -> history)
+      writeBytes(sparkSession, s"$path/metadata/part-00000", (pyJson(metadata) + "\n").getBytes(UTF_8))
+      writeBytes(sparkSession, s"$path/metadata/_SUCCESS", Array.emptyByteArray)
+      writeBytes(sparkSession, s"$path/$ArchitectureFile", model.architecture)
+      writeBytes(sparkSession, s"$path/$WeightsFile", model.weights)
+    }
+  }
+
+  private class Reader extends MLReader[TorchModel] {
+    override def load(path: String): TorchModel = {
+      val text = sparkSession.read.text(s"$path/metadata").first().getString(0)
+      val metadata = JsonParser.parse(text) match {
+        case o: JObj => o
+        case _       => throw new IllegalArgumentException(s"$path/metadata is not a Spark ML metadata object")
+      }
+      def str(key: String) = metadata.get(key).collect { case JStr(s) => s }.getOrElse(
+        throw new IllegalArgumentException(s"$path/metadata has no '$key'; is this a sparkdl TorchModel?"))
+      val history = metadata.get("history").map(pyJson).getOrElse("{}")
+      val model = new TorchModel(str("uid"), str("architectureKind"),
+        readBytes(sparkSession, s"$path/$ArchitectureFile"), readBytes(sparkSession, s"$path/$WeightsFile"), history)
+      for (section <- Seq("defaultParamMap", "paramMap"); JObj(fields) <- metadata.get(section).toSeq;
+           (name, value) <- fields if model.hasParam(name) && value != JNull) {
+        val param = model.getParam(name).asInstanceOf[Param[Any]]
+        model.setSaved(param, paramValue(param, value), isDefault = section == "defaultParamMap")
+      }
+      model
+    }
+  }
+}

@@ -1,0 +1,70 @@
+package sparkdl.ml
+
+import org.apache.spark.ml.param._
+import org.apache.spark.ml.param.shared.{HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed}
+
+/** Params a fitted model needs to score: the same names and defaults as Python's
+  * `sparkdl.ml.params.ScoringParams`, so saved models carry the same metadata.
+  */
+trait TorchScoringParams extends Params with HasFeaturesCol with HasPredictionCol {
+  final val featuresCols = new StringArrayParam(this, "featuresCols",
+    "several numeric feature columns, used instead of featuresCol")
+  final val featureShape = new IntArrayParam(this, "featureShape",
+    "per-row tensor shape, e.g. [1, 8, 8]; default: what the data has", ParamValidators.arrayLengthGt(0))
+  final val probabilityCol = new Param[String](this, "probabilityCol",
+    "column for class probabilities (classifiers); '' to skip")
+  final val rawPredictionCol = new Param[String](this, "rawPredictionCol",
+    "column for raw network output (classifiers); '' to skip")
+  final val batchSize = new IntParam(this, "batchSize", "rows per batch (per worker)", ParamValidators.gt(0))
+
+  setDefault(featuresCol -> "features", predictionCol -> "prediction", probabilityCol -> "probability",
+    rawPredictionCol -> "rawPrediction", batchSize -> 64)
+
+  /** `featuresCols` if set and non-empty, else `Seq(featuresCol)`. */
+  def getFeatureColumns: Seq[String] =
+    if (isSet(featuresCols) && $(featuresCols).nonEmpty) $(featuresCols).toSeq else Seq($(featuresCol))
+  def getFeatureShape: Option[Array[Int]] = get(featureShape)
+  def getProbabilityCol: String = $(probabilityCol)
+  def getRawPredictionCol: String = $(rawPredictionCol)
+  def getBatchSize: Int = $(batchSize)
+}
+
+/** Training params: the names and defaults of Python's `sparkdl.ml.params.TrainingParams`
+  * (JSON-valued `optimizerParams` and `backendOptions` are JSON object strings here).
+  */
+trait TorchTrainingParams extends TorchScoringParams with HasLabelCol with HasSeed {
+  final val loss = new Param[String](this, "loss", "loss name: cross_entropy, nll, bce_with_logits or mse",
+    ParamValidators.inArray(TorchTrainingParams.Losses.keys.toArray))
+  final val optimizer = new Param[String](this, "optimizer", "optimizer name: sgd, adam, adamw or rmsprop",
+    ParamValidators.inArray(TorchTrainingParams.Optimizers.toArray))
+  final val optimizerParams = new Param[String](this, "optimizerParams",
+    "keyword arguments of the optimizer, as a JSON object, e.g. {\"lr\": 0.001}")
+  final val epochs = new IntParam(this, "epochs", "passes over the training data", ParamValidators.gt(0))
+  final val numWorkers = new IntParam(this, "numWorkers", "ranks (barrier tasks) that train", ParamValidators.gt(0))
+  final val validationFraction = new DoubleParam(this, "validationFraction",
+    "fraction of rows held out for validation", ParamValidators.inRange(0.0, 1.0, true, false))
+  final val validationCol = new Param[String](this, "validationCol", "boolean column marking validation rows")
+  final val backend = new Param[String](this, "backend", "collective backend: torch or horovod",
+    ParamValidators.inArray(Array("torch", "horovod")))
+  final val backendOptions = new Param[String](this, "backendOptions", "backend settings, as a JSON object")
+  final val backwardPassesPerStep = new IntParam(this, "backwardPassesPerStep",
+    "batches accumulated locally per optimizer step", ParamValidators.gt(0))
+  final val shuffle = new BooleanParam(this, "shuffle", "reshuffle each worker's rows every epoch")
+  final val timeout = new DoubleParam(this, "timeout", "rendezvous and collective timeout in seconds",
+    ParamValidators.gt(0.0))
+
+  final val pythonExec = new Param[String](this, "pythonExec",
+    "Python for the executors' workers; default: spark.pyspark.python, else PYSPARK_PYTHON, else python3")
+
+  setDefault(pythonExec -> "")
+  setDefault(labelCol -> "label", loss -> "cross_entropy", optimizer -> "adam", optimizerParams -> "{\"lr\":0.001}",
+    epochs -> 5, numWorkers -> 1, validationFraction -> 0.0, backend -> "torch", backendOptions -> "{}",
+    backwardPassesPerStep -> 1, shuffle -> true, timeout -> 600.0, seed -> 42L)
+}
+
+object TorchTrainingParams {
+  /** Loss name to the task it implies, as Python's `sparkdl.losses`. */
+  val Losses: Map[String, String] = Map("cross_entropy" -> "multiclass", "nll" -> "multiclass",
+    "bce_with_logits" -> "binary", "mse" -> "regression")
+  val Optimizers: Seq[String] = Seq("sgd", "adam", "adamw", "rmsprop")
+}

@@ -1,0 +1,209 @@
+"""The Python end of the Scala estimator and model: ``python -m sparkdl.worker <port>``.
+
+A JVM task (``sparkdl.ml.TorchEstimator`` barrier task or ``sparkdl.ml.TorchModel``
+scoring task) listens on a loopback port, starts this process with the port as
+argument and a per-task secret in ``SPARKDL_WORKER_SECRET``, and talks over one socket
+in frames ``[kind: int32][length: int64][payload]`` (big-endian):
+
+=============  =========  ========================================================
+kind           direction  payload
+=============  =========  ========================================================
+AUTH (0)       py -> jvm  the secret (UTF-8); the JVM drops a peer that gets it wrong
+REQUEST (1)    jvm -> py  JSON: mode (``train``/``score``), task facts, the run spec
+BLOB (9)       jvm -> py  scoring only: architecture bytes, then weights bytes
+BATCH (2)      jvm -> py  one Arrow IPC stream holding one record batch
+END (3)        jvm -> py  no more batches
+GATHER (4)     py -> jvm  a rendezvous message; the JVM runs ``allGather`` ...
+GATHERED (5)   jvm -> py  ... and answers every rank's messages (JSON list)
+RESULT (6)     py -> jvm  one Arrow IPC stream holding one record batch
+ERROR (7)      py -> jvm  the worker's traceback; the JVM fails the task with it
+DONE (8)       py -> jvm  all results sent
+=============  =========  ========================================================
+
+Training runs :func:`sparkdl.worker.train_task.run_train_task`, the same code as the
+PySpark estimator; scoring runs :func:`sparkdl.worker.score_task.score_batch` once
+per batch, lock-step (one RESULT per BATCH, holding only the new columns).
+Everything this process prints goes to stderr, which the JVM copies to the
+executor log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import sys
+import traceback
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+AUTH, REQUEST, BATCH, END, GATHER, GATHERED, RESULT, ERROR, DONE, BLOB = range(10)
+SECRET_ENV = "SPARKDL_WORKER_SECRET"
+_HEADER = struct.Struct(">iq")
+
+
+class Channel:
+    """Framed messages over a binary file pair (a socket's ``makefile``)."""
+
+    def __init__(self, rfile, wfile) -> None:
+        self._r = rfile
+        self._w = wfile
+
+    def send(self, kind: int, payload: bytes = b"") -> None:
+        self._w.write(_HEADER.pack(kind, len(payload)))
+        self._w.write(payload)
+        self._w.flush()
+
+    def recv(self, *expected: int) -> tuple[int, bytes]:
+        header = self._r.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            raise EOFError("The JVM task closed the connection.")
+        kind, length = _HEADER.unpack(header)
+        payload = self._r.read(length) if length else b""
+        if len(payload) < length:
+            raise EOFError("The JVM task closed the connection mid-frame.")
+        if expected and kind not in expected:
+            raise ValueError(f"Protocol error: expected frame kind {expected}, received {kind}")
+        return kind, payload
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """Record batches until END."""
+        while True:
+            kind, payload = self.recv(BATCH, END)
+            if kind == END:
+                return
+            yield pa.ipc.open_stream(payload).read_next_batch()
+
+    def send_batch(self, batch: pa.RecordBatch) -> None:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        self.send(RESULT, sink.getvalue().to_pybytes())
+
+    def gather(self, message: str) -> list[str]:
+        self.send(GATHER, message.encode("utf-8"))
+        _, payload = self.recv(GATHERED)
+        return json.loads(payload)
+
+
+def train_spec(request: dict):
+    """The :class:`~sparkdl.worker.spec.TrainSpec` a JVM training request describes."""
+    from sparkdl.architecture import Architecture
+    from sparkdl.data.shard import ShardLayout
+    from sparkdl.worker.spec import TrainSpec
+
+    layout = request["layout"]
+    shape = layout.get("feature_shape")
+    return TrainSpec(
+        architecture=Architecture("spec", request["network"].encode("utf-8")),
+        initial_weights=None, loss=request["loss"], optimizer=request["optimizer"],
+        optimizer_params=dict(request.get("optimizer_params") or {}),
+        layout=ShardLayout(tuple(layout["feature_cols"]), layout.get("label_col"),
+                           bool(layout["integer_labels"]),
+                           tuple(shape) if shape else None, layout.get("validation_col"),
+                           layout.get("order_col")),
+        batch_size=int(request["batch_size"]), epochs=int(request["epochs"]),
+        seed=int(request["seed"]), num_workers=int(request["num_workers"]),
+        backend=request["backend"], shuffle=bool(request.get("shuffle", True)),
+        timeout_s=float(request.get("timeout_s", 600.0)),
+        backend_options=dict(request.get("backend_options") or {}),
+        backward_passes_per_step=int(request.get("backward_passes_per_step", 1)))
+
+
+def _context(channel: Channel, task: dict):
+    from sparkdl.worker.context import StaticRankContext
+
+    return StaticRankContext(
+        rank=int(task["rank"]), hosts=list(task.get("hosts") or ["localhost"]),
+        cpus=int(task.get("cpus") or 0), gpus=tuple(task.get("gpus") or ()),
+        attempt=int(task.get("attempt") or 0), executor_id=str(task.get("executor_id", "")),
+        gather_fn=channel.gather, keep_spare=False)
+
+
+def _train(channel: Channel, request: dict) -> None:
+    from sparkdl.worker.train_task import run_train_task
+
+    spec = train_spec(request)
+    for batch in run_train_task(spec, channel.batches(), _context(channel, request["task"])):
+        channel.send_batch(batch)
+
+
+def _score(channel: Channel, request: dict) -> None:
+    from sparkdl.architecture import Architecture, weights_from_bytes
+    from sparkdl.worker.score_task import ScoreSpec, score_batch
+
+    _, arch = channel.recv(BLOB)
+    _, weights = channel.recv(BLOB)
+    ctx = _context(channel, request["task"])
+    ctx.limit_threads()
+    device = ctx.device()
+    shape = request.get("feature_shape")
+    spec = ScoreSpec(
+        model_key="jvm", feature_cols=tuple(request["feature_cols"]),
+        feature_shape=tuple(shape) if shape else None, keep_cols=(),
+        task=request["task_kind"], batch_size=int(request["batch_size"]),
+        prediction_col=request["prediction_col"],
+        probability_col=request.get("probability_col") or "",
+        raw_col=request.get("raw_col") or "",
+        scalar_prediction=bool(request["scalar_prediction"]))
+    module = Architecture(request["architecture_kind"], arch).build(
+        weights_from_bytes(weights)).to(device).eval()
+    for batch in channel.batches():
+        cols = score_batch(spec, module, device, batch) if batch.num_rows else {}
+        if not cols:
+            channel.send(RESULT, b"")
+            continue
+        channel.send_batch(pa.RecordBatch.from_arrays(list(cols.values()), names=list(cols)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--check"]:
+        # The JVM's pre-flight check that executors' Python has sparkdl and its needs.
+        import torch  # noqa: F401
+
+        import sparkdl  # noqa: F401
+        print("sparkdl worker ok")
+        return 0
+    if len(argv) != 1 or not argv[0].isdigit():
+        print("usage: python -m sparkdl.worker <port>  (started by the sparkdl JVM task)",
+              file=sys.stderr)
+        return 2
+    # Results travel on the socket; keep stray prints (user code, Horovod) off it.
+    os.dup2(2, 1)
+    sock = socket.create_connection(("127.0.0.1", int(argv[0])))
+    rfile, wfile = sock.makefile("rb"), sock.makefile("wb")
+    channel = Channel(rfile, wfile)
+    try:
+        channel.send(AUTH, os.environ.pop(SECRET_ENV, "").encode("utf-8"))
+        _, payload = channel.recv(REQUEST)
+        request = json.loads(payload)
+        if request["mode"] == "train":
+            _train(channel, request)
+        elif request["mode"] == "score":
+            _score(channel, request)
+        else:
+            raise ValueError(f"Unknown mode {request['mode']!r}")
+        channel.send(DONE)
+    except BaseException:  # noqa: BLE001 - every failure goes back to the JVM task
+        text = traceback.format_exc()
+        sys.stderr.write(text)
+        try:
+            channel.send(ERROR, text.encode("utf-8", "replace"))
+        except OSError:
+            pass
+        sys.stderr.flush()
+        os._exit(1)
+    sys.stderr.flush()
+    # Interpreter teardown with torch loaded takes seconds; everything is closed.
+    try:
+        wfile.close()
+        sock.close()
+    finally:
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

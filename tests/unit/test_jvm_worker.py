@@ -1,0 +1,160 @@
+"""``python -m sparkdl.worker`` against a stand-in for the JVM task (no Spark)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from sparkdl.architecture import weights_from_bytes, weights_to_bytes
+from sparkdl.nn import Dense, Input, Sequential
+from sparkdl.worker.jvm_worker import (
+    AUTH,
+    BATCH,
+    BLOB,
+    DONE,
+    END,
+    ERROR,
+    GATHER,
+    GATHERED,
+    REQUEST,
+    RESULT,
+    SECRET_ENV,
+    Channel,
+    train_spec,
+)
+
+TASK = {"rank": 0, "hosts": ["127.0.0.1"], "cpus": 1, "gpus": [], "attempt": 0,
+        "executor_id": "0"}
+
+
+def network():
+    return Sequential([Input((3,)), Dense(2)])
+
+
+def ipc(batch: pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+class FakeJvm:
+    """Listens, starts the worker, checks its secret: what PythonWorker.scala does."""
+
+    def __init__(self, secret="s3cret", sent_secret=None):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        env = dict(os.environ, **{SECRET_ENV: sent_secret or secret})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sparkdl.worker", str(self.server.getsockname()[1])],
+            env=env)
+        self.server.settimeout(60)
+        conn, _ = self.server.accept()
+        conn.settimeout(120)
+        self.channel = Channel(conn.makefile("rb"), conn.makefile("wb"))
+        kind, payload = self.channel.recv()
+        assert kind == AUTH
+        self.authenticated = payload == secret.encode()
+
+    def close(self):
+        self.server.close()
+        self.proc.wait(60)
+
+
+def batches_of(x, y):
+    return pa.record_batch({"f": pa.array(x.tolist(), pa.list_(pa.float32())),
+                            "y": pa.array(y, pa.int64())})
+
+
+def test_train_request_becomes_the_python_spec():
+    spec = train_spec({
+        "network": network().to_json(), "loss": "cross_entropy", "optimizer": "sgd",
+        "optimizer_params": {"lr": 0.1}, "batch_size": 8, "epochs": 2, "seed": 3,
+        "num_workers": 2, "backend": "torch",
+        "layout": {"feature_cols": ["f"], "label_col": "y", "integer_labels": True,
+                   "feature_shape": [3], "validation_col": None, "order_col": "o"}})
+    assert spec.architecture.kind == "spec"
+    assert spec.layout.feature_shape == (3,) and spec.layout.order_col == "o"
+    assert spec.rendezvous is None and spec.initial_weights is None
+
+
+def test_worker_trains_one_rank_and_asks_the_jvm_to_gather():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 3)).astype("float32"), rng.integers(0, 2, 20)
+    jvm = FakeJvm()
+    assert jvm.authenticated
+    request = {"mode": "train", "task": TASK, "network": network().to_json(),
+               "loss": "cross_entropy", "optimizer": "sgd", "optimizer_params": {"lr": 0.1},
+               "batch_size": 8, "epochs": 2, "seed": 3, "num_workers": 1, "backend": "torch",
+               "layout": {"feature_cols": ["f"], "label_col": "y", "integer_labels": True,
+                          "feature_shape": [3]}}
+    jvm.channel.send(REQUEST, json.dumps(request).encode())
+    jvm.channel.send(BATCH, ipc(batches_of(x, y)))
+    jvm.channel.send(END)
+    results, gathered = {}, 0
+    while True:
+        kind, payload = jvm.channel.recv()
+        assert kind != ERROR, payload.decode()
+        if kind == GATHER:
+            gathered += 1
+            jvm.channel.send(GATHERED, json.dumps([payload.decode()]).encode())
+        elif kind == RESULT:
+            row = pa.ipc.open_stream(payload).read_next_batch().to_pylist()[0]
+            results[row["kind"]] = row["payload"]
+        else:
+            assert kind == DONE
+            break
+    jvm.close()
+    assert gathered == 1 and jvm.proc.returncode == 0
+    assert set(results) == {"worker", "weights", "history"}
+    assert len(json.loads(results["history"])) == 2
+    assert set(weights_from_bytes(results["weights"])) == {"0.weight", "0.bias"}
+
+
+def test_worker_scores_batches_lock_step():
+    net = network().build()
+    jvm = FakeJvm()
+    request = {"mode": "score", "task": TASK, "architecture_kind": "spec",
+               "feature_cols": ["f"], "feature_shape": [3], "task_kind": "multiclass",
+               "batch_size": 4, "prediction_col": "prediction",
+               "probability_col": "probability", "raw_col": "rawPrediction",
+               "scalar_prediction": False}
+    jvm.channel.send(REQUEST, json.dumps(request).encode())
+    jvm.channel.send(BLOB, network().to_json().encode())
+    jvm.channel.send(BLOB, weights_to_bytes(net))
+    x = np.arange(15, dtype="float32").reshape(5, 3)
+    jvm.channel.send(BATCH, ipc(batches_of(x, np.zeros(5, int))))
+    kind, payload = jvm.channel.recv()
+    assert kind == RESULT, payload
+    out = pa.ipc.open_stream(payload).read_next_batch()
+    assert out.schema.names == ["prediction", "rawPrediction", "probability"]
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(np.array(out.column("rawPrediction").to_pylist()), expected,
+                               rtol=1e-6)
+    jvm.channel.send(END)
+    assert jvm.channel.recv()[0] == DONE
+    jvm.close()
+
+
+def test_worker_reports_its_error_to_the_jvm():
+    jvm = FakeJvm()
+    jvm.channel.send(REQUEST, json.dumps({"mode": "dance", "task": TASK}).encode())
+    kind, payload = jvm.channel.recv()
+    assert kind == ERROR and "Unknown mode 'dance'" in payload.decode()
+    jvm.close()
+    assert jvm.proc.returncode == 1
+
+
+def test_the_jvm_sees_a_wrong_secret():
+    jvm = FakeJvm(sent_secret="wrong")
+    assert not jvm.authenticated
+    jvm.server.close()
+    jvm.proc.kill()
+    jvm.proc.wait()
