@@ -33,7 +33,7 @@ object TrainDigits {
     val net = Sequential(Input(Seq(64)), Dense(64, activation = "relu"), Dense(10))
     val model = new TorchEstimator().setNetwork(net).setLoss("cross_entropy").setOptimizer("adam")
       .setLearningRate(1e-2).setBatchSize(32).setFeaturesCol("features").setLabelCol("label")
-      .setNumWorkers(2).setEpochs(8).setSeed(1L).fit(train)
+      .setNumWorkers(2).setEpochs(20).setSeed(1L).fit(train)
 
     val accuracy = model.transform(test)
       .select(avg((col("prediction") === col("label").cast("double")).cast("double"))).first().getDouble(0)

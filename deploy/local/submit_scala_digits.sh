@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Run the Scala example (sparkdl.examples.TrainDigits) through spark-submit on a local
+# 2-executor standalone cluster: the JVM job trains through the executors' Python workers.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+make setup jvm
+PY="$PWD/.venv/bin/python"
+JAR="$(ls jvm/target/sparkdl-jvm_2.13-*.jar | head -1)"
+mkdir -p out
+"$PY" - <<'PYEOF'
+import os
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sklearn.datasets import load_digits
+
+d = load_digits()
+if not os.path.exists("out/digits.parquet"):
+    pq.write_table(pa.table({"features": [list(map(float, r / 16.0)) for r in d.data],
+                             "label": d.target.astype("int64")}), "out/digits.parquet")
+PYEOF
+export PYSPARK_PYTHON="$PY"
+exec .venv/bin/spark-submit --master 'local-cluster[2,1,1024]' \
+  --conf spark.pyspark.python="$PY" --conf spark.ui.showConsoleProgress=false \
+  --class sparkdl.examples.TrainDigits "$JAR" out/digits.parquet "$@"
