@@ -22,13 +22,15 @@ from pathlib import Path
 from _common import RESULTS_DIR, machine_info
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ("epoch_time", "launch_overhead", "scoring", "allreduce", "throughput")
+BENCHMARKS = ("epoch_time", "launch_overhead", "scoring", "allreduce", "throughput",
+              "scala_bridge")
 WHAT = {
     "epoch_time": "epoch time sparkdl(1 worker) / plain PyTorch",
     "launch_overhead": "trivial run peer / sparkdl (worse of torch, hvd)",
     "scoring": "rows/s sparkdl transform / predict_batch_udf",
     "allreduce": "GB/s sparkdl horovod / gloo (worst >= 4 MB)",
     "throughput": "samples/s horovod / torch, 2 workers (worst)",
+    "scala_bridge": "fit samples/s Scala estimator / Python estimator",
 }
 
 
