@@ -36,8 +36,6 @@ import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-KAFKA_POM = HERE / "kafka" / "pom.xml"
-KAFKA_TARGET = HERE / "kafka" / "target"
 
 
 def free_port() -> int:
@@ -47,19 +45,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def resolve_kafka_jars() -> Path:
-    """The Kafka jars folder, resolved by Maven once (then cached in target/)."""
-    marker = KAFKA_TARGET / "broker" / "kafka-clients-4.1.1.jar"
-    if not marker.exists():
-        subprocess.run(["mvn", "-q", "-B", "-f", str(KAFKA_POM), "package"], check=True)
-    return KAFKA_TARGET
+def resolve_jars(server: str, marker: str) -> Path:
+    """``deploy/local/<server>/target``, resolved by Maven once (then cached there).
 
-
-def resolve_hdfs_jars() -> Path:
-    """The HDFS server's jars folder, resolved by Maven once (then cached in target/)."""
-    target = HERE / "hdfs" / "target" / "server"
-    if not (target / "hadoop-client-minicluster-3.5.0.jar").exists():
-        subprocess.run(["mvn", "-q", "-B", "-f", str(HERE / "hdfs" / "pom.xml"), "package"],
+    ``marker`` is a jar path below target/ whose presence means it is done.
+    """
+    target = HERE / server / "target"
+    if not (target / marker).exists():
+        subprocess.run(["mvn", "-q", "-B", "-f", str(HERE / server / "pom.xml"), "package"],
                        check=True)
     return target
 
@@ -69,7 +62,73 @@ def _java() -> str:
     return str(Path(home) / "bin" / "java") if home else "java"
 
 
-class KafkaBroker:
+class _JavaServer:
+    """A server JVM with its own work directory and log, stopped with its process group.
+
+    Subclasses build the command line and say when the server is ready.
+    """
+
+    name = ""
+
+    def __init__(self, workdir: str | None, heap: str, log_name: str) -> None:
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"sparkdl-{self.name.lower()}-"))
+        self.heap = heap
+        self.log_path = self.workdir / log_name
+        self._proc: subprocess.Popen | None = None
+
+    def _launch(self, command: list[str], timeout_s: float, ready) -> None:
+        """Start ``command`` in workdir, logging to ``log_path``; wait until ``ready()``.
+
+        Raises:
+            RuntimeError: if the process exits or is not ready within ``timeout_s``
+                (with the tail of its log).
+        """
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(command, cwd=self.workdir, stdout=log, stderr=log,
+                                          start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with code {self._proc.returncode}:\n"
+                                   f"{self._log_tail()}")
+            if ready():
+                return
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"{self.name} was not ready within {timeout_s:g} s:\n"
+                           f"{self._log_tail()}")
+
+    def _log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL) and delete its temporary directory."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
+        self._proc = None
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def start(self, timeout_s: float):
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class KafkaBroker(_JavaServer):
     """A single-node Kafka broker and controller (KRaft) on 127.0.0.1.
 
     Args:
@@ -78,15 +137,13 @@ class KafkaBroker:
         heap: the broker JVM's ``-Xmx``.
     """
 
+    name = "Kafka"
+
     def __init__(self, workdir: str | None = None, heap: str = "512m") -> None:
-        self._own_dir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sparkdl-kafka-"))
-        self.heap = heap
+        super().__init__(workdir, heap, "broker.log")
         self.port = free_port()
         self.controller_port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
-        self.log_path = self.workdir / "broker.log"
-        self._proc: subprocess.Popen | None = None
 
     def _config(self) -> Path:
         data = self.workdir / "data"
@@ -121,27 +178,15 @@ class KafkaBroker:
             RuntimeError: if the broker exits or is not ready within ``timeout_s``
                 (with the tail of its log).
         """
-        jars = resolve_kafka_jars() / "broker"
-        classpath = f"{jars}/*"
+        classpath = f"{resolve_jars('kafka', 'broker/kafka-clients-4.1.1.jar') / 'broker'}/*"
         config = self._config()
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the broker process
         java = [_java(), f"-Xmx{self.heap}", "-cp", classpath]
-        subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                        "-c", str(config)], check=True, stdout=log, stderr=log)
-        self._proc = subprocess.Popen([*java, "kafka.Kafka", str(config)], stdout=log,
-                                      stderr=log, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"Kafka exited with code {self._proc.returncode}:\n"
-                                   f"{self._log_tail()}")
-            if self._ready():
-                return self
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"Kafka was not ready within {timeout_s:g} s:\n{self._log_tail()}")
+        with open(self.log_path, "ab") as log:
+            subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                            "-c", str(config)], check=True, stdout=log, stderr=log)
+        self._launch([*java, "kafka.Kafka", str(config)], timeout_s, self._ready)
+        return self
 
     def _ready(self) -> bool:
         # A broker answers on its port only once it has joined the KRaft quorum and
@@ -155,33 +200,8 @@ class KafkaBroker:
         except OSError:
             return False
 
-    def _log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
-    def stop(self) -> None:
-        """Stop the broker (SIGTERM, then SIGKILL) and delete its temporary directory."""
-        if self._proc is not None and self._proc.poll() is None:
-            os.killpg(self._proc.pid, signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-                self._proc.wait()
-        self._proc = None
-        if self._own_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> KafkaBroker:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-class MiniHDFS:
+class MiniHDFS(_JavaServer):
     """A one-NameNode, one-DataNode HDFS on this machine, WebHDFS enabled.
 
     Args:
@@ -194,13 +214,11 @@ class MiniHDFS:
         webhdfs: ``http://localhost:<port>``, the NameNode's HTTP (WebHDFS) address.
     """
 
+    name = "HDFS"
+
     def __init__(self, workdir: str | None = None, heap: str = "768m") -> None:
-        self._own_dir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sparkdl-hdfs-"))
-        self.heap = heap
-        self.log_path = self.workdir / "hdfs.log"
+        super().__init__(workdir, heap, "hdfs.log")
         self.uri = self.webhdfs = ""
-        self._proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 180.0) -> MiniHDFS:
         """Format and start the cluster; wait until the NameNode has written its address.
@@ -211,45 +229,30 @@ class MiniHDFS:
         import json
         import re
 
-        jars = resolve_hdfs_jars()
+        jars = resolve_jars("hdfs", "server/hadoop-client-minicluster-3.5.0.jar") / "server"
         details, conf = self.workdir / "details.json", self.workdir / "conf.xml"
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the server process
-        # MiniDFSCluster keeps its blocks under ./build/test/data: run in workdir.
-        self._proc = subprocess.Popen(
-            [_java(), f"-Xmx{self.heap}", "-cp", f"{jars}/*",
-             "org.apache.hadoop.mapreduce.MiniHadoopClusterManager", "-nomr", "-format",
-             "-nnport", "0", "-nnhttpport", "0", "-writeConfig", str(conf),
-             "-writeDetails", str(details)],
-            cwd=self.workdir, stdout=log, stderr=log, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"HDFS exited with code {self._proc.returncode}:\n"
-                                   f"{self._log_tail()}")
-            if details.exists() and conf.exists():
-                try:
-                    port = json.loads(details.read_text())["namenode_port"]
-                    http = re.search(r"<name>dfs.namenode.http-address</name><value>([^<]+)<",
-                                     conf.read_text())
-                except (ValueError, KeyError):
-                    http = None  # still being written
-                if http:
-                    self.uri = f"hdfs://localhost:{port}"
-                    self.webhdfs = f"http://{http.group(1)}"
-                    return self
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"HDFS was not up within {timeout_s:g} s:\n{self._log_tail()}")
 
-    _log_tail = KafkaBroker._log_tail
-    stop = KafkaBroker.stop
+        def ready() -> bool:
+            if not (details.exists() and conf.exists()):
+                return False
+            try:
+                port = json.loads(details.read_text())["namenode_port"]
+                http = re.search(r"<name>dfs.namenode.http-address</name><value>([^<]+)<",
+                                 conf.read_text())
+            except (ValueError, KeyError):
+                return False  # still being written
+            if http:
+                self.uri = f"hdfs://localhost:{port}"
+                self.webhdfs = f"http://{http.group(1)}"
+            return bool(http)
 
-    def __enter__(self) -> MiniHDFS:
-        return self.start()
+        # MiniDFSCluster keeps its blocks under ./build/test/data, and _launch runs in workdir.
+        self._launch([_java(), f"-Xmx{self.heap}", "-cp", f"{jars}/*",
+                      "org.apache.hadoop.mapreduce.MiniHadoopClusterManager", "-nomr", "-format",
+                      "-nnport", "0", "-nnhttpport", "0", "-writeConfig", str(conf),
+                      "-writeDetails", str(details)], timeout_s, ready)
+        return self
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def main() -> None:
