@@ -1,14 +1,14 @@
 """What a training rank needs from the Spark task it runs in, behind one small interface.
 
 The same rank logic (:func:`sparkdl.worker.train_task.run_train_task`) runs under two
-launchers: PySpark's ``mapInArrow(..., barrier=True)`` (:class:`SparkRankContext`,
-wrapping ``BarrierTaskContext`` and the driver rendezvous) and the Scala estimator's
-barrier tasks that start ``python -m sparkdl.worker`` (:class:`StaticRankContext`,
-whose facts come from the JVM task and whose ``gather`` asks it for
-``BarrierTaskContext.allGather``).
+launchers, each describing its task as a :class:`StaticRankContext`: PySpark's
+``mapInArrow(..., barrier=True)`` (:func:`spark_rank_context`, from
+``BarrierTaskContext`` and the driver rendezvous) and the Scala estimator's barrier
+tasks that start ``python -m sparkdl.worker`` (facts sent by the JVM task, whose
+``gather`` asks it for ``BarrierTaskContext.allGather``).
 
 Example:
-    >>> ctx = StaticRankContext(rank=0, hosts=["h"], cpus=1, gpus=(), attempt=0,
+    >>> ctx = StaticRankContext(rank=0, hosts=["h"], cpus=1, gpus=(),
     ...                         executor_id="1", gather_fn=lambda m: [m])
     >>> ctx.gather("hi"), str(ctx.device())
     (['hi'], 'cpu')
@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sparkdl.worker.task_env import gpu_device, set_threads
+
 
 @dataclass
 class StaticRankContext:
@@ -32,7 +34,6 @@ class StaticRankContext:
         hosts: every task's host, by rank.
         cpus: CPUs Spark gave the task (0: unknown).
         gpus: the GPU addresses Spark assigned to the task.
-        attempt: the stage attempt number (ranks of one attempt meet).
         executor_id: the executor running the task.
         gather_fn: posts this rank's message, returns every rank's in rank order.
         keep_spare: leave a warm child process for the next fit (only when the
@@ -43,7 +44,6 @@ class StaticRankContext:
     hosts: Sequence[str]
     cpus: int
     gpus: Sequence[str]
-    attempt: int
     executor_id: str
     gather_fn: Callable[[str], list[str]] = field(repr=False)
     keep_spare: bool = False
@@ -54,14 +54,11 @@ class StaticRankContext:
 
     def device(self) -> torch.device:
         """``cuda:<id>`` for the first GPU Spark assigned, else CPU."""
-        if self.gpus and torch.cuda.is_available():
-            return torch.device(f"cuda:{int(self.gpus[0])}")
-        return torch.device("cpu")
+        return gpu_device(self.gpus)
 
     def limit_threads(self) -> None:
         """Use as many intra-op threads as CPUs Spark gave the task."""
-        if self.cpus and self.cpus > 0:
-            torch.set_num_threads(self.cpus)
+        set_threads(self.cpus)
 
 
 def spark_rank_context(spec) -> StaticRankContext:
@@ -81,7 +78,7 @@ def spark_rank_context(spec) -> StaticRankContext:
     return StaticRankContext(
         rank=rank, hosts=[i.address.rsplit(":", 1)[0] for i in ctx.getTaskInfos()],
         cpus=ctx.cpus(), gpus=tuple(gpu.addresses) if gpu is not None else (),
-        attempt=attempt, executor_id=executor_id(), gather_fn=gather, keep_spare=True)
+        executor_id=executor_id(), gather_fn=gather, keep_spare=True)
 
 
 def executor_id() -> str:

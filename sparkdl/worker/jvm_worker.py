@@ -118,7 +118,7 @@ def _context(channel: Channel, task: dict):
     return StaticRankContext(
         rank=int(task["rank"]), hosts=list(task.get("hosts") or ["localhost"]),
         cpus=int(task.get("cpus") or 0), gpus=tuple(task.get("gpus") or ()),
-        attempt=int(task.get("attempt") or 0), executor_id=str(task.get("executor_id", "")),
+        executor_id=str(task.get("executor_id", "")),
         gather_fn=channel.gather, keep_spare=False)
 
 

@@ -15,17 +15,25 @@ def local_dir() -> str | None:
     return first if first and os.path.isdir(first) else tempfile.gettempdir()
 
 
-def task_device(ctx) -> torch.device:
-    """``cuda:<id>`` for the GPU Spark assigned to this task, else CPU."""
-    resources = ctx.resources() if ctx is not None else {}
-    gpu = resources.get("gpu")
-    if gpu is not None and gpu.addresses and torch.cuda.is_available():
-        return torch.device(f"cuda:{int(gpu.addresses[0])}")
+def gpu_device(addresses) -> torch.device:
+    """``cuda:<id>`` for the first GPU address Spark assigned, else CPU."""
+    if addresses and torch.cuda.is_available():
+        return torch.device(f"cuda:{int(addresses[0])}")
     return torch.device("cpu")
 
 
-def limit_threads(ctx) -> None:
+def set_threads(cpus: int | None) -> None:
     """Use as many intra-op threads as CPUs Spark gave the task, not the whole host."""
-    cpus = ctx.cpus() if ctx is not None else 0
     if cpus and cpus > 0:
         torch.set_num_threads(cpus)
+
+
+def task_device(ctx) -> torch.device:
+    """``cuda:<id>`` for the GPU Spark assigned to this PySpark task, else CPU."""
+    gpu = (ctx.resources() if ctx is not None else {}).get("gpu")
+    return gpu_device(gpu.addresses if gpu is not None else ())
+
+
+def limit_threads(ctx) -> None:
+    """:func:`set_threads` with the CPUs of this PySpark task."""
+    set_threads(ctx.cpus() if ctx is not None else 0)
