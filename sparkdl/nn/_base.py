@@ -72,6 +72,14 @@ def check(cond: bool, layer: str, message: str) -> None:
         raise ConfigError(f"{layer}: {message}")
 
 
+def check_positive_ints(layer: Layer, *fields: str) -> None:
+    """:func:`check` that each of ``fields`` of ``layer`` is an integer >= 1."""
+    for field in fields:
+        value = getattr(layer, field)
+        check(is_int(value), type(layer).__name__,
+              f"{field} must be a positive integer. Received: {field}={value!r}")
+
+
 def activation_module(name: str | None) -> torch.nn.Module | None:
     """The torch module for an activation name, or None for no activation."""
     if name is None:

@@ -22,6 +22,7 @@ from sparkdl.nn._base import (
     ShapeMismatch,
     check,
     check_activation,
+    check_positive_ints,
     is_int,
     register,
     with_activation,
@@ -70,8 +71,7 @@ class _Conv(Layer):
         kind = type(self).__name__
         for field in ("kernel_size", "stride", "padding"):
             object.__setattr__(self, field, _tuple_or_int(getattr(self, field)))
-        check(is_int(self.filters), kind,
-              f"filters must be a positive integer. Received: filters={self.filters!r}")
+        check_positive_ints(self, "filters")
         _spatial(kind, "kernel_size", self.kernel_size, self.dims, 1)
         stride = _spatial(kind, "stride", self.stride, self.dims, 1)
         if self.padding == "same":

@@ -23,6 +23,7 @@ from sparkdl.nn._base import (
     as_float,
     check,
     check_activation,
+    check_positive_ints,
     fmt_shape,
     is_int,
     register,
@@ -49,8 +50,7 @@ class Dense(Layer):
     use_bias: bool = True
 
     def __post_init__(self):
-        check(is_int(self.units), "Dense",
-              f"units must be a positive integer. Received: units={self.units!r}")
+        check_positive_ints(self, "units")
         check_activation("Dense", self.activation)
         check(isinstance(self.use_bias, bool), "Dense",
               f"use_bias must be a bool. Received: use_bias={self.use_bias!r}")
@@ -268,10 +268,7 @@ class Embedding(Layer):
     input_dtypes = ("int64",)
 
     def __post_init__(self):
-        for field in ("input_dim", "output_dim"):
-            value = getattr(self, field)
-            check(is_int(value), "Embedding",
-                  f"{field} must be a positive integer. Received: {field}={value!r}")
+        check_positive_ints(self, "input_dim", "output_dim")
 
     def output_shape(self, shape: Shape) -> Shape:
         return (*shape, self.output_dim)

@@ -13,7 +13,14 @@ from typing import ClassVar
 
 import torch
 
-from sparkdl.nn._base import Layer, Shape, ShapeMismatch, check, is_int, register
+from sparkdl.nn._base import (
+    Layer,
+    Shape,
+    ShapeMismatch,
+    check,
+    check_positive_ints,
+    register,
+)
 
 _SEQ = "(sequence, features)"
 
@@ -45,8 +52,7 @@ class _RNN(Layer):
 
     def __post_init__(self):
         kind = type(self).__name__
-        check(is_int(self.units), kind,
-              f"units must be a positive integer. Received: units={self.units!r}")
+        check_positive_ints(self, "units")
         check(isinstance(self.return_sequences, bool), kind,
               f"return_sequences must be a bool. Received: {self.return_sequences!r}")
 
@@ -112,10 +118,7 @@ class MultiHeadAttention(Layer):
     dropout: float = 0.0
 
     def __post_init__(self):
-        for field in ("num_heads", "key_dim"):
-            value = getattr(self, field)
-            check(is_int(value), "MultiHeadAttention",
-                  f"{field} must be a positive integer. Received: {field}={value!r}")
+        check_positive_ints(self, "num_heads", "key_dim")
         _check_rate(self, "MultiHeadAttention")
 
     def output_shape(self, shape: Shape) -> Shape:
@@ -159,10 +162,7 @@ class TransformerEncoder(Layer):
     activation: str = "relu"
 
     def __post_init__(self):
-        for field in ("num_heads", "ff_dim"):
-            value = getattr(self, field)
-            check(is_int(value), "TransformerEncoder",
-                  f"{field} must be a positive integer. Received: {field}={value!r}")
+        check_positive_ints(self, "num_heads", "ff_dim")
         _check_rate(self, "TransformerEncoder")
         check(self.activation in ("relu", "gelu"), "TransformerEncoder",
               f"activation must be 'relu' or 'gelu'. Received: activation={self.activation!r}")
