@@ -200,13 +200,14 @@ def rendezvous_mode(spark) -> str:
 
 
 @contextmanager
-def rendezvous_for(spark, num_ranks: int, timeout_s: float) -> Iterator[RendezvousAddress | None]:
-    """The rendezvous of one barrier job, as ``spark.sparkdl.rendezvous`` asks.
+def rendezvous_for(spark, mode: str, num_ranks: int,
+                   timeout_s: float) -> Iterator[RendezvousAddress | None]:
+    """The rendezvous of one barrier job in ``mode`` (from :func:`rendezvous_mode`).
 
     Yields the driver service's address (closed on exit), or ``None`` for
     ``barrier`` mode, where ranks meet through ``BarrierTaskContext.allGather``.
     """
-    if rendezvous_mode(spark) == "barrier":
+    if mode == "barrier":
         yield None
         return
     conf = spark.sparkContext.getConf()

@@ -167,7 +167,7 @@ class TorchEstimator(Estimator, TrainingParams):
         feature_cols = self.getFeatureColumns()
         label_col = self.getLabelCol()
         schema = dataset.schema
-        rendezvous_mode(dataset.sparkSession)
+        meet = rendezvous_mode(dataset.sparkSession)  # checked before any job
         kinds = require_columns(schema, feature_cols, "features")
         label_kind = require_columns(schema, [label_col], "label")[label_col]
         if integer_labels and label_kind[0] != "number":
@@ -216,7 +216,7 @@ class TorchEstimator(Estimator, TrainingParams):
             backward_passes_per_step=self.getOrDefault(self.backwardPassesPerStep),
         )
         log.info("sparkdl: training on %d workers with backend=%s", num_workers, spec.backend)
-        with rendezvous_for(spark, num_workers, spec.timeout_s) as address:
+        with rendezvous_for(spark, meet, num_workers, spec.timeout_s) as address:
             rows = _run_barrier(prepared, dataclasses.replace(spec, rendezvous=address))
         weights = next(r.payload for r in rows if r.kind == "weights")
         epochs = json.loads(next(r.payload for r in rows if r.kind == "history"))
