@@ -31,6 +31,19 @@ DTYPES = ("float32", "int64")
 ACTIVATIONS = ("gelu", "leaky_relu", "relu", "sigmoid", "softmax", "tanh")
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+
+def is_name(value: Any) -> bool:
+    """Whether ``value`` is a valid input or node name.
+
+    ``fullmatch``, not ``match``: ``$`` alone would also accept one trailing newline.
+
+    Example:
+        >>> is_name("dense_1"), is_name("n\\n"), is_name("1x")
+        (True, False, False)
+    """
+    return isinstance(value, str) and NAME_PATTERN.fullmatch(value) is not None
+
+
 LAYERS: dict[str, type[Layer]] = {}
 
 
@@ -211,7 +224,7 @@ class Layer:
             if not isinstance(x, (Input, Node)):
                 raise ConfigError(f"{type(self).__name__} must be called on Input or layer "
                                   f"outputs. Received: {type(x).__name__}")
-        if name is not None and not (isinstance(name, str) and NAME_PATTERN.match(name)):
+        if name is not None and not is_name(name):
             raise ConfigError(f"A node name must match {NAME_PATTERN.pattern}. "
                               f"Received: name={name!r}")
         return Node(self, tuple(inputs), name)
@@ -235,7 +248,7 @@ class Input:
         object.__setattr__(self, "shape", shape)
         check(len(shape) >= 1 and all(is_int(d) for d in shape), "Input",
               f"shape must be a non-empty sequence of positive ints. Received: shape={shape}")
-        check(isinstance(self.name, str) and bool(NAME_PATTERN.match(self.name)), "Input",
+        check(is_name(self.name), "Input",
               f"name must match {NAME_PATTERN.pattern}. Received: name={self.name!r}")
         check(self.dtype in DTYPES, "Input",
               f"dtype must be one of {list(DTYPES)}. Received: dtype={self.dtype!r}")

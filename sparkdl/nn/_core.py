@@ -161,7 +161,8 @@ class Reshape(Layer):
     def __post_init__(self):
         shape = tuple(self.shape) if isinstance(self.shape, (list, tuple)) else (self.shape,)
         object.__setattr__(self, "shape", shape)
-        ok = (len(shape) >= 1 and all(d == -1 or is_int(d) for d in shape)
+        # is_int, not ==: -1.0 == -1, and a float must be refused like any other int param.
+        ok = (len(shape) >= 1 and all(is_int(d, minimum=-1) and d != 0 for d in shape)
               and shape.count(-1) <= 1)
         check(ok, "Reshape", "shape must be positive ints with at most one -1. "
               f"Received: shape={shape}")
@@ -201,8 +202,8 @@ class BatchNorm(Layer):
         as_float(self, "momentum", "epsilon")
         check(isinstance(self.momentum, float) and 0 <= self.momentum <= 1, "BatchNorm",
               f"momentum must be a float in [0, 1]. Received: momentum={self.momentum!r}")
-        check(isinstance(self.epsilon, float) and self.epsilon > 0, "BatchNorm",
-              f"epsilon must be a positive float. Received: epsilon={self.epsilon!r}")
+        check(isinstance(self.epsilon, float) and 0 < self.epsilon < math.inf, "BatchNorm",
+              f"epsilon must be a positive, finite float. Received: epsilon={self.epsilon!r}")
 
     def output_shape(self, shape: Shape) -> Shape:
         if len(shape) not in (1, 2, 3):
@@ -231,8 +232,8 @@ class LayerNorm(Layer):
 
     def __post_init__(self):
         as_float(self, "epsilon")
-        check(isinstance(self.epsilon, float) and self.epsilon > 0, "LayerNorm",
-              f"epsilon must be a positive float. Received: epsilon={self.epsilon!r}")
+        check(isinstance(self.epsilon, float) and 0 < self.epsilon < math.inf, "LayerNorm",
+              f"epsilon must be a positive, finite float. Received: epsilon={self.epsilon!r}")
 
     def output_shape(self, shape: Shape) -> Shape:
         return shape

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 
@@ -31,6 +32,7 @@ from sparkdl.nn._base import (
     Shape,
     ShapeMismatch,
     fmt_shape,
+    is_name,
 )
 
 FORMAT = "sparkdl.network/v1"
@@ -52,7 +54,25 @@ def _head(value, kind: str) -> dict | None:
         from sparkdl.optimizers import optimizer_names as names
     if value["name"] not in names():
         raise ConfigError(f"Unknown {kind} {value['name']!r}. Valid: {names()}")
-    return {"name": value["name"], "params": dict(value.get("params", {}))}
+    params = dict(value.get("params", {}))
+    for key, param in sorted(params.items()):
+        # Refused here, not when writing: json.dumps(allow_nan=False) would fail later
+        # with a bare ValueError that names neither the head nor the parameter.
+        if not _finite(param):
+            raise ConfigError(f"{kind} params must be finite numbers: JSON has no NaN or "
+                              f"Infinity. Received: {key}={param!r}")
+    return {"name": value["name"], "params": params}
+
+
+def _finite(value) -> bool:
+    """Whether every float in a JSON-like value is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
 
 
 class _Graph(torch.nn.Module):
@@ -125,8 +145,13 @@ class Network:
 
         for out in outs:
             visit(out)
+        if not order:
+            raise ConfigError(
+                "A network needs at least one layer between its inputs and outputs. Received: "
+                f"outputs={[o.name for o in outs]}, all inputs. Apply a layer, e.g. "
+                "Dense(10)(x), or use Sequential([Input(shape), ...]).")
         taken = {i.name for i in ins} | {n.name for n in order if n.name}
-        names: dict[int, str] = {id(i): i.name for i in ins}
+        names: dict[int, str] = {}
         for node in order:
             if node.name is None:
                 base, k = _snake(type(node.layer).__name__), 0
@@ -134,8 +159,14 @@ class Network:
                     k += 1
                 taken.add(name)
             names[id(node)] = node.name or name
-        nodes = [(names[id(n)], n.layer, [names[id(p)] for p in n.inputs]) for n in order]
-        self._init(ins, None, nodes, [names[id(o)] for o in outs], loss, optimizer)
+
+        def name_of(x) -> str:
+            # Inputs are values: an equal Input (same name, shape, dtype) made separately
+            # stands for the declared one, so it is found by name, not identity.
+            return x.name if isinstance(x, Input) else names[id(x)]
+
+        nodes = [(names[id(n)], n.layer, [name_of(p) for p in n.inputs]) for n in order]
+        self._init(ins, None, nodes, [name_of(o) for o in outs], loss, optimizer)
 
     def _init(self, inputs, layers, nodes, outputs, loss, optimizer) -> None:
         self._inputs = tuple(inputs)
@@ -260,9 +291,17 @@ class Network:
         return out
 
     def to_json(self) -> str:
-        """Canonical JSON: sorted keys, no spaces, so every writer gives the same bytes."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
-                          allow_nan=False)
+        """Canonical JSON: sorted keys, no spaces, so every writer gives the same bytes.
+
+        Raises:
+            ConfigError: if the spec holds a value JSON cannot carry (the layer and
+                head checks refuse NaN and infinities first, so this is a safety net).
+        """
+        try:
+            return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
+                              allow_nan=False)
+        except ValueError as e:
+            raise ConfigError(f"This network cannot be written as JSON: {e}") from None
 
     @classmethod
     def from_dict(cls, obj: dict) -> Network:
@@ -319,7 +358,7 @@ def _layer(path: str, spec: dict) -> Layer:
 
 
 def _check_node(label: str, name: str, args, env) -> None:
-    if not NAME_PATTERN.match(name):
+    if not is_name(name):
         raise ConfigError(f"{label}: a node name must match {NAME_PATTERN.pattern}")
     if name in env:
         raise ConfigError(f"{label}: the name {name!r} is already taken")

@@ -144,6 +144,8 @@ def test_layers_are_frozen():
     (lambda: Conv2d(4, (3, 3, 3)), r"kernel_size must be an int >= 1 or a pair"),
     (lambda: MaxPool2d(2, padding=2), r"padding must be at most half of pool_size"),
     (lambda: Reshape((-1, -1)), r"at most one -1"),
+    (lambda: Reshape((-1.0, 4)), r"Received: shape=\(-1.0, 4\)"),
+    (lambda: Reshape((2.0, 4)), r"positive ints with at most one -1"),
     (lambda: Concatenate(axis=0), r"axis must be a non-zero int"),
     (lambda: Embedding(0, 3), r"input_dim must be a positive integer"),
     (lambda: TransformerEncoder(2, 8, activation="tanh"), r"'relu' or 'gelu'"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -231,6 +232,57 @@ def test_graph_input_must_be_declared():
         Network(inputs=[x, Input((3,), name="x")], outputs=Dense(2)(x))
     with pytest.raises(ConfigError, match="node name must match"):
         Dense(2)(x, name="a.b")
+
+
+def test_an_equal_input_made_separately_stands_for_the_declared_one():
+    net = Network(inputs=Input((3,), name="x"), outputs=Dense(2)(Input((3,), name="x")))
+    assert net.output_shape == (2,)
+    assert net.to_dict()["nodes"][0]["inputs"] == ["x"]
+    with pytest.raises(ConfigError, match=r"uses input 'x', which is not among"):
+        Network(inputs=Input((3,), name="x"), outputs=Dense(2)(Input((4,), name="x")))
+
+
+def test_a_network_without_layers_is_refused_when_made():
+    x = Input((3,), name="x")
+    with pytest.raises(ConfigError, match=r"at least one layer between its inputs and outputs. "
+                                          r"Received: outputs=\['x'\], all inputs"):
+        Network(inputs=x, outputs=x)
+    # With a layer, an input may also be an output, and the spec round-trips.
+    both = Network(inputs=x, outputs=[x, Dense(2)(x)])
+    assert both.output_shape == ((3,), (2,))
+    assert Network.from_json(both.to_json()) == both
+
+
+def test_a_name_with_a_final_newline_is_refused():
+    x = Input((3,), name="x")
+    with pytest.raises(ConfigError, match="node name must match"):
+        Dense(2)(x, name="n\n")
+    with pytest.raises(ConfigError, match="Input: name must match"):
+        Input((3,), name="x\n")
+    text = json.dumps({"format": FORMAT, "inputs": [{"name": "a", "shape": [8]}],
+                       "nodes": [{"name": "n\n", "layer": {"type": "Dense", "units": 3},
+                                  "inputs": ["a"]}], "outputs": ["n\n"]})
+    with pytest.raises(ConfigError, match=r"Layer 'n\\n' \(Dense\): a node name must match"):
+        Network.from_json(text)
+
+
+@pytest.mark.parametrize("params, shown", [({"lr": float("nan")}, "lr=nan"),
+                                           ({"betas": [0.9, float("inf")]}, "betas=[0.9, inf]")])
+def test_non_finite_head_params_are_refused_naming_them(params, shown):
+    with pytest.raises(ConfigError, match=r"optimizer params must be finite numbers: JSON has no "
+                                          rf"NaN or Infinity. Received: {re.escape(shown)}"):
+        _mlp(optimizer={"name": "adam", "params": params})
+    text = _mlp().to_json()[:-1] + ',"optimizer":{"name":"sgd","params":{"lr":NaN}}}'
+    with pytest.raises(ConfigError, match="Received: lr=nan"):
+        Network.from_json(text)
+
+
+def test_infinite_epsilon_is_refused_so_every_spec_can_be_written():
+    text = _mlp().to_json().replace('{"rate":0.1,"type":"Dropout"}',
+                                    '{"epsilon":Infinity,"type":"LayerNorm"}')
+    with pytest.raises(ConfigError, match="epsilon must be a positive, finite float. "
+                                          "Received: epsilon=inf"):
+        Network.from_json(text)
 
 
 # -- Architecture: a spec travels as JSON, never pickled ---------------------------------

@@ -475,6 +475,28 @@ def texts():
             '"layers":[{"type":"Dropout","rate":NaN}]}'
         ),
     )
+    yield (
+        "infinite epsilon",
+        (
+            '{"format":"sparkdl.network/v1","inputs":[{"name":"x","shape":[4]}],'
+            '"layers":[{"type":"LayerNorm","epsilon":Infinity}]}'
+        ),
+    )
+    yield (
+        "infinite param in a list",
+        (
+            '{"format":"sparkdl.network/v1","inputs":[{"name":"x","shape":[4]}],'
+            '"layers":[{"type":"Flatten"}],"optimizer":{"name":"adam","params":'
+            '{"lr":0.1,"betas":[0.9,-Infinity]}}}'
+        ),
+    )
+    yield (
+        "reshape float minus one",
+        (
+            '{"format":"sparkdl.network/v1","inputs":[{"name":"x","shape":[4]}],'
+            '"layers":[{"type":"Reshape","shape":[2,-1.0]}]}'
+        ),
+    )
     yield "not json", "{not json"
     yield "empty text", ""
     yield "trailing text", json.dumps({"format": FORMAT}) + " x"

@@ -18,10 +18,10 @@ private[nn] object Checks {
   val Activations: Seq[String] = Seq("gelu", "leaky_relu", "relu", "sigmoid", "softmax", "tanh")
   val Dtypes: Seq[String] = Seq("float32", "int64")
   val NamePattern: String = "^[A-Za-z_][A-Za-z0-9_]*$"
-  // Python's `$` also matches before one final "\n"; UNIX_LINES keeps other line ends out.
-  private val name = Pattern.compile(NamePattern, Pattern.UNIX_LINES)
+  private val name = Pattern.compile(NamePattern)
 
-  def isName(s: String): Boolean = name.matcher(s).find()
+  /** Python's `is_name`: the whole string matches (`$` alone would allow a final "\n"). */
+  def isName(s: String): Boolean = name.matcher(s).matches()
 
   def fail(layer: String, message: String): Nothing = throw new ConfigException(s"$layer: $message")
 

@@ -160,7 +160,7 @@ final case class BatchNorm(momentum: Double = 0.1, epsilon: Double = 1e-5) exten
 
 object BatchNorm {
   private def momentumMessage(repr: String) = s"momentum must be a float in [0, 1]. Received: momentum=$repr"
-  private def epsilonMessage(repr: String) = s"epsilon must be a positive float. Received: epsilon=$repr"
+  private def epsilonMessage(repr: String) = s"epsilon must be a positive, finite float. Received: epsilon=$repr"
 
   private def checkMomentum(m: Double): Double = {
     check(m >= 0 && m <= 1, "BatchNorm", momentumMessage(PyRepr.float(m)))
@@ -168,7 +168,7 @@ object BatchNorm {
   }
 
   private[nn] def checkEpsilon(layer: String, e: Double): Double = {
-    check(e > 0, layer, epsilonMessage(PyRepr.float(e)))
+    check(e > 0 && !e.isInfinite, layer, epsilonMessage(PyRepr.float(e)))
     e
   }
 

@@ -2,7 +2,7 @@ package sparkdl.nn
 
 import sparkdl.ConfigException
 import sparkdl.json.Json._
-import sparkdl.json.{Json, PyRepr}
+import sparkdl.json.{CanonicalJson, Json, PyRepr}
 
 /** A loss or an optimizer in a spec: a registered name and keyword parameters.
   *
@@ -36,7 +36,19 @@ object Head {
     val names = if (kind == "loss") Losses else Optimizers
     if (!names.contains(head.name))
       throw new ConfigException(s"Unknown $kind ${PyRepr.string(head.name)}. Valid: ${PyRepr.list(names)}")
+    // Refused here, not when writing, so the error names the head and the parameter.
+    head.params.toSeq.sortBy(_._1)(CanonicalJson.keyOrdering).find(p => !finite(p._2)).foreach { case (key, value) =>
+      throw new ConfigException(s"$kind params must be finite numbers: JSON has no NaN or Infinity. " +
+        s"Received: $key=${PyRepr(value)}")
+    }
     head
+  }
+
+  private def finite(value: Json): Boolean = value match {
+    case JFloat(d)    => !d.isNaN && !d.isInfinite
+    case JArr(items)  => items.forall(finite)
+    case JObj(fields) => fields.forall(f => finite(f._2))
+    case _            => true
   }
 
   /** A head read from a spec (the schema has checked its form). */

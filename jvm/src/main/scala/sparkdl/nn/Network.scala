@@ -83,9 +83,14 @@ class Network private[nn] (
   /** Canonical JSON: sorted keys, no spaces, Python's float repr; the same bytes as Python's
     * `to_json()` for the same network, so specs can be compared and hashed as strings.
     *
-    * @throws IllegalArgumentException if a loss/optimizer parameter is NaN or infinite
+    * @throws ConfigException if the spec holds a value JSON cannot carry (the layer and head
+    *                         checks refuse NaN and infinities first: a safety net, as in Python)
     */
-  lazy val toJson: String = CanonicalJson.write(json)
+  lazy val toJson: String =
+    try CanonicalJson.write(json)
+    catch {
+      case e: IllegalArgumentException => throw new ConfigException(s"This network cannot be written as JSON: ${e.getMessage}")
+    }
 
   override def equals(other: Any): Boolean = other match {
     case that: Network => toJson == that.toJson
@@ -150,6 +155,10 @@ object Network {
         }
     }
     outs.foreach(visit)
+    if (order.isEmpty)
+      throw new ConfigException("A network needs at least one layer between its inputs and outputs. Received: " +
+        s"outputs=${PyRepr.list(outs.collect { case i: Input => i.name })}, all inputs. Apply a layer, e.g. " +
+        "Dense(10)(x), or use Sequential([Input(shape), ...]).")
 
     // Explicit names are reserved first, so generated ones never take them.
     val taken = mutable.Set.empty[String] ++ ins.map(_.name) ++ order.flatMap(_.name)

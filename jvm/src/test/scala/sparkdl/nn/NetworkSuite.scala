@@ -214,21 +214,31 @@ class NetworkSuite extends AnyFunSuite {
   }
 
   test("corner cases of the functional API") {
-    // Inputs are values: an equal Input stands for the declared one (Python raises KeyError).
+    // Inputs are values: an equal Input stands for the declared one, as in Python.
     val net = Network(inputs = Input(Seq(3), name = "x"), outputs = Dense(2)(Input(Seq(3), name = "x")))
     assert(net.outputShape == Seq(2))
-    // An output that is an input gives "nodes": [], as in Python, although the schema refuses it.
+    // An output that is an input, with no layer: refused when made, as the schema refuses "nodes": [].
     val x = Input(Seq(3), name = "x")
-    val identity = Network(inputs = x, outputs = x)
-    assert(identity.toJson ==
-      """{"format":"sparkdl.network/v1","inputs":[{"dtype":"float32","name":"x","shape":[3]}],"nodes":[],"outputs":["x"]}""")
-    assert(intercept[sparkdl.ConfigException](Network.fromJson(identity.toJson)).getMessage ==
-      "Invalid network spec at nodes: [] should be non-empty")
+    assert(intercept[sparkdl.ConfigException](Network(inputs = x, outputs = x)).getMessage ==
+      "A network needs at least one layer between its inputs and outputs. Received: outputs=['x'], all " +
+        "inputs. Apply a layer, e.g. Dense(10)(x), or use Sequential([Input(shape), ...]).")
+    // With a layer, an input may also be an output.
+    assert(Network(inputs = x, outputs = Seq(x, Dense(2)(x))).outputShapes == Seq(Seq(3), Seq(2)))
+    // A name with a final newline is refused (Python's `$` alone would take it).
+    assert(intercept[sparkdl.ConfigException](Dense(2)(x).named("n\n")).getMessage ==
+      "A node name must match ^[A-Za-z_][A-Za-z0-9_]*$. Received: name='n\\n'")
+    assert(intercept[sparkdl.ConfigException](Input(Seq(3), name = "x\n")).getMessage ==
+      "Input: name must match ^[A-Za-z_][A-Za-z0-9_]*$. Received: name='x\\n'")
   }
 
-  test("a NaN parameter cannot be written, as in Python") {
-    val net = Sequential(Seq(Dense(2)), inputShape = Seq(3)).withOptimizer("sgd", "lr" -> Double.NaN)
-    val e = intercept[IllegalArgumentException](net.toJson)
-    assert(e.getMessage == "Out of range float values are not JSON compliant")
+  test("a NaN or infinite parameter is refused when set, naming it, as in Python") {
+    val e = intercept[sparkdl.ConfigException](
+      Sequential(Seq(Dense(2)), inputShape = Seq(3)).withOptimizer("sgd", "lr" -> Double.NaN))
+    assert(e.getMessage == "optimizer params must be finite numbers: JSON has no NaN or Infinity. Received: lr=nan")
+    val inf = intercept[sparkdl.ConfigException](
+      Sequential(Seq(Dense(2)), inputShape = Seq(3)).withLoss("mse", "w" -> Seq(1.0, Double.PositiveInfinity)))
+    assert(inf.getMessage == "loss params must be finite numbers: JSON has no NaN or Infinity. Received: w=[1.0, inf]")
+    assert(intercept[sparkdl.ConfigException](BatchNorm(epsilon = Double.PositiveInfinity)).getMessage ==
+      "BatchNorm: epsilon must be a positive, finite float. Received: epsilon=inf")
   }
 }
