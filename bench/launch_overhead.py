@@ -10,8 +10,8 @@ throwaway run of each launcher first), runs interleaved round by round:
   use_gpu=False).run(fn)``, ``fn`` joining a gloo group and taking one
   DistributedDataParallel step on one linear layer.
 * sparkdl ``backend="horovod"``: the same ``fit`` with Horovod. Each rank trains
-  in a fresh child process; a fit leaves an idle, imported one per Spark Python
-  worker for the next fit (``backendOptions={"warm_process": False}`` turns that
+  in a fresh child process; a fit leaves an idle, imported one per executor
+  for the next fit (``backendOptions={"warm_process": False}`` turns that
   off), so repeated fits skip the imports. The first (cold) fit of each launcher
   is reported as ``first_s``.
 * Horovod on Spark: ``horovod.spark.run(fn, num_proc=2)``, ``fn`` calling

@@ -23,7 +23,9 @@ class TrainingHistory:
             row counts and ``seconds``.
         backend: the allreduce backend that ran.
         num_workers: ranks that trained.
-        workers: per rank: ``rank``, ``pid``, ``executor_id``, ``host`` and row counts.
+        workers: per rank: ``rank``, ``pid``, ``executor_id``, ``host``, row counts,
+            ``device``, ``backend_size`` and ``warm_process`` (the rank ran in a
+            process an earlier fit left imported on its executor).
     """
 
     epochs: list[dict] = field(default_factory=list)

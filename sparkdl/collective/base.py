@@ -49,8 +49,10 @@ class Collective(ABC):
     #: The backend cannot start twice in one process, so each run gets a fresh one.
     fresh_process: bool = False
 
-    #: For ``fresh_process`` backends: keep an idle, imported process for the next run.
+    #: For ``fresh_process`` backends: keep an idle, imported process per executor
+    #: for the next run, and how long it waits for one before exiting.
     keep_warm: bool = False
+    warm_idle_s: float = 300.0
 
     #: Backward passes accumulated locally before gradients are combined.
     backward_passes_per_step: int = 1

@@ -39,6 +39,7 @@ OPTIONS = {
     "fusion_threshold_mb": None,
     "cycle_time_ms": None,
     "warm_process": (True, False),
+    "warm_idle_s": None,
 }
 
 
@@ -157,6 +158,7 @@ class HorovodCollective(Collective):
         self._started = False
         self.backward_passes_per_step = 1
         self.keep_warm = bool(self.options.get("warm_process", True))
+        self.warm_idle_s = float(self.options.get("warm_idle_s", Collective.warm_idle_s))
 
     def advertise(self, rank: int, hosts: list[str]) -> dict:
         if rank != 0:

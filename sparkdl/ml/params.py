@@ -42,12 +42,16 @@ class ScoringParams(HasFeaturesCol, HasPredictionCol):
                              typeConverter=TypeConverters.toString)
     batchSize = Param(Params._dummy(), "batchSize", "rows per batch (per worker)",
                       typeConverter=TypeConverters.toInt)
+    modelVersionCol = Param(Params._dummy(), "modelVersionCol",
+                            "column naming the model version that scored each row "
+                            "(uid and weights digest); '' to skip",
+                            typeConverter=TypeConverters.toString)
 
     def __init__(self) -> None:
         super().__init__()
         self._setDefault(featuresCol="features", predictionCol="prediction",
                          probabilityCol="probability", rawPredictionCol="rawPrediction",
-                         batchSize=64)
+                         batchSize=64, modelVersionCol="")
 
     def getFeatureColumns(self) -> list[str]:
         """The feature columns read: ``featuresCols`` if set, else ``[featuresCol]``."""
@@ -67,6 +71,9 @@ class ScoringParams(HasFeaturesCol, HasPredictionCol):
 
     def getBatchSize(self) -> int:
         return self.getOrDefault(self.batchSize)
+
+    def getModelVersionCol(self) -> str:
+        return self.getOrDefault(self.modelVersionCol)
 
     def setFeaturesCol(self, value: str):
         return self._set(featuresCol=value)
@@ -88,6 +95,9 @@ class ScoringParams(HasFeaturesCol, HasPredictionCol):
 
     def setBatchSize(self, value: int):
         return self._set(batchSize=value)
+
+    def setModelVersionCol(self, value: str):
+        return self._set(modelVersionCol=value)
 
     def _check_positive(self, *names: str) -> None:
         for name in names:
@@ -125,7 +135,8 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
     backendOptions = Param(Params._dummy(), "backendOptions",
                            "backend settings; horovod: compression ('none'|'fp16'), op "
                            "('sum'|'adasum'), fusion_threshold_mb, cycle_time_ms, warm_process "
-                           "(keep an imported rank process per Python worker; default True)",
+                           "(keep an imported rank process per executor; default True), "
+                           "warm_idle_s (how long it waits for the next fit; default 300)",
                            typeConverter=_to_dict)
     backwardPassesPerStep = Param(Params._dummy(), "backwardPassesPerStep",
                                   "batches whose gradients accumulate before each step",

@@ -36,8 +36,7 @@ class StaticRankContext:
         gpus: the GPU addresses Spark assigned to the task.
         executor_id: the executor running the task.
         gather_fn: posts this rank's message, returns every rank's in rank order.
-        keep_spare: leave a warm child process for the next fit (only when the
-            process outlives the task, as a reused PySpark worker does).
+        keep_spare: leave a warm rank process on this executor for the next fit.
     """
 
     rank: int

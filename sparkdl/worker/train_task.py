@@ -73,7 +73,8 @@ def run_train_task(spec, batches: Iterator[pa.RecordBatch], ctx) -> Iterator[pa.
     workdir = tempfile.mkdtemp(prefix="sparkdl-shard-", dir=local_dir())
     collective = get_backend(spec.backend, spec.backend_options)
     collective.backward_passes_per_step = spec.backward_passes_per_step
-    child = RankChild.take(spec.backend) if collective.fresh_process else None
+    child = (RankChild.take(spec.backend, workdir, collective.keep_warm, collective.warm_idle_s)
+             if collective.fresh_process else None)
     shard = None
     try:
         shard = LocalShard.write(batches, workdir, spec.layout)
@@ -86,12 +87,14 @@ def run_train_task(spec, batches: Iterator[pa.RecordBatch], ctx) -> Iterator[pa.
         }
         messages = ctx.gather(json.dumps(me))
         peers = sorted((PeerInfo(**json.loads(m)) for m in messages), key=lambda p: p.rank)
+        spare = child is not None and child.spare
         if child is not None:
             result, child = child.run(spec, shard.path, rank, peers, device, ctx.cpus), None
         else:
             result = train_rank(spec, shard, collective, rank, peers, device)
         me.pop("extra")
-        me.update(pid=result.pid, device=str(device), backend_size=result.backend_size)
+        me.update(pid=result.pid, device=str(device), backend_size=result.backend_size,
+                  warm_process=spare)
         yield _result(rank, "worker", json.dumps(me).encode())
         if rank == 0:
             yield _result(rank, "weights", result.weights)
@@ -104,4 +107,4 @@ def run_train_task(spec, batches: Iterator[pa.RecordBatch], ctx) -> Iterator[pa.
             shard.close()
         shutil.rmtree(workdir, ignore_errors=True)
         if collective.fresh_process and collective.keep_warm and ctx.keep_spare:
-            keep_spare(spec.backend)
+            keep_spare(spec.backend, collective.warm_idle_s)

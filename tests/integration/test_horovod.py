@@ -55,6 +55,9 @@ def test_every_fit_trains_in_fresh_rank_processes(full_batch, warm):
     pids = [{w["pid"] for w in f.history.workers} for f in fits]
     assert all(len(p) == 2 for p in pids)
     assert not (pids[0] & pids[1]) and not (pids[1] & pids[2]) and not (pids[0] & pids[2])
+    # From the second fit on, each executor's rank runs in the spare the first left.
+    warm_ranks = [[w["warm_process"] for w in f.history.workers] for f in fits[1:]]
+    assert warm_ranks == [[warm, warm]] * 2
 
 
 def mlp():
