@@ -1,9 +1,14 @@
 """The Python end of the Scala estimator and model: ``python -m sparkdl.worker <port>``.
 
-A JVM task (``sparkdl.ml.TorchEstimator`` barrier task or ``sparkdl.ml.TorchModel``
-scoring task) listens on a loopback port, starts this process with the port as
-argument and a per-task secret in ``SPARKDL_WORKER_SECRET``, and talks over one socket
-in frames ``[kind: int32][length: int64][payload]`` (big-endian):
+The executor JVM (``sparkdl.ml.PythonWorkerPool``, for ``sparkdl.ml.TorchEstimator``
+barrier tasks and ``sparkdl.ml.TorchModel`` scoring tasks) listens on a loopback port,
+starts this process with the port as argument and a per-process secret in
+``SPARKDL_WORKER_SECRET``, and talks over one socket in frames
+``[kind: int32][length: int64][payload]`` (big-endian). One process serves many
+requests, one at a time, as PySpark's reused Python workers do: each is a REQUEST,
+its input frames, and this process's answers up to DONE. It exits when the JVM
+closes the socket (an idle timeout, reuse turned off, the executor stopping), when
+its parent process dies, and after any failed request (the JVM never reuses it).
 
 =============  =========  ========================================================
 kind           direction  payload
@@ -21,7 +26,8 @@ DONE (8)       py -> jvm  all results sent
 =============  =========  ========================================================
 
 Training runs :func:`sparkdl.worker.train_task.run_train_task`, the same code as the
-PySpark estimator; scoring runs :func:`sparkdl.worker.score_task.score_batch` once
+PySpark estimator (torch.distributed is started and shut down per request, as in a
+reused PySpark worker); scoring runs :func:`sparkdl.worker.score_task.score_batch` once
 per batch, lock-step (one RESULT per BATCH, holding only the new columns).
 Everything this process prints goes to stderr, which the JVM copies to the
 executor log.
@@ -34,6 +40,8 @@ import os
 import socket
 import struct
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Iterator
 
@@ -42,6 +50,10 @@ import pyarrow as pa
 AUTH, REQUEST, BATCH, END, GATHER, GATHERED, RESULT, ERROR, DONE, BLOB = range(10)
 SECRET_ENV = "SPARKDL_WORKER_SECRET"
 _HEADER = struct.Struct(">iq")
+
+
+class JvmClosed(EOFError):
+    """The JVM closed the connection between requests: this worker's work is done."""
 
 
 class Channel:
@@ -58,8 +70,10 @@ class Channel:
 
     def recv(self, *expected: int) -> tuple[int, bytes]:
         header = self._r.read(_HEADER.size)
+        if not header:
+            raise JvmClosed("The JVM closed the connection.")
         if len(header) < _HEADER.size:
-            raise EOFError("The JVM task closed the connection.")
+            raise EOFError("The JVM task closed the connection mid-frame.")
         kind, length = _HEADER.unpack(header)
         payload = self._r.read(length) if length else b""
         if len(payload) < length:
@@ -112,21 +126,24 @@ def train_spec(request: dict):
         backward_passes_per_step=int(request.get("backward_passes_per_step", 1)))
 
 
-def _context(channel: Channel, task: dict):
+def _context(channel: Channel, task: dict, keep_spare: bool = False):
     from sparkdl.worker.context import StaticRankContext
 
     return StaticRankContext(
         rank=int(task["rank"]), hosts=list(task.get("hosts") or ["localhost"]),
         cpus=int(task.get("cpus") or 0), gpus=tuple(task.get("gpus") or ()),
         executor_id=str(task.get("executor_id", "")),
-        gather_fn=channel.gather, keep_spare=False)
+        gather_fn=channel.gather, keep_spare=keep_spare)
 
 
 def _train(channel: Channel, request: dict) -> None:
     from sparkdl.worker.train_task import run_train_task
 
     spec = train_spec(request)
-    for batch in run_train_task(spec, channel.batches(), _context(channel, request["task"])):
+    # A pooled worker outlives the task, as a reused PySpark worker does, so it may keep
+    # a warm Horovod rank process for the next fit.
+    ctx = _context(channel, request["task"], keep_spare=bool(request.get("worker_reused")))
+    for batch in run_train_task(spec, channel.batches(), ctx):
         channel.send_batch(batch)
 
 
@@ -158,6 +175,47 @@ def _score(channel: Channel, request: dict) -> None:
         channel.send_batch(pa.RecordBatch.from_arrays(list(cols.values()), names=list(cols)))
 
 
+def serve(channel: Channel) -> None:
+    """Answer requests, one at a time, until the JVM closes the connection.
+
+    Raises:
+        Exception: whatever a request raised; the caller reports it and exits.
+    """
+    while True:
+        try:
+            _, payload = channel.recv(REQUEST)
+        except JvmClosed:
+            return
+        request = json.loads(payload)
+        if request["mode"] == "train":
+            _train(channel, request)
+        elif request["mode"] == "score":
+            _score(channel, request)
+        else:
+            raise ValueError(f"Unknown mode {request['mode']!r}")
+        channel.send(DONE)
+
+
+def exit_with_parent(poll_s: float = 1.0) -> threading.Thread:
+    """Exit this process as soon as its parent (the executor JVM) is gone.
+
+    A closed socket already ends an idle worker; this also ends one that is busy
+    computing when the JVM is killed. ``PR_SET_PDEATHSIG`` does not fit: it fires when
+    the JVM *thread* that started this process ends, and pooled workers outlive the
+    task threads that start them.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(3)
+
+    thread = threading.Thread(target=watch, name="sparkdl-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--check"]:
@@ -173,20 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Results travel on the socket; keep stray prints (user code, Horovod) off it.
     os.dup2(2, 1)
+    exit_with_parent()
     sock = socket.create_connection(("127.0.0.1", int(argv[0])))
     rfile, wfile = sock.makefile("rb"), sock.makefile("wb")
     channel = Channel(rfile, wfile)
     try:
         channel.send(AUTH, os.environ.pop(SECRET_ENV, "").encode("utf-8"))
-        _, payload = channel.recv(REQUEST)
-        request = json.loads(payload)
-        if request["mode"] == "train":
-            _train(channel, request)
-        elif request["mode"] == "score":
-            _score(channel, request)
-        else:
-            raise ValueError(f"Unknown mode {request['mode']!r}")
-        channel.send(DONE)
+        serve(channel)
     except BaseException:  # noqa: BLE001 - every failure goes back to the JVM task
         text = traceback.format_exc()
         sys.stderr.write(text)

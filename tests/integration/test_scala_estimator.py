@@ -215,3 +215,250 @@ def test_more_workers_than_slots_fails_fast(jvm_ml, full_batch):
                                         "cluster has 2"):
         scala_estimator(jvm_ml, full_batch.rows).setNumWorkers(3).fit(full_batch.df._jdf)
     assert time.monotonic() - start < 70
+
+
+# -- warm Python workers: one pool per executor JVM (PythonWorkerPool) ------------------
+
+REUSE = "spark.sparkdl.worker.reuse"
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None if fields[0] == "Z" else fields
+
+
+def alive(pid: int) -> bool:
+    return _stat(pid) is not None
+
+
+def parent_of(pid: int) -> int:
+    return int(_stat(pid)[1])
+
+
+def workers_of(jvms: set[int]) -> set[int]:
+    """Live ``python -m sparkdl.worker`` processes whose parent is one of these JVMs."""
+    import os
+
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        stat = _stat(int(entry))
+        if stat is None or int(stat[1]) not in jvms:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if b"sparkdl.worker" in cmdline:
+            found.add(int(entry))
+    return found
+
+
+def fit_pids(estimator, df) -> set[int]:
+    """The worker pids a fit's history reports (torch backend: the worker itself)."""
+    import json
+
+    model = estimator.fit(df._jdf)
+    return {w["pid"] for w in json.loads(model.historyJson())["workers"]}
+
+
+def test_consecutive_fits_and_transforms_reuse_the_same_workers(spark, jvm_ml, full_batch):
+    est = scala_estimator(jvm_ml, full_batch.rows).setEpochs(1)
+    first = fit_pids(est, full_batch.df)
+    jvms = {parent_of(p) for p in first}
+    assert len(jvms) == 2, "one worker per executor JVM"
+    assert workers_of(jvms) == first, "after the fit, its workers wait idle in the pools"
+    model = est.fit(full_batch.df._jdf)
+    scored(spark, model.transform(full_batch.df._jdf)).collect()
+    assert workers_of(jvms) == first, "scoring took the same workers and gave them back"
+    assert fit_pids(est, full_batch.df) == first
+
+
+def test_with_reuse_off_every_task_starts_a_fresh_worker(spark, jvm_ml, full_batch):
+    est = scala_estimator(jvm_ml, full_batch.rows).setEpochs(1)
+    spark.conf.set(REUSE, "false")
+    try:
+        first = fit_pids(est, full_batch.df)
+        second = fit_pids(est, full_batch.df)
+    finally:
+        spark.conf.unset(REUSE)
+    assert not first & second
+    assert not any(alive(p) for p in first | second), "without reuse, workers exit with their task"
+
+
+def test_a_bad_reuse_setting_is_named_before_any_work(spark, jvm_ml, full_batch):
+    spark.conf.set(REUSE, "sometimes")
+    try:
+        with pytest.raises(IllegalArgumentException,
+                           match="spark.sparkdl.worker.reuse must be true or false. Received: "
+                                 "spark.sparkdl.worker.reuse=sometimes"):
+            scala_estimator(jvm_ml, full_batch.rows).fit(full_batch.df._jdf)
+    finally:
+        spark.conf.unset(REUSE)
+
+
+def test_a_killed_idle_worker_is_replaced_transparently(jvm_ml, full_batch):
+    import os
+    import signal
+    import time
+
+    est = scala_estimator(jvm_ml, full_batch.rows).setEpochs(1)
+    before = fit_pids(est, full_batch.df)
+    victim, survivor = sorted(before)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while alive(victim) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    after = fit_pids(est, full_batch.df)
+    assert victim not in after and survivor in after and len(after) == 2
+
+
+def test_a_scoring_task_that_stops_early_does_not_give_back_its_worker(spark, jvm_ml, full_batch,
+                                                                        scala_model):
+    est = scala_estimator(jvm_ml, full_batch.rows).setEpochs(1)
+    idle = fit_pids(est, full_batch.df)
+    jvms = {parent_of(p) for p in idle}
+    # limit(1) stops reading the scoring iterator mid-request: that worker is stopped.
+    assert len(scored(spark, scala_model.transform(full_batch.df._jdf)).limit(1).collect()) == 1
+    left = workers_of(jvms)
+    assert len(left) == 1 and left < idle
+    # and the next transform, on fresh and reused workers alike, scores every row right
+    rows = scored(spark, scala_model.transform(full_batch.df._jdf)).collect()
+    assert len(rows) == full_batch.rows
+
+
+def wrapped_worker(tmp_path, flag) -> str:
+    """A 'python' that runs the real worker, but whose training request crashes the process
+    (after reading its partition) while ``flag`` exists."""
+    import sys
+
+    program = tmp_path / "crashing_worker.py"
+    program.write_text(f"""
+import os, sys
+import sparkdl.worker.jvm_worker as w
+
+real = w._train
+
+def train(channel, request):
+    if os.path.exists({str(flag)!r}):
+        for _ in channel.batches():
+            pass
+        print("crashing on purpose", file=sys.stderr, flush=True)
+        os._exit(11)
+    real(channel, request)
+
+w._train = train
+sys.exit(w.main(sys.argv[-1:]))
+""")
+    script = tmp_path / "python"
+    script.write_text(f"""#!/bin/sh
+if [ "$1" = "-c" ]; then exec {sys.executable} "$@"; fi
+exec {sys.executable} {program} "$@"
+""")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_a_worker_crash_mid_task_fails_the_fit_and_that_worker_is_not_reused(jvm_ml, full_batch,
+                                                                             tmp_path):
+    import re
+
+    flag = tmp_path / "crash"
+    est = scala_estimator(jvm_ml, full_batch.rows).setEpochs(1).setPythonExec(
+        wrapped_worker(tmp_path, flag))
+    healthy = fit_pids(est, full_batch.df)  # warm workers of this Python in both pools
+    flag.touch()
+    with pytest.raises(Exception, match="exit code 11") as info:
+        est.fit(full_batch.df._jdf)
+    text = str(info.value)
+    assert "crashing on purpose" in text
+    crashed = {int(p) for p in re.findall(r"pid (\d+)\) for rank", text)}
+    assert crashed and crashed <= healthy, "the crash happened in a reused worker"
+    flag.unlink()
+    after = fit_pids(est, full_batch.df)
+    assert not crashed & after and len(after) == 2
+
+
+def test_an_error_in_a_reused_worker_is_reported_and_the_next_fit_works(jvm_ml, full_batch):
+    est = scala_estimator(jvm_ml, full_batch.rows).setEpochs(1)
+    warm = fit_pids(est, full_batch.df)
+    with pytest.raises(Exception, match="bogus"):
+        scala_estimator(jvm_ml, full_batch.rows).setOptimizerParams(
+            '{"lr": 0.1, "bogus": 1}').fit(full_batch.df._jdf)
+    assert not any(alive(p) for p in warm), "workers that reported an error are not kept"
+    assert len(fit_pids(est, full_batch.df)) == 2
+
+
+# -- the default backend is Python's ---------------------------------------------------
+
+def test_the_default_backend_is_pythons_default_and_the_history_says_which_ran(jvm_ml,
+                                                                              full_batch):
+    import json
+
+    from sparkdl.collective import default_backend
+
+    est = (jvm_ml.TorchEstimator().setNetworkJson(network().to_json()).setOptimizer("sgd")
+           .setLearningRate(LR).setBatchSize(full_batch.rows).setEpochs(1).setNumWorkers(2))
+    assert est.getOrDefault(est.backend()) == "auto"
+    model = est.fit(full_batch.df._jdf)
+    assert json.loads(model.historyJson())["backend"] == default_backend()
+
+
+def test_torch_backend_options_are_refused_before_training(jvm_ml, full_batch):
+    est = scala_estimator(jvm_ml, full_batch.rows).setBackendOptions('{"compression": "fp16"}')
+    with pytest.raises(IllegalArgumentException, match="backend='torch' takes no backendOptions"):
+        est.fit(full_batch.df._jdf)
+
+
+# -- data checks on the driver, before the barrier job ----------------------------------
+
+@pytest.mark.parametrize("rows, ddl, loss, message", [
+    ([([1.0] * 5, 0), (None, 1), (None, 2)], "features array<float>, label long", "cross_entropy",
+     r"Feature column 'features' has 2 null value\(s\) out of 3 rows. Drop them "
+     r"\(df.na.drop\(Seq\(\"features\"\)\)\)"),
+    ([([1.0] * 5, 0), ([1.0] * 5, None)], "features array<float>, label long", "cross_entropy",
+     r"Label column 'label' has 1 null value\(s\) out of 2 rows"),
+    ([([1.0, None, 1.0, 1.0, 1.0], 0)], "features array<float>, label long", "cross_entropy",
+     r"Feature column 'features' has 1 row\(s\) with null array elements"),
+    ([([1.0] * 5, 0), ([1.0] * 4, 1)], "features array<float>, label long", "cross_entropy",
+     r"ragged arrays: lengths range from 4 to 5 at nesting level 1"),
+    ([([1.0] * 5, 0), ([1.0] * 5, 3)], "features array<float>, label long", "cross_entropy",
+     r"Label column 'label' has values from 0 to 3, but the network outputs 3 classes \(valid "
+     r"labels 0..2\). Re-index the labels or widen the output layer."),
+    ([([1.0] * 5, -1)], "features array<float>, label int", "cross_entropy",
+     r"values from -1 to -1, but the network outputs 3 classes"),
+    ([([1.0] * 5, 0.5)], "features array<float>, label double", "cross_entropy",
+     r"Label column 'label' has 1 non-integer value\(s\)"),
+    ([([1.0] * 5, [1.0, 2.0])], "features array<float>, label array<float>", "mse",
+     r"Label column 'label' has 2 value\(s\) per row but the network outputs 3 \(shape \[3\]\)"),
+    ([([1.0] * 4, 0)], "features array<float>, label long", "cross_entropy",
+     r"The network's input shape \[5\] holds 5 values per row but feature column\(s\) "
+     r"\['features'\] hold 4 \(shape \[4\]\)"),
+])
+def test_bad_data_is_named_before_the_barrier_job(spark, jvm_ml, rows, ddl, loss, message):
+    df = spark.createDataFrame(rows, ddl)
+    est = scala_estimator(jvm_ml, 8).setLoss(loss)
+    with pytest.raises(IllegalArgumentException, match=message):
+        est.fit(df._jdf)
+
+
+def test_binary_targets_outside_0_1_are_refused(spark, jvm_ml):
+    df = spark.createDataFrame([([1.0] * 5, 0.0), ([1.0] * 5, 2.5)],
+                               "features array<float>, label double")
+    one = Sequential([Input((5,)), Dense(1)])
+    est = scala_estimator(jvm_ml, 8).setNetworkJson(one.to_json()).setLoss("bce_with_logits")
+    with pytest.raises(IllegalArgumentException,
+                       match=r"Label column 'label' has values from 0 to 2.5; bce_with_logits "
+                             r"needs targets in \[0, 1\]"):
+        est.fit(df._jdf)
+
+
+def test_an_empty_dataframe_is_refused(spark, jvm_ml, full_batch):
+    with pytest.raises(IllegalArgumentException, match="The DataFrame is empty"):
+        scala_estimator(jvm_ml, 8).fit(full_batch.df.limit(0)._jdf)

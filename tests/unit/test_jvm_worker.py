@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -55,14 +57,17 @@ class FakeJvm:
             [sys.executable, "-m", "sparkdl.worker", str(self.server.getsockname()[1])],
             env=env)
         self.server.settimeout(60)
-        conn, _ = self.server.accept()
-        conn.settimeout(120)
-        self.channel = Channel(conn.makefile("rb"), conn.makefile("wb"))
+        self.conn, _ = self.server.accept()
+        self.conn.settimeout(120)
+        self.channel = Channel(self.conn.makefile("rb"), self.conn.makefile("wb"))
         kind, payload = self.channel.recv()
         assert kind == AUTH
         self.authenticated = payload == secret.encode()
 
     def close(self):
+        """Hang up, as the JVM pool does to retire a worker; the worker then exits."""
+        self.conn.shutdown(socket.SHUT_RDWR)
+        self.conn.close()
         self.server.close()
         self.proc.wait(60)
 
@@ -84,17 +89,16 @@ def test_train_request_becomes_the_python_spec():
     assert spec.rendezvous is None and spec.initial_weights is None
 
 
-def test_worker_trains_one_rank_and_asks_the_jvm_to_gather():
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(20, 3)).astype("float32"), rng.integers(0, 2, 20)
-    jvm = FakeJvm()
-    assert jvm.authenticated
-    request = {"mode": "train", "task": TASK, "network": network().to_json(),
-               "loss": "cross_entropy", "optimizer": "sgd", "optimizer_params": {"lr": 0.1},
-               "batch_size": 8, "epochs": 2, "seed": 3, "num_workers": 1, "backend": "torch",
-               "layout": {"feature_cols": ["f"], "label_col": "y", "integer_labels": True,
-                          "feature_shape": [3]}}
-    jvm.channel.send(REQUEST, json.dumps(request).encode())
+TRAIN = {"mode": "train", "task": TASK, "network": network().to_json(),
+         "loss": "cross_entropy", "optimizer": "sgd", "optimizer_params": {"lr": 0.1},
+         "batch_size": 8, "epochs": 2, "seed": 3, "num_workers": 1, "backend": "torch",
+         "layout": {"feature_cols": ["f"], "label_col": "y", "integer_labels": True,
+                    "feature_shape": [3]}}
+
+
+def train(jvm: FakeJvm, x, y) -> tuple[dict, int]:
+    """One training request: results by kind, and how many gathers the worker asked for."""
+    jvm.channel.send(REQUEST, json.dumps(TRAIN).encode())
     jvm.channel.send(BATCH, ipc(batches_of(x, y)))
     jvm.channel.send(END)
     results, gathered = {}, 0
@@ -109,12 +113,93 @@ def test_worker_trains_one_rank_and_asks_the_jvm_to_gather():
             results[row["kind"]] = row["payload"]
         else:
             assert kind == DONE
-            break
+            return results, gathered
+
+
+def test_worker_trains_one_rank_and_asks_the_jvm_to_gather():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 3)).astype("float32"), rng.integers(0, 2, 20)
+    jvm = FakeJvm()
+    assert jvm.authenticated
+    results, gathered = train(jvm, x, y)
     jvm.close()
     assert gathered == 1 and jvm.proc.returncode == 0
     assert set(results) == {"worker", "weights", "history"}
     assert len(json.loads(results["history"])) == 2
     assert set(weights_from_bytes(results["weights"])) == {"0.weight", "0.bias"}
+
+
+def test_one_worker_serves_many_requests_and_trains_the_same_each_time():
+    # A pooled worker: torch.distributed starts and stops per request, seeds are per request.
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(20, 3)).astype("float32"), rng.integers(0, 2, 20)
+    jvm = FakeJvm()
+    first, _ = train(jvm, x, y)
+    score(jvm, weights_from_bytes(first["weights"]))
+    second, _ = train(jvm, x, y)
+    assert json.loads(first["worker"])["pid"] == json.loads(second["worker"])["pid"] == jvm.proc.pid
+    assert first["weights"] == second["weights"]
+    assert jvm.proc.poll() is None, "a worker waits for the next request after DONE"
+    jvm.close()
+    assert jvm.proc.returncode == 0
+
+
+def score(jvm: FakeJvm, state: dict) -> None:
+    """One scoring request with these weights, checked against torch."""
+    net = network().build()
+    net.load_state_dict(state)
+    request = {"mode": "score", "task": TASK, "architecture_kind": "spec",
+               "feature_cols": ["f"], "feature_shape": [3], "task_kind": "multiclass",
+               "batch_size": 4, "prediction_col": "prediction",
+               "probability_col": "probability", "raw_col": "rawPrediction",
+               "scalar_prediction": False}
+    jvm.channel.send(REQUEST, json.dumps(request).encode())
+    jvm.channel.send(BLOB, network().to_json().encode())
+    jvm.channel.send(BLOB, weights_to_bytes(net))
+    x = np.arange(6, dtype="float32").reshape(2, 3)
+    jvm.channel.send(BATCH, ipc(batches_of(x, np.zeros(2, int))))
+    kind, payload = jvm.channel.recv()
+    assert kind == RESULT, payload
+    out = pa.ipc.open_stream(payload).read_next_batch()
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(np.array(out.column("rawPrediction").to_pylist()), expected,
+                               rtol=1e-6)
+    jvm.channel.send(END)
+    assert jvm.channel.recv()[0] == DONE
+
+
+def test_worker_exits_when_its_parent_dies():
+    # The parent stands in for the executor JVM: SIGKILLed, it closes nothing itself.
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(60)
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time; "
+         "p = subprocess.Popen([sys.executable, '-m', 'sparkdl.worker', sys.argv[1]]); "
+         "print(p.pid, flush=True); time.sleep(600)", str(server.getsockname()[1])],
+        stdout=subprocess.PIPE, env=dict(os.environ, **{SECRET_ENV: "x"}))
+    worker = int(parent.stdout.readline())
+    conn, _ = server.accept()  # the worker is connected and idle, between requests
+    try:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 20
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(worker), "the worker outlived its parent"
+    finally:
+        parent.stdout.close()
+        conn.close()
+        server.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_worker_scores_batches_lock_step():

@@ -10,20 +10,27 @@ import scala.collection.mutable
 
 import org.apache.spark.{SparkException, TaskContext}
 
-/** One `python -m sparkdl.worker` process serving one Spark task, over a loopback socket.
+/** One `python -m sparkdl.worker` process, over a loopback socket, serving one request at a
+  * time; [[PythonWorkerPool]] keeps it warm between Spark tasks.
   *
-  * The task listens on an ephemeral loopback port, starts the worker with the port as its
-  * argument and a fresh secret in `SPARKDL_WORKER_SECRET`, and accepts only a peer that
-  * sends that secret first. Frames are `[kind: int32][length: int64][payload]`, as in
-  * `sparkdl/worker/jvm_worker.py`. The worker's stdout and stderr are copied to this
-  * executor's stderr (the executor log), and their last lines are kept for error messages:
-  * a worker that crashes or reports an error fails the task with its own text. Reads wait
-  * in one-second slices, so a killed task (a failed barrier peer) stops its worker instead
-  * of waiting on it.
+  * The JVM listens on an ephemeral loopback port, starts the worker with the port as its
+  * argument and a fresh per-process secret in `SPARKDL_WORKER_SECRET`, and accepts only a
+  * peer that sends that secret first. Frames are `[kind: int32][length: int64][payload]`, as
+  * in `sparkdl/worker/jvm_worker.py`; a request is REQUEST, its input frames, then the
+  * worker's answers up to DONE, after which the worker waits for the next REQUEST (or exits
+  * when the socket closes). The worker's stdout and stderr are copied to this executor's
+  * stderr (the executor log), and their last lines are kept for error messages: a worker that
+  * crashes or reports an error fails the task with its own text. Reads wait in one-second
+  * slices, so a killed task (a failed barrier peer) stops its worker instead of waiting on it.
+  *
+  * @param python the Python executable
+  * @param env    environment entries for the process (besides the executor's own)
+  * @param task   what the worker serves first, for messages (e.g. "rank 0")
   */
-private[ml] final class PythonWorker(python: String, what: String) extends Closeable {
+private[ml] final class PythonWorker(val python: String, env: Map[String, String], task: String) extends Closeable {
   import PythonWorker._
 
+  @volatile private var what = task
   private val tail = mutable.Queue.empty[String]
   private val server = new ServerSocket(0, 1, InetAddress.getLoopbackAddress)
   private val secret = {
@@ -33,6 +40,7 @@ private[ml] final class PythonWorker(python: String, what: String) extends Close
   }
   private val process: Process = {
     val builder = new ProcessBuilder(python, "-u", "-m", "sparkdl.worker", server.getLocalPort.toString)
+    env.foreach { case (k, v) => builder.environment().put(k, v) }
     builder.environment().put(SecretEnv, secret)
     builder.redirectErrorStream(true)
     try builder.start()
@@ -44,6 +52,10 @@ private[ml] final class PythonWorker(python: String, what: String) extends Close
             "spark.pyspark.python (or PYSPARK_PYTHON) to a Python that has sparkdl installed.", e)
     }
   }
+
+  /** The worker's process id (it reports the same one in a training history). */
+  val pid: Long = process.pid()
+
   private val pump = {
     val t = new Thread(() => {
       // Never let this thread throw: an uncaught exception stops the whole executor.
@@ -51,7 +63,7 @@ private[ml] final class PythonWorker(python: String, what: String) extends Close
         val in = new BufferedReader(new InputStreamReader(process.getInputStream, UTF_8))
         var line = in.readLine()
         while (line != null) {
-          System.err.println(s"[sparkdl worker] $line")
+          System.err.println(s"[sparkdl worker $pid] $line")
           tail.synchronized {
             tail.enqueue(line)
             if (tail.size > TailLines) tail.dequeue()
@@ -61,14 +73,18 @@ private[ml] final class PythonWorker(python: String, what: String) extends Close
       } catch {
         case _: Throwable => () // the process was stopped; its output ends here
       }
-    }, s"sparkdl-worker-output-$what")
+    }, s"sparkdl-worker-output-$pid")
     t.setDaemon(true)
     t.start()
     t
   }
   private var socket: Socket = _
+  private var raw: InputStream = _
   private var in: DataInputStream = _
   private var out: DataOutputStream = _
+  @volatile private var closed = false
+  // Between requests: no REQUEST sent since the last DONE. Only such a worker can be reused.
+  @volatile private var settled = true
 
   connect()
 
@@ -86,13 +102,35 @@ private[ml] final class PythonWorker(python: String, what: String) extends Close
     }
     server.close()
     socket.setSoTimeout(1000)
-    in = new DataInputStream(new BufferedInputStream(new Patient(socket.getInputStream), 1 << 16))
+    raw = socket.getInputStream
+    in = new DataInputStream(new BufferedInputStream(new Patient(raw), 1 << 16))
     out = new DataOutputStream(new BufferedOutputStream(socket.getOutputStream, 1 << 16))
     val (kind, payload) = recv()
     if (kind != Auth || !MessageDigest.isEqual(payload, secret.getBytes(UTF_8))) {
       close()
       throw new SparkException(s"A process that is not this task's sparkdl worker connected to $what; refused.")
     }
+  }
+
+  /** Hands this (idle) worker to a new task: messages name it, and show only its output. */
+  def assign(task: String): Unit = {
+    what = task
+    tail.synchronized(tail.clear())
+  }
+
+  /** Whether this worker can serve another request now: its process runs, its last request
+    * ended with DONE, and nothing is pending on the socket (neither a stray frame nor the
+    * end of the stream of a worker that died since).
+    */
+  def reusable: Boolean =
+    !closed && settled && process.isAlive && (try in.available() == 0 && quiet() catch { case _: IOException => false })
+
+  // One non-blocking look at the socket: a timeout means the worker is alive and silent.
+  private def quiet(): Boolean = {
+    socket.setSoTimeout(1)
+    try { raw.read(); false } // a stray byte, or the end of the stream: not reusable
+    catch { case _: SocketTimeoutException => true }
+    finally socket.setSoTimeout(1000)
   }
 
   private def checkTask(): Unit = {
@@ -119,6 +157,7 @@ private[ml] final class PythonWorker(python: String, what: String) extends Close
 
   def send(kind: Int, payload: Array[Byte] = Array.emptyByteArray): Unit =
     try {
+      if (kind == Request) settled = false
       out.writeInt(kind)
       out.writeLong(payload.length.toLong)
       out.write(payload)
@@ -146,8 +185,10 @@ private[ml] final class PythonWorker(python: String, what: String) extends Close
       }
     if (kind == Error) {
       waitForExit()
+      close()
       throw new SparkException(s"The sparkdl Python worker for $what failed:\n${new String(payload, UTF_8).trim}")
     }
+    if (kind == Done) settled = true
     (kind, payload)
   }
 
@@ -162,18 +203,20 @@ private[ml] final class PythonWorker(python: String, what: String) extends Close
     pump.join(2000)
   }
 
-  /** A SparkException with the worker's exit code and last output lines. */
+  /** A SparkException with the worker's exit code and last output lines; the worker is stopped. */
   def failure(what2: String): SparkException = {
     waitForExit()
     val code = if (process.isAlive) "still running" else s"exit code ${process.exitValue()}"
     val lines = tail.synchronized(tail.toList)
     close()
     new SparkException(
-      s"The sparkdl Python worker ('$python -m sparkdl.worker') for $what $what2 ($code). " +
+      s"The sparkdl Python worker ('$python -m sparkdl.worker', pid $pid) for $what $what2 ($code). " +
         s"Its last output:\n${lines.mkString("\n")}")
   }
 
+  /** Stops the worker: closing the socket makes it exit by itself; it is killed if it does not. */
   override def close(): Unit = {
+    closed = true
     try if (socket != null) socket.close() catch { case _: IOException => () }
     try server.close() catch { case _: IOException => () }
     if (process.isAlive && !process.waitFor(300, TimeUnit.MILLISECONDS)) {
@@ -201,22 +244,4 @@ private[ml] object PythonWorker {
   /** The Python executable for workers: `spark.pyspark.python`, else `PYSPARK_PYTHON`, else `python3`. */
   def pythonExec(conf: org.apache.spark.SparkConf): String =
     conf.getOption("spark.pyspark.python").orElse(sys.env.get("PYSPARK_PYTHON")).getOrElse("python3")
-
-  /** Runs on executors before a fit: an error naming what is missing, or `None`. */
-  def checkPython(python: String): Option[String] = {
-    val script =
-      "import importlib.util as u, sys; " +
-        "m = [n for n in ('sparkdl', 'torch', 'pyarrow') if u.find_spec(n) is None]; " +
-        "print(' '.join(m)); sys.exit(3 if m else 0)"
-    try {
-      val p = new ProcessBuilder(python, "-c", script).redirectErrorStream(true).start()
-      val text = new String(p.getInputStream.readAllBytes(), UTF_8).trim
-      if (!p.waitFor(60, TimeUnit.SECONDS)) { p.destroyForcibly(); Some(s"'$python' did not answer within 60 s") }
-      else if (p.exitValue() == 0) None
-      else if (p.exitValue() == 3) Some(s"'$python' cannot import: $text")
-      else Some(s"'$python' failed (exit code ${p.exitValue()}): $text")
-    } catch {
-      case e: IOException => Some(s"cannot run '$python': ${e.getMessage}")
-    }
-  }
 }

@@ -18,12 +18,17 @@ import sparkdl.nn.Network
 /** Trains a `sparkdl.nn` network data-parallel across Spark executors; the Scala twin of
   * Python's `sparkdl.TorchEstimator`.
   *
-  * `fit` checks the columns and the executors' Python on the driver, then runs one barrier
-  * job of `numWorkers` tasks. Each task starts `python -m sparkdl.worker` (the Python of
-  * `spark.pyspark.python`, else `PYSPARK_PYTHON`, else `python3`), streams its partition to
-  * it as Arrow IPC over a loopback socket, and answers its `allGather` requests; the worker
-  * runs the same training code as the Python estimator (same backends, same results for
-  * the same seed). Rank 0 returns the weights.
+  * `fit` checks the columns, the data (nulls, ragged arrays, labels against the network's
+  * classes: one aggregate query, as the Python estimator does) and the executors' Python on
+  * the driver, then runs one barrier job of `numWorkers` tasks. Each task takes a warm
+  * `python -m sparkdl.worker` from its executor's [[PythonWorkerPool]] (or starts one, with
+  * the Python of `spark.pyspark.python`, else `PYSPARK_PYTHON`, else `python3`), streams its
+  * partition to it as Arrow IPC over a loopback socket, and answers its `allGather`
+  * requests; the worker runs the same training code as the Python estimator (same backends,
+  * same results for the same seed). Rank 0 returns the weights.
+  *
+  * The default backend, "auto", is Python's default: horovod where the executors' Python can
+  * import it, else torch; the model's history records the backend that ran.
   *
   * {{{
   * import sparkdl.nn._
@@ -135,11 +140,15 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
     val spark = df.sparkSession
     val sc = spark.sparkContext
     val python = if ($(pythonExec).nonEmpty) $(pythonExec) else PythonWorker.pythonExec(sc.getConf)
-    TorchEstimator.checkCapacity(sc, n)
-    TorchEstimator.checkExecutors(sc, python, n)
-
+    val pool = PythonWorkerPool.Settings.of(spark)
     val features = getFeatureColumns
     val kinds = Columns.require(schema, features, "features")
+    val labelKind = Columns.require(schema, Seq($(labelCol)), "label")($(labelCol))
+    val stats = DataChecks.collect(df, features.map(c => c -> kinds(c)), $(labelCol), labelKind, integerLabels)
+    DataChecks.checkFeatures(stats, features, featureShape, fromParam = getFeatureShape.isDefined)
+    DataChecks.checkLabels(task, net.outputShape, stats, $(labelCol))
+    TorchEstimator.checkCapacity(sc, n)
+    val backendName = TorchEstimator.resolveBackend($(backend), $(backendOptions), ExecutorPython.facts(sc, python, n))
     val temp = features.indices.map(i => s"${TorchEstimator.Feature}$i")
     val label = $(labelCol)
     val labelExpr =
@@ -162,7 +171,8 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
       "epochs" -> JInt($(epochs)),
       "seed" -> JInt($(seed)),
       "num_workers" -> JInt(n),
-      "backend" -> JStr($(backend)),
+      "backend" -> JStr(backendName),
+      "worker_reused" -> JBool(pool.reuse),
       "backend_options" -> JsonParser.parse($(backendOptions)),
       "shuffle" -> JBool($(shuffle)),
       "timeout_s" -> JFloat($(timeout)),
@@ -176,7 +186,7 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
         "order_col" -> JStr(TorchEstimator.Order)))
     val preparedSchema = prepared.schema
     val rows = prepared.rdd.barrier().mapPartitions { part =>
-      TorchEstimator.trainTask(python, request, preparedSchema, part)
+      TorchEstimator.trainTask(python, pool, request, preparedSchema, part)
     }
     val results =
       try rows.collect()
@@ -187,7 +197,7 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
       throw new SparkException("The training job returned no weights from rank 0."))
     val epochsJson = results.collectFirst { case (_, "history", h) => new String(h, UTF_8) }.getOrElse("[]")
     val workers = results.filter(_._2 == "worker").sortBy(_._1).map(r => new String(r._3, UTF_8))
-    val history = s"""{"backend":${CanonicalJson.write(JStr($(backend)))},"epochs":$epochsJson,""" +
+    val history = s"""{"backend":${CanonicalJson.write(JStr(backendName))},"epochs":$epochsJson,""" +
       s""""num_workers":$n,"workers":${workers.mkString("[", ",", "]")}}"""
     val model = new TorchModel(uid.replace("TorchEstimator", "TorchModel"), "spec", net.toJson.getBytes(UTF_8),
       weights, history)
@@ -257,19 +267,30 @@ object TorchEstimator {
     }
   }
 
-  /** Fails in seconds, before the barrier job, when executors' Python lacks sparkdl. */
-  private[ml] def checkExecutors(sc: org.apache.spark.SparkContext, python: String, n: Int): Unit = {
-    val problems = sc.parallelize(0 until n, n).mapPartitions { _ =>
-      PythonWorker.checkPython(python).map(p => s"executor ${SparkEnv.get.executorId}: $p").iterator
-    }.collect().distinct
-    if (problems.nonEmpty)
-      throw new SparkException(s"The executors cannot run the sparkdl Python worker: ${problems.mkString("; ")}. " +
-        "Install sparkdl (with torch and pyarrow) on the executors, or set spark.pyspark.python / PYSPARK_PYTHON " +
-        "to a Python that has it.")
+  /** The backend to run: "auto" is horovod where the executors' Python imports it, else torch
+    * (Python's `default_backend()`).
+    *
+    * @param options backendOptions as a JSON object
+    * @throws IllegalArgumentException for backend "horovod" on executors without Horovod, or
+    *                                  backendOptions given to the torch backend
+    */
+  private[ml] def resolveBackend(backend: String, options: String, facts: ExecutorPython.Facts): String = {
+    val name = backend match {
+      case "auto" => if (facts.horovod) "horovod" else "torch"
+      case "horovod" if !facts.horovod =>
+        throw new IllegalArgumentException(s"backend='horovod' but the executors' Python (${facts.python}) cannot " +
+          "import horovod.torch. Build and install it with deploy/horovod/build.sh, or use setBackend(\"torch\") " +
+          "(or \"auto\", which picks horovod only where it is installed).")
+      case other => other
+    }
+    if (name == "torch" && options != "{}")
+      throw new IllegalArgumentException(s"backend='torch' takes no backendOptions. Received: backendOptions=$options" +
+        (if (backend == "auto") " (backend 'auto' chose torch: Horovod is not installed on the executors)." else ""))
+    name
   }
 
-  /** One rank: start the worker, stream the partition, serve its gathers, return its results. */
-  private[ml] def trainTask(python: String, request: JObj, schema: StructType,
+  /** One rank: take a worker, stream the partition, serve its gathers, return its results. */
+  private[ml] def trainTask(python: String, pool: PythonWorkerPool.Settings, request: JObj, schema: StructType,
                             rows: Iterator[Row]): Iterator[(Int, String, Array[Byte])] = {
     val ctx = BarrierTaskContext.get()
     val rank = ctx.partitionId()
@@ -279,11 +300,10 @@ object TorchEstimator {
       "cpus" -> JInt(ctx.cpus()), "gpus" -> JArr(gpus.map(g => JStr(g): sparkdl.json.Json).toVector),
       "attempt" -> JInt(ctx.attemptNumber()), "executor_id" -> JStr(SparkEnv.get.executorId))
     val allocator = new RootAllocator(Long.MaxValue)
-    val worker = new PythonWorker(python, s"rank $rank")
     ctx.addTaskCompletionListener[Unit] { _ =>
-      worker.close()
       try allocator.close() catch { case _: IllegalStateException => () }
     }
+    val worker = PythonWorkerPool.forTask(ctx, python, s"rank $rank", pool)
     worker.send(PythonWorker.Request, CanonicalJson.write(JObj(request.fields :+ ("task" -> taskFacts))).getBytes(UTF_8))
     val columns = schema.indices
     rows.grouped(BatchRows).foreach { batch =>
@@ -306,7 +326,6 @@ object TorchEstimator {
         case _ => done = true
       }
     }
-    worker.close()
     results.result().iterator
   }
 }

@@ -21,8 +21,8 @@ import sparkdl.json.Json._
   * metadata, `architecture.pkl`, `weights.safetensors`), so either language loads the
   * other's models.
   *
-  * `transform` streams each partition's feature columns to `python -m sparkdl.worker` as
-  * Arrow IPC and appends `prediction`, and for classifiers `rawPrediction` and
+  * `transform` streams each partition's feature columns to a warm `python -m sparkdl.worker`
+  * of its executor's [[PythonWorkerPool]] as Arrow IPC and appends `prediction`, and for classifiers `rawPrediction` and
   * `probability` vectors, as Python's model does. Weights and architecture are opaque
   * bytes here: Python builds the network.
   *
@@ -98,10 +98,11 @@ class TorchModel private[ml] (
       "raw_col" -> JStr(getRawPredictionCol),
       "scalar_prediction" -> JBool(scalarPrediction))
     val python = Option(pythonExec).getOrElse(PythonWorker.pythonExec(spark.sparkContext.getConf))
+    val pool = PythonWorkerPool.Settings.of(spark)
     val preparedSchema = prepared.schema
     val outputs = outSchema.fields.drop(n).toSeq
     val rows = prepared.rdd.mapPartitions { part =>
-      TorchModel.scoreTask(python, request, payload, preparedSchema, n, outputs, part)
+      TorchModel.scoreTask(python, pool, request, payload, preparedSchema, n, outputs, part)
     }
     spark.createDataFrame(rows, outSchema)
   }
@@ -137,7 +138,8 @@ object TorchModel extends MLReadable[TorchModel] {
     StructType(schema.fields ++ fields)
   }
 
-  private[ml] def scoreTask(python: String, request: JObj, payload: Broadcast[(String, Array[Byte], Array[Byte])],
+  private[ml] def scoreTask(python: String, pool: PythonWorkerPool.Settings, request: JObj,
+                            payload: Broadcast[(String, Array[Byte], Array[Byte])],
                             schema: StructType, keep: Int, outputs: Seq[StructField],
                             rows: Iterator[Row]): Iterator[Row] = {
     if (!rows.hasNext) return Iterator.empty
@@ -147,11 +149,12 @@ object TorchModel extends MLReadable[TorchModel] {
       "gpus" -> JArr(gpus.map(g => JStr(g): Json).toVector), "attempt" -> JInt(ctx.attemptNumber()),
       "executor_id" -> JStr(SparkEnv.get.executorId))
     val allocator = new RootAllocator(Long.MaxValue)
-    val worker = new PythonWorker(python, s"scoring partition ${ctx.partitionId()}")
     ctx.addTaskCompletionListener[Unit] { _ =>
-      worker.close()
       try allocator.close() catch { case _: IllegalStateException => () }
     }
+    // A task that stops reading early (limit, first) leaves its worker mid-request: the
+    // pool then stops that worker instead of keeping it.
+    val worker = PythonWorkerPool.forTask(ctx, python, s"scoring partition ${ctx.partitionId()}", pool)
     val (_, arch, weights) = payload.value
     worker.send(PythonWorker.Request, CanonicalJson.write(JObj(request.fields :+ ("task" -> facts))).getBytes(UTF_8))
     worker.send(PythonWorker.Blob, arch)
@@ -174,7 +177,6 @@ object TorchModel extends MLReadable[TorchModel] {
           finished = true
           worker.send(PythonWorker.End)
           worker.expect(PythonWorker.Done)
-          worker.close()
         }
         false
       }

@@ -44,8 +44,9 @@ trait TorchTrainingParams extends TorchScoringParams with HasLabelCol with HasSe
   final val validationFraction = new DoubleParam(this, "validationFraction",
     "fraction of rows held out for validation", ParamValidators.inRange(0.0, 1.0, true, false))
   final val validationCol = new Param[String](this, "validationCol", "boolean column marking validation rows")
-  final val backend = new Param[String](this, "backend", "collective backend: torch or horovod",
-    ParamValidators.inArray(Array("torch", "horovod")))
+  final val backend = new Param[String](this, "backend",
+    "collective backend: auto (horovod where the executors' Python has it, else torch, as Python's default), " +
+      "torch or horovod", ParamValidators.inArray(Array("auto", "torch", "horovod")))
   final val backendOptions = new Param[String](this, "backendOptions", "backend settings, as a JSON object")
   final val backwardPassesPerStep = new IntParam(this, "backwardPassesPerStep",
     "batches accumulated locally per optimizer step", ParamValidators.gt(0))
@@ -58,7 +59,7 @@ trait TorchTrainingParams extends TorchScoringParams with HasLabelCol with HasSe
 
   setDefault(pythonExec -> "")
   setDefault(labelCol -> "label", loss -> "cross_entropy", optimizer -> "adam", optimizerParams -> "{\"lr\":0.001}",
-    epochs -> 5, numWorkers -> 1, validationFraction -> 0.0, backend -> "torch", backendOptions -> "{}",
+    epochs -> 5, numWorkers -> 1, validationFraction -> 0.0, backend -> "auto", backendOptions -> "{}",
     backwardPassesPerStep -> 1, shuffle -> true, timeout -> 600.0, seed -> 42L)
 }
 
