@@ -26,12 +26,15 @@ class TrainingHistory:
         workers: per rank: ``rank``, ``pid``, ``executor_id``, ``host``, row counts,
             ``device``, ``backend_size`` and ``warm_process`` (the rank ran in a
             process an earlier fit left imported on its executor).
+        resumed_from_epoch: the checkpoint's epoch this fit continued from (0: none);
+            ``epochs`` then starts with the epochs recorded in that checkpoint.
     """
 
     epochs: list[dict] = field(default_factory=list)
     backend: str = ""
     num_workers: int = 0
     workers: list[dict] = field(default_factory=list)
+    resumed_from_epoch: int = 0
 
     def metric(self, name: str) -> list:
         """The values of one metric, epoch by epoch (``None`` where absent)."""

@@ -15,7 +15,8 @@ from pyspark.ml import Estimator
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from sparkdl.architecture import Architecture, weights_to_bytes
+from sparkdl.architecture import Architecture, state_dict_of, weights_to_bytes
+from sparkdl.checkpoints import RunOutputs, latest_checkpoint, parameter_shapes
 from sparkdl.cluster import check_capacity
 from sparkdl.collective import check_backend, default_backend
 from sparkdl.data.columns import (
@@ -32,6 +33,7 @@ from sparkdl.ml.model import TorchModel
 from sparkdl.ml.params import TrainingParams
 from sparkdl.optimizers import check_optimizer
 from sparkdl.rendezvous import rendezvous_for, rendezvous_mode
+from sparkdl.storage.resolve import resolve_location
 from sparkdl.worker.spec import TrainSpec
 from sparkdl.worker.train_task import RESULT_DDL, train_task
 
@@ -60,7 +62,8 @@ class TorchEstimator(Estimator, TrainingParams):
             ``(params) -> torch.optim.Optimizer``.
         **params: any Param by name (``featuresCol``, ``labelCol``, ``batchSize``,
             ``epochs``, ``numWorkers``, ``seed``, ``validationFraction``, ``backend``,
-            ``backendOptions``, ``backwardPassesPerStep``, ...).
+            ``backendOptions``, ``backwardPassesPerStep``, ``checkpointDir``,
+            ``checkpointInterval``, ``logDir``, ...).
 
     Example:
         >>> import torch
@@ -81,7 +84,8 @@ class TorchEstimator(Estimator, TrainingParams):
                  batchSize=None, epochs=None, numWorkers=None, seed=None,
                  validationFraction=None, validationCol=None, backend=None,
                  backendOptions=None, backwardPassesPerStep=None, shuffle=None,
-                 timeout=None) -> None:
+                 timeout=None, checkpointDir=None, checkpointInterval=None,
+                 logDir=None) -> None:
         super().__init__()
         self._setDefault(backend=default_backend())
         self._model = None
@@ -96,7 +100,8 @@ class TorchEstimator(Estimator, TrainingParams):
                   batchSize=None, epochs=None, numWorkers=None, seed=None,
                   validationFraction=None, validationCol=None, backend=None,
                   backendOptions=None, backwardPassesPerStep=None, shuffle=None,
-                  timeout=None) -> TorchEstimator:
+                  timeout=None, checkpointDir=None, checkpointInterval=None,
+                  logDir=None) -> TorchEstimator:
         """Set any Param by name, plus ``model``, callable ``loss``/``optimizer``."""
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         if "model" in kwargs:
@@ -142,7 +147,8 @@ class TorchEstimator(Estimator, TrainingParams):
         if self._model is None:
             raise ConfigError("No model: pass model=<torch.nn.Module or factory> to "
                               "TorchEstimator or call setModel().")
-        self._check_positive("batchSize", "epochs", "numWorkers", "backwardPassesPerStep")
+        self._check_positive("batchSize", "epochs", "numWorkers", "backwardPassesPerStep",
+                             "checkpointInterval")
         frac = self.getOrDefault(self.validationFraction)
         if not 0.0 <= frac < 1.0:
             raise ConfigError(f"validationFraction must be in [0, 1). "
@@ -168,6 +174,7 @@ class TorchEstimator(Estimator, TrainingParams):
         label_col = self.getLabelCol()
         schema = dataset.schema
         meet = rendezvous_mode(dataset.sparkSession)  # checked before any job
+        outputs = self._output_locations(dataset.sparkSession)  # so are these paths
         kinds = require_columns(schema, feature_cols, "features")
         label_kind = require_columns(schema, [label_col], "label")[label_col]
         if integer_labels and label_kind[0] != "number":
@@ -180,11 +187,14 @@ class TorchEstimator(Estimator, TrainingParams):
             require_boolean(schema, val_col, "validation")
         stats = collect_stats(dataset, kinds, label_col, label_kind, integer_labels)
         feature_shape = self._feature_shape(stats, feature_cols)
-        output_shape = self._probe_output(feature_shape)
+        output_shape, shapes = self._probe_output(feature_shape)
         self._check_labels(loss.task, output_shape, stats, label_col)
         num_workers = self.getOrDefault(self.numWorkers)
         spark = dataset.sparkSession
         check_capacity(spark.sparkContext, num_workers)
+        if outputs.checkpoints:  # a checkpoint of another network fails before the job
+            outputs = dataclasses.replace(
+                outputs, resume=latest_checkpoint(outputs.checkpoints, shapes))
 
         temp = [f"{_FEATURE}{i}" for i in range(len(feature_cols))]
         label_type = "long" if integer_labels else None
@@ -214,17 +224,26 @@ class TorchEstimator(Estimator, TrainingParams):
             shuffle=self.getOrDefault(self.shuffle), timeout_s=self.getOrDefault(self.timeout),
             backend_options=dict(self.getOrDefault(self.backendOptions)),
             backward_passes_per_step=self.getOrDefault(self.backwardPassesPerStep),
+            outputs=outputs,
         )
-        log.info("sparkdl: training on %d workers with backend=%s", num_workers, spec.backend)
-        with rendezvous_for(spark, meet, num_workers, spec.timeout_s) as address:
-            rows = _run_barrier(prepared, dataclasses.replace(spec, rendezvous=address))
-        weights = next(r.payload for r in rows if r.kind == "weights")
-        epochs = json.loads(next(r.payload for r in rows if r.kind == "history"))
-        workers = sorted((json.loads(r.payload) for r in rows if r.kind == "worker"),
-                         key=lambda w: w["rank"])
-        history = TrainingHistory(epochs, spec.backend, num_workers, workers)
+        resume = outputs.resume
+        if resume is not None and resume.epoch >= spec.epochs:
+            log.info("sparkdl: checkpointDir holds epoch %d of %d: nothing left to train",
+                     resume.epoch, spec.epochs)
+            weights, epochs, workers = resume.weights, [], []
+        else:
+            log.info("sparkdl: training on %d workers with backend=%s%s", num_workers,
+                     spec.backend, f", resuming after epoch {resume.epoch}" if resume else "")
+            with rendezvous_for(spark, meet, num_workers, spec.timeout_s) as address:
+                rows = _run_barrier(prepared, dataclasses.replace(spec, rendezvous=address))
+            weights = next(r.payload for r in rows if r.kind == "weights")
+            epochs = json.loads(next(r.payload for r in rows if r.kind == "history"))
+            workers = sorted((json.loads(r.payload) for r in rows if r.kind == "worker"),
+                             key=lambda w: w["rank"])
         for record in epochs:
             log.info("sparkdl epoch %s", record)
+        history = TrainingHistory((resume.history if resume else []) + epochs, spec.backend,
+                                  num_workers, workers, resume.epoch if resume else 0)
         fitted = TorchModel(spec.architecture, bytes(weights), history)
         fitted._resetUid(self.uid.replace("TorchEstimator", "TorchModel"))
         for param in fitted.params:
@@ -248,7 +267,17 @@ class TorchEstimator(Estimator, TrainingParams):
                 f"{list(found)}). Fix featureShape.")
         return tuple(wanted)
 
-    def _probe_output(self, feature_shape) -> tuple[int, ...]:
+    def _output_locations(self, spark) -> RunOutputs:
+        ckpt_url = self.getOrDefault(self.checkpointDir)
+        log_url = self.getOrDefault(self.logDir)
+        return RunOutputs(
+            checkpoints=resolve_location(spark, ckpt_url, "checkpointDir") if ckpt_url
+            else None,
+            interval=self.getOrDefault(self.checkpointInterval),
+            logs=resolve_location(spark, log_url, "logDir") if log_url else None)
+
+    def _probe_output(self, feature_shape) -> tuple[tuple[int, ...], dict[str, list[int]]]:
+        """The per-row output shape, and the network's parameter shapes."""
         # One forward pass on zeros, on the driver: a model that cannot take these
         # features fails here, in a second, not inside every barrier task.
         model = self._model
@@ -268,7 +297,7 @@ class TorchEstimator(Estimator, TrainingParams):
         if not isinstance(out, torch.Tensor) or out.dim() < 1 or out.shape[0] != 2:
             raise ConfigError("The model must return one tensor with the batch as first "
                               f"dimension. Received: {type(out).__name__}")
-        return tuple(out.shape[1:])
+        return tuple(out.shape[1:]), parameter_shapes(state_dict_of(net))
 
     @staticmethod
     def _check_labels(task, output_shape, stats, label_col) -> None:

@@ -146,13 +146,26 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
     timeout = Param(Params._dummy(), "timeout",
                     "seconds to wait at rendezvous and in collectives before failing",
                     typeConverter=TypeConverters.toFloat)
+    checkpointDir = Param(Params._dummy(), "checkpointDir",
+                          "directory (local, file:, hdfs://, webhdfs://) for a checkpoint "
+                          "every checkpointInterval epochs; a fit resumes from the latest "
+                          "one there; '' for none",
+                          typeConverter=TypeConverters.toString)
+    checkpointInterval = Param(Params._dummy(), "checkpointInterval",
+                               "epochs between checkpoints (the last epoch always has one)",
+                               typeConverter=TypeConverters.toInt)
+    logDir = Param(Params._dummy(), "logDir",
+                   "directory (local, file:, hdfs://, webhdfs://) for metrics.jsonl, one "
+                   "line per epoch, updated as training runs; '' for none",
+                   typeConverter=TypeConverters.toString)
 
     def __init__(self) -> None:
         super().__init__()
         self._setDefault(labelCol="label", loss="cross_entropy", optimizer="adam",
                          optimizerParams={"lr": 1e-3}, epochs=5, numWorkers=1, seed=42,
                          validationFraction=0.0, backend="torch", backendOptions={},
-                         backwardPassesPerStep=1, shuffle=True, timeout=600.0)
+                         backwardPassesPerStep=1, shuffle=True, timeout=600.0,
+                         checkpointDir="", checkpointInterval=1, logDir="")
 
     def setLabelCol(self, value: str):
         return self._set(labelCol=value)
@@ -189,3 +202,12 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
 
     def setTimeout(self, value: float):
         return self._set(timeout=value)
+
+    def setCheckpointDir(self, value: str):
+        return self._set(checkpointDir=value)
+
+    def setCheckpointInterval(self, value: int):
+        return self._set(checkpointInterval=value)
+
+    def setLogDir(self, value: str):
+        return self._set(logDir=value)

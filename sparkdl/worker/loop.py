@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from sparkdl.architecture import weights_from_bytes
+from sparkdl.checkpoints import RunWriter, load_optimizer_state
 from sparkdl.collective.base import Collective, PeerInfo
 from sparkdl.data.schedule import epoch_order, global_batch_rows, steps_per_epoch
 from sparkdl.data.shard import LocalShard
@@ -26,7 +27,9 @@ from sparkdl.worker.spec import TrainSpec
 def build_module(spec: TrainSpec, device: torch.device) -> torch.nn.Module:
     """Instantiate the network with its initial weights, seeded, on ``device``."""
     torch.manual_seed(spec.seed)
-    state = weights_from_bytes(spec.initial_weights) if spec.initial_weights else None
+    resume = spec.outputs.resume
+    weights = resume.weights if resume else spec.initial_weights
+    state = weights_from_bytes(weights) if weights else None
     return spec.architecture.build(state).to(device)
 
 
@@ -97,7 +100,11 @@ def run_rank(spec: TrainSpec, shard: LocalShard, collective: Collective, rank: i
     collective.broadcast_module(module)
     optimizer = collective.prepare_optimizer(
         build_optimizer(spec.optimizer, spec.optimizer_params, module.parameters()), module)
-    torch.manual_seed(spec.seed + 7919 * (rank + 1))  # dropout differs by rank, repeatably
+    outputs = spec.outputs
+    if outputs.resume:
+        load_optimizer_state(optimizer, outputs.resume.optimizer_state, device)
+    writer = RunWriter(outputs, spec.epochs) if rank == 0 and (
+        outputs.checkpoints or outputs.logs) else None
 
     train_rows = [p.train_rows for p in peers]
     global_rows = global_batch_rows(train_rows, spec.batch_size)
@@ -105,8 +112,10 @@ def run_rank(spec: TrainSpec, shard: LocalShard, collective: Collective, rank: i
     classify = task in ("multiclass", "binary")
     accumulate = spec.backward_passes_per_step
     history = []
-    for epoch in range(spec.epochs):
+    for epoch in range(outputs.start_epoch, spec.epochs):
         began = time.perf_counter()
+        # Seeded per epoch, so dropout after a resume is what an uninterrupted run had.
+        torch.manual_seed(spec.seed + 7919 * (rank + 1) + 104729 * epoch)
         module.train()
         metrics = _Metrics(classify)
         order = shard.train_index[
@@ -134,6 +143,8 @@ def run_rank(spec: TrainSpec, shard: LocalShard, collective: Collective, rank: i
             record.update(_validate(module, shard, loss_spec, collective, spec, device))
         record["seconds"] = time.perf_counter() - began
         history.append(record)
+        if writer is not None:
+            writer.after_epoch(record, module, optimizer)
     return module, history
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sparkdl.architecture import Architecture
+from sparkdl.checkpoints import RunOutputs
 from sparkdl.data.shard import ShardLayout
 from sparkdl.errors import ConfigError
 from sparkdl.rendezvous import RendezvousAddress
@@ -47,6 +48,8 @@ class TrainSpec:
             before they are combined across ranks and the optimizer steps.
         rendezvous: the driver's rendezvous service; ``None`` to meet through
             ``BarrierTaskContext.allGather``.
+        outputs: where rank 0 writes checkpoints and training logs, and the
+            checkpoint this run resumes from.
     """
 
     architecture: Architecture
@@ -65,6 +68,7 @@ class TrainSpec:
     backend_options: dict = field(default_factory=dict)
     backward_passes_per_step: int = 1
     rendezvous: RendezvousAddress | None = None
+    outputs: RunOutputs = field(default_factory=RunOutputs)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "epochs", "num_workers", "backward_passes_per_step"):

@@ -1,0 +1,33 @@
+"""Storage on the executor's own file system (``/path`` and ``file:`` URLs)."""
+
+from __future__ import annotations
+
+import os
+
+from sparkdl.storage.base import Storage
+
+
+class LocalStorage(Storage):
+    """Plain files; each write lands under a temporary name and is renamed into
+    place, so a reader never sees half a checkpoint file."""
+
+    def _path(self, relpath: str) -> str:
+        return os.path.join(self.location.root, relpath)
+
+    def write(self, relpath: str, data: bytes) -> None:
+        path = self._path(relpath)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+
+    def read(self, relpath: str) -> bytes:
+        with open(self._path(relpath), "rb") as f:
+            return f.read()
+
+    def list(self, relpath: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self._path(relpath)))
+        except FileNotFoundError:
+            return []

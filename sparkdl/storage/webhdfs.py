@@ -1,0 +1,86 @@
+"""Storage in HDFS through WebHDFS, the NameNode's REST API (plain HTTP, no JVM).
+
+Workers run in Python processes without Hadoop's client libraries, so they talk
+to HDFS as WebHDFS clients: ``CREATE`` is answered by the NameNode with a
+redirect to a DataNode, which receives the bytes. Authentication is Hadoop's
+"simple" mode (``user.name``); a Kerberos-secured cluster is refused on the driver
+(:mod:`sparkdl.storage.resolve`).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import posixpath
+import urllib.parse
+
+from sparkdl.errors import SparkDLError
+from sparkdl.storage.base import Storage
+
+TIMEOUT_S = 60.0
+
+
+class WebHdfsError(SparkDLError, OSError):
+    """WebHDFS answered with an error (the NameNode's RemoteException text)."""
+
+
+class WebHdfsStorage(Storage):
+    """Files under an HDFS directory, through WebHDFS.
+
+    Example::
+
+        store = WebHdfsStorage(StorageLocation("webhdfs", "/runs/a", http="http://nn:9870",
+                                               user="etl"))
+        store.write("epoch-0001/state.json", b"{}")
+    """
+
+    def _url(self, relpath: str, op: str, **params: str) -> str:
+        path = posixpath.join(self.location.root, relpath) if relpath else self.location.root
+        query = urllib.parse.urlencode({"op": op, "user.name": self.location.user, **params})
+        return f"{self.location.http}/webhdfs/v1{urllib.parse.quote(path)}?{query}"
+
+    def _request(self, method: str, url: str, body: bytes | None = None,
+                 expect: tuple[int, ...] = (200,)) -> tuple[int, bytes, str]:
+        parts = urllib.parse.urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT_S)
+        try:
+            target = parts.path + (f"?{parts.query}" if parts.query else "")
+            headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
+            conn.request(method, target, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+            if response.status not in expect:
+                raise WebHdfsError(f"WebHDFS {method} {_without_user(url)} failed with HTTP "
+                                   f"{response.status}: {_remote_message(data)}")
+            return response.status, data, response.getheader("Location") or ""
+        finally:
+            conn.close()
+
+    def write(self, relpath: str, data: bytes) -> None:
+        # CREATE makes missing parents; the NameNode redirects to a DataNode.
+        _, _, target = self._request("PUT", self._url(relpath, "CREATE", overwrite="true"),
+                                     expect=(307,))
+        self._request("PUT", target, body=data, expect=(201,))
+
+    def read(self, relpath: str) -> bytes:
+        _, _, target = self._request("GET", self._url(relpath, "OPEN"), expect=(307,))
+        return self._request("GET", target)[1]
+
+    def list(self, relpath: str) -> list[str]:
+        status, data, _ = self._request("GET", self._url(relpath, "LISTSTATUS"),
+                                        expect=(200, 404))
+        if status == 404:
+            return []
+        return sorted(f["pathSuffix"] for f in json.loads(data)["FileStatuses"]["FileStatus"])
+
+
+def _without_user(url: str) -> str:
+    return url.split("?")[0]
+
+
+def _remote_message(body: bytes) -> str:
+    try:
+        error = json.loads(body)["RemoteException"]
+        return f"{error.get('exception')}: {error.get('message')}"
+    except (ValueError, KeyError, TypeError):
+        return body[:500].decode(errors="replace")
