@@ -17,9 +17,10 @@ throwaway run of each launcher first), runs interleaved round by round:
 * Horovod on Spark: ``horovod.spark.run(fn, num_proc=2)``, ``fn`` calling
   ``hvd.init()`` and taking one ``hvd.DistributedOptimizer`` step on one linear layer.
 
-Every launch is followed by a pause of ``SETTLE_S`` seconds, so that work a
-launcher leaves running in the background (sparkdl's spare import, Spark's
-cleanup) never lands on the next launcher's clock.
+Every launch is followed by a pause of ``SETTLE_S`` seconds and, after a sparkdl
+Horovod fit, by a wait until the spare it leaves has finished importing (its CPU
+time stops growing), so that work a launcher leaves running in the background
+never lands on the next launcher's clock.
 
 Targets (medians): TorchDistributor / sparkdl-torch >= 5 and
 horovod.spark.run / sparkdl-horovod >= 5.
@@ -30,6 +31,7 @@ horovod.spark.run / sparkdl-horovod >= 5.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import traceback
@@ -75,6 +77,34 @@ def one_hvd_step() -> float:
     return loss.item()
 
 
+def _rank_process_cpu() -> int:
+    """Summed CPU ticks of the sparkdl rank processes (spares) on this machine."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"sparkdl.worker.rank_process" not in f.read():
+                    continue
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except OSError:
+            continue
+    return total
+
+
+def wait_for_idle_spares(limit_s: float = 60.0) -> None:
+    """Return once no spare is busy importing (CPU time flat for a second)."""
+    deadline = time.monotonic() + limit_s
+    last = _rank_process_cpu()
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = _rank_process_cpu()
+        if now == last:
+            return
+        last = now
+
+
 class Timer:
     """Times one launcher; the first call is a warm-up, an exception ends its runs."""
 
@@ -96,6 +126,7 @@ class Timer:
             return
         finally:
             time.sleep(SETTLE_S)
+            wait_for_idle_spares()
         if warmup:
             self.first = wall
         else:
