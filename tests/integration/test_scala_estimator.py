@@ -462,3 +462,27 @@ def test_binary_targets_outside_0_1_are_refused(spark, jvm_ml):
 def test_an_empty_dataframe_is_refused(spark, jvm_ml, full_batch):
     with pytest.raises(IllegalArgumentException, match="The DataFrame is empty"):
         scala_estimator(jvm_ml, 8).fit(full_batch.df.limit(0)._jdf)
+
+
+# -- where ranks meet: the driver's rendezvous, or allGather ------------------------------
+
+def test_ranks_meet_through_allgather_when_asked_and_train_the_same(spark, jvm_ml, full_batch,
+                                                                   scala_model):
+    spark.conf.set("spark.sparkdl.rendezvous", "barrier")
+    try:
+        model = scala_estimator(jvm_ml, full_batch.rows).fit(full_batch.df._jdf)
+    finally:
+        spark.conf.unset("spark.sparkdl.rendezvous")
+    for key, value in scala_weights(scala_model).items():
+        np.testing.assert_array_equal(scala_weights(model)[key], value, err_msg=key)
+
+
+def test_an_unknown_rendezvous_mode_is_named(spark, jvm_ml, full_batch):
+    spark.conf.set("spark.sparkdl.rendezvous", "carrier-pigeon")
+    try:
+        with pytest.raises(IllegalArgumentException,
+                           match=r"spark.sparkdl.rendezvous must be one of "
+                                 r"\['driver', 'barrier'\]. Received: 'carrier-pigeon'"):
+            scala_estimator(jvm_ml, full_batch.rows).fit(full_batch.df._jdf)
+    finally:
+        spark.conf.unset("spark.sparkdl.rendezvous")

@@ -103,7 +103,7 @@ private[ml] final class PythonWorker(val python: String, env: Map[String, String
     server.close()
     socket.setSoTimeout(1000)
     raw = socket.getInputStream
-    in = new DataInputStream(new BufferedInputStream(new Patient(raw), 1 << 16))
+    in = new DataInputStream(new BufferedInputStream(new PatientInputStream(raw, () => checkTask()), 1 << 16))
     out = new DataOutputStream(new BufferedOutputStream(socket.getOutputStream, 1 << 16))
     val (kind, payload) = recv()
     if (kind != Auth || !MessageDigest.isEqual(payload, secret.getBytes(UTF_8))) {
@@ -138,20 +138,6 @@ private[ml] final class PythonWorker(val python: String, env: Map[String, String
     if (ctx != null && ctx.isInterrupted()) {
       close()
       throw new SparkException(s"The Spark task for $what was killed; its Python worker is stopped.")
-    }
-  }
-
-  /** Input that waits through socket timeouts while the task is alive. */
-  private final class Patient(underlying: InputStream) extends InputStream {
-    override def read(): Int = retry(underlying.read())
-    override def read(b: Array[Byte], off: Int, len: Int): Int = retry(underlying.read(b, off, len))
-    private def retry(op: => Int): Int = {
-      var result = Int.MinValue
-      while (result == Int.MinValue) {
-        try result = op
-        catch { case _: SocketTimeoutException => checkTask() }
-      }
-      result
     }
   }
 

@@ -141,6 +141,7 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
     val sc = spark.sparkContext
     val python = if ($(pythonExec).nonEmpty) $(pythonExec) else PythonWorker.pythonExec(sc.getConf)
     val pool = PythonWorkerPool.Settings.of(spark)
+    val meet = DriverRendezvous.mode(spark)
     val features = getFeatureColumns
     val kinds = Columns.require(schema, features, "features")
     val labelKind = Columns.require(schema, Seq($(labelCol)), "label")($(labelCol))
@@ -185,14 +186,17 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
         "validation_col" -> (if (validating) JStr(TorchEstimator.Valid) else JNull),
         "order_col" -> JStr(TorchEstimator.Order)))
     val preparedSchema = prepared.schema
+    val timeoutMs = ($(timeout) * 1000).toLong
+    val rendezvous = DriverRendezvous.start(sc, meet, n)
+    val address = rendezvous.map(_.address)
     val rows = prepared.rdd.barrier().mapPartitions { part =>
-      TorchEstimator.trainTask(python, pool, request, preparedSchema, part)
+      TorchEstimator.trainTask(python, pool, address, timeoutMs, request, preparedSchema, part)
     }
     val results =
       try rows.collect()
       catch {
         case e: SparkException => throw new SparkException(TorchEstimator.workerError(e.getMessage), e)
-      }
+      } finally rendezvous.foreach(_.close())
     val weights = results.collectFirst { case (_, "weights", w) => w }.getOrElse(
       throw new SparkException("The training job returned no weights from rank 0."))
     val epochsJson = results.collectFirst { case (_, "history", h) => new String(h, UTF_8) }.getOrElse("[]")
@@ -289,8 +293,11 @@ object TorchEstimator {
     name
   }
 
-  /** One rank: take a worker, stream the partition, serve its gathers, return its results. */
-  private[ml] def trainTask(python: String, pool: PythonWorkerPool.Settings, request: JObj, schema: StructType,
+  /** One rank: take a worker, stream the partition, serve its gathers (at the driver's
+    * rendezvous, or with `allGather` without one), return its results.
+    */
+  private[ml] def trainTask(python: String, pool: PythonWorkerPool.Settings, rendezvous: Option[RendezvousAddress],
+                            timeoutMs: Long, request: JObj, schema: StructType,
                             rows: Iterator[Row]): Iterator[(Int, String, Array[Byte])] = {
     val ctx = BarrierTaskContext.get()
     val rank = ctx.partitionId()
@@ -316,7 +323,9 @@ object TorchEstimator {
       val (kind, payload) = worker.expect(PythonWorker.Gather, PythonWorker.Result, PythonWorker.Done)
       kind match {
         case PythonWorker.Gather =>
-          val all = ctx.allGather(new String(payload, UTF_8))
+          val message = new String(payload, UTF_8)
+          val all = rendezvous.fold(ctx.allGather(message).toSeq)(
+            _.gather(rank, ctx.attemptNumber(), message, timeoutMs))
           worker.send(PythonWorker.Gathered,
             CanonicalJson.write(JArr(all.map(m => JStr(m): sparkdl.json.Json).toVector)).getBytes(UTF_8))
         case PythonWorker.Result =>
