@@ -29,6 +29,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -183,10 +184,41 @@ class KafkaBroker(_JavaServer):
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         java = [_java(), f"-Xmx{self.heap}", "-cp", classpath]
         with open(self.log_path, "ab") as log:
-            subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                            "-c", str(config)], check=True, stdout=log, stderr=log)
+            # "--cluster-id=": a base64 id may begin with "-", which "-t <id>" takes for a flag
+            subprocess.run([*java, "kafka.tools.StorageTool", "format",
+                            f"--cluster-id={cluster_id}", "-c", str(config)],
+                           check=True, stdout=log, stderr=log)
         self._launch([*java, "kafka.Kafka", str(config)], timeout_s, self._ready)
         return self
+
+    def create_topic(self, name: str, partitions: int = 1, timeout_s: float = 30.0) -> None:
+        """Create topic ``name`` with ``partitions`` partitions (replication factor 1).
+
+        Speaks Kafka's CreateTopics request (v2) itself, so neither a JVM nor a
+        Python Kafka client is needed.
+
+        Raises:
+            RuntimeError: if the broker refuses (e.g. the topic exists), with its message.
+        """
+        def text(value: str) -> bytes:
+            return struct.pack(">h", len(value)) + value.encode()
+
+        # header: api_key=19 (CreateTopics), version 2, correlation id, client id; body:
+        # [name, partitions, replication 1, no assignments, no configs], timeout, validate_only
+        request = (struct.pack(">hhi", 19, 2, 1) + text("sparkdl") + struct.pack(">i", 1)
+                   + text(name) + struct.pack(">ihii", partitions, 1, 0, 0)
+                   + struct.pack(">i?", int(timeout_s * 1000), False))
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout_s) as s:
+            s.sendall(struct.pack(">i", len(request)) + request)
+            response = _read_exactly(s, struct.unpack(">i", _read_exactly(s, 4))[0])
+        # correlation id, throttle ms, 1 topic: name, error code, error message
+        at = 12 + 2 + struct.unpack(">h", response[12:14])[0]
+        error = struct.unpack(">h", response[at:at + 2])[0]
+        if error:
+            size = struct.unpack(">h", response[at + 2:at + 4])[0]
+            message = response[at + 4:at + 4 + size].decode() if size > 0 else ""
+            raise RuntimeError(f"Kafka refused to create topic {name!r}: error {error} "
+                               f"{message}")
 
     def _ready(self) -> bool:
         # A broker answers on its port only once it has joined the KRaft quorum and
@@ -199,6 +231,16 @@ class KafkaBroker(_JavaServer):
                 return len(s.recv(4)) == 4
         except OSError:
             return False
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise RuntimeError("Kafka closed the connection mid-response")
+        data += chunk
+    return data
 
 
 class MiniHDFS(_JavaServer):

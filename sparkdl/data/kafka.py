@@ -1,12 +1,22 @@
-"""Kafka topics as DataFrames ready for ``fit``: JSON records, raw tensors, Arrow IPC.
+"""Kafka topics as DataFrames: batch reads for ``fit``, streams for ``transform``.
 
-``read_kafka`` reads a topic with Spark's own Kafka source (``spark-sql-kafka-0-10``,
-which :func:`sparkdl.jvm.kafka_jars` locates) between two offsets and decodes each
-record's value. Decoding never runs Python per row: JSON is parsed in the JVM
-(``from_json``); raw little-endian float32 tensors are reinterpreted a whole Arrow
-batch at a time with numpy; Arrow IPC values are read as the record batches they
-are. The record's ``key``, ``topic``, ``partition``, ``offset`` and ``timestamp``
-are kept as columns.
+``read_kafka`` reads a topic between two offsets and ``read_kafka_stream`` follows
+it as a streaming DataFrame, both with Spark's own Kafka source
+(``spark-sql-kafka-0-10``, which :func:`sparkdl.jvm.kafka_jars` locates), and both
+decode each record's value the same way. Decoding never runs Python per row: JSON
+is parsed in the JVM (``from_json``); raw little-endian float32 tensors are
+reinterpreted a whole Arrow batch at a time with numpy; Arrow IPC values are read
+as the record batches they are (:mod:`sparkdl.data.kafka_decode`). The record's
+``key``, ``topic``, ``partition``, ``offset`` and ``timestamp`` are kept as columns.
+
+Malformed records (not JSON matching the schema, a missing ``NOT NULL`` field, a
+tensor of the wrong length, a broken Arrow stream, a null value) fail the read
+with an error naming their partition and offset, unless ``dead_letter_col`` is
+given: then they become rows whose decoded columns are null and whose
+``dead_letter_col`` holds ``{reason, value}`` (the original bytes), and a stream
+counts them per micro-batch in the query's progress (:func:`dead_letter_counts`).
+:func:`to_kafka_records` and :func:`dead_letter_records` turn scores and dead
+letters into rows for Spark's Kafka sink.
 
 Example::
 
@@ -17,29 +27,82 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 
-import numpy as np
-import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
+from pyspark.sql.types import ArrayType, StructType
 
-from sparkdl.errors import ConfigError, SchemaError
+from sparkdl.data.kafka_decode import (
+    DEAD_LETTER_DDL,
+    META_COLUMNS,
+    META_DDL,
+    DecodeSpec,
+    decode_arrow,
+    decode_float32,
+)
+from sparkdl.data.kafka_sink import (
+    DEAD_LETTER_METRICS,
+    dead_letter_counts,
+    dead_letter_records,
+    to_kafka_records,
+)
+from sparkdl.errors import ConfigError
+
+__all__ = ["DEAD_LETTER_METRICS", "META_COLUMNS", "VALUE_FORMATS", "dead_letter_counts",
+           "dead_letter_records", "read_kafka", "read_kafka_stream", "to_kafka_records"]
 
 #: Supported ``value_format`` values.
 VALUE_FORMATS = ("json", "float32", "arrow")
-#: Record metadata kept next to the decoded value.
-META_COLUMNS = ("key", "topic", "partition", "offset", "timestamp")
-_META_DDL = "key binary, topic string, partition int, offset long, timestamp timestamp"
 _SOURCE = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
+_CORRUPT = "_sparkdl_corrupt_record"  # from_json's corrupt-record field, never user-visible
+
+
+@dataclass(frozen=True)
+class _Decoding:
+    """The value-decoding arguments both readers take, checked before any work starts."""
+
+    value_format: str
+    schema: str | StructType | None
+    tensor_length: int | None
+    dead_letter_col: str | None
+
+    def __post_init__(self) -> None:
+        if self.value_format not in VALUE_FORMATS:
+            raise ConfigError(f"value_format must be one of {list(VALUE_FORMATS)}. "
+                              f"Received: value_format={self.value_format!r}")
+        if self.value_format in ("json", "arrow") and self.schema is None:
+            raise ConfigError(f"value_format={self.value_format!r} needs schema= (a DDL "
+                              "string such as 'features array<float>, label int', or a "
+                              "StructType).")
+        if self.tensor_length is not None and (
+                isinstance(self.tensor_length, bool) or not isinstance(self.tensor_length, int)
+                or self.tensor_length < 1):
+            raise ConfigError("tensor_length must be a positive int (floats per tensor). "
+                              f"Received: tensor_length={self.tensor_length!r}")
+        if self.dead_letter_col is not None and (
+                not isinstance(self.dead_letter_col, str) or not self.dead_letter_col
+                or self.dead_letter_col in META_COLUMNS):
+            raise ConfigError("dead_letter_col must be a new column name such as '_corrupt' "
+                              f"(not one of {list(META_COLUMNS)}), or None to fail on "
+                              f"malformed records. Received: dead_letter_col="
+                              f"{self.dead_letter_col!r}")
+
+    def fields(self, spark: SparkSession) -> StructType | None:
+        fields = _struct(spark, self.schema) if self.schema is not None else None
+        names = [f.name for f in fields or []] + ["value"] * (self.value_format == "float32")
+        clash = sorted({*META_COLUMNS, self.dead_letter_col} & set(names))
+        if clash:
+            raise ConfigError(f"schema fields {clash} clash with the columns read_kafka adds "
+                              f"({list(META_COLUMNS)}, dead_letter_col); rename them.")
+        return fields
 
 
 def read_kafka(spark: SparkSession, bootstrap: str, topic: str, *, value_format: str = "json",
                schema: str | StructType | None = None, starting_offsets: str = "earliest",
                ending_offsets: str = "latest", tensor_length: int | None = None,
-               options: dict | None = None) -> DataFrame:
+               dead_letter_col: str | None = None, options: dict | None = None) -> DataFrame:
     """Read ``topic`` between two offsets and decode its values.
 
     Args:
@@ -52,50 +115,168 @@ def read_kafka(spark: SparkSession, bootstrap: str, topic: str, *, value_format:
             ``value`` array<float>), or ``arrow`` (the value is an Arrow IPC stream
             whose record batches have ``schema``; every row becomes a row).
         schema: DDL string or ``StructType`` of the decoded fields (json, arrow).
+            A field declared ``NOT NULL`` must be present in every record.
         starting_offsets: Spark's ``startingOffsets`` (``earliest`` or JSON per partition).
         ending_offsets: Spark's ``endingOffsets`` (``latest`` or JSON per partition).
-        tensor_length: for ``float32``, the number of floats every record must hold.
+        tensor_length: floats every tensor must hold: the whole value (float32), or
+            every top-level array field (json, arrow).
+        dead_letter_col: ``None`` (default) fails on a malformed record; a column
+            name such as ``"_corrupt"`` keeps malformed records as rows with null
+            decoded columns and ``{reason, value}`` in that column (null elsewhere).
         options: more ``kafka.*`` or source options, passed to Spark unchanged.
 
     Returns:
-        A DataFrame with ``key, topic, partition, offset, timestamp`` and the
-        decoded columns.
+        A DataFrame with ``key, topic, partition, offset, timestamp``, the decoded
+        columns and, if asked, ``dead_letter_col``.
 
     Raises:
         ConfigError: bad arguments, or the Kafka connector missing from the session.
-        SchemaError: when reading, a record that cannot be decoded (which
-            partition and offset, and why).
+        SchemaError: when reading (float32, arrow), a record that cannot be decoded
+            (which partition and offset, and why); json raises Spark's
+            ``USER_RAISED_EXCEPTION`` with the same text.
+
+    Example::
+
+        df = read_kafka(spark, "127.0.0.1:9092", "tensors", value_format="float32",
+                        tensor_length=64, dead_letter_col="_corrupt")
+        bad = df.where(df._corrupt.isNotNull()).select("_corrupt.reason")
     """
-    if value_format not in VALUE_FORMATS:
-        raise ConfigError(f"value_format must be one of {list(VALUE_FORMATS)}. "
-                          f"Received: value_format={value_format!r}")
-    if value_format in ("json", "arrow") and schema is None:
-        raise ConfigError(f"value_format={value_format!r} needs schema= (a DDL string such as "
-                          "'features array<float>, label int', or a StructType).")
-    if tensor_length is not None and (value_format != "float32" or tensor_length < 1):
-        raise ConfigError("tensor_length applies to value_format='float32' and must be >= 1. "
-                          f"Received: tensor_length={tensor_length!r}")
+    decoding = _Decoding(value_format, schema, tensor_length, dead_letter_col)
     _require_connector(spark)
-    fields = _struct(spark, schema) if schema is not None else None
+    fields = decoding.fields(spark)
     reader = (spark.read.format("kafka").option("kafka.bootstrap.servers", bootstrap)
               .option("subscribe", topic).option("startingOffsets", starting_offsets)
               .option("endingOffsets", ending_offsets))
     for key, value in (options or {}).items():
         reader = reader.option(key, value)
-    raw = reader.load()
+    return _decode(reader.load(), decoding, fields)
+
+
+def read_kafka_stream(spark: SparkSession, bootstrap: str, topic: str, *,
+                      value_format: str = "json", schema: str | StructType | None = None,
+                      starting_offsets: str = "earliest", tensor_length: int | None = None,
+                      dead_letter_col: str | None = None,
+                      max_offsets_per_trigger: int | None = None,
+                      options: dict | None = None) -> DataFrame:
+    """Follow ``topic`` as a streaming DataFrame, decoded as :func:`read_kafka` does.
+
+    The result goes straight into :meth:`sparkdl.TorchModel.transform` and
+    ``writeStream``. With ``dead_letter_col``, malformed records stay in the stream
+    as rows (see :func:`read_kafka`); filter them out before scoring, write them
+    with :func:`dead_letter_records`, and read their count per micro-batch from
+    the query's progress: ``query.lastProgress["observedMetrics"]
+    ["sparkdl_dead_letters"]`` holds ``rows`` and ``dead_letters``
+    (:func:`dead_letter_counts` lists them for every recent micro-batch).
+
+    Args:
+        spark: a session with the Kafka connector on its classpath.
+        bootstrap: Kafka bootstrap servers, ``host:port[,host:port]``.
+        topic: the topic (or comma-separated topics) to follow.
+        value_format: ``json``, ``float32`` or ``arrow``, as for :func:`read_kafka`.
+        schema: the decoded fields (json, arrow), as for :func:`read_kafka`.
+        starting_offsets: where a new query starts (``earliest``, ``latest`` or JSON
+            per partition); a query restarted from its checkpoint resumes there instead.
+        tensor_length: floats per tensor, as for :func:`read_kafka`.
+        dead_letter_col: ``None`` fails the query on a malformed record (the error
+            names its partition and offset); a column name routes them there.
+        max_offsets_per_trigger: at most this many records per micro-batch
+            (Spark's ``maxOffsetsPerTrigger``); ``None`` takes all that is new.
+        options: more ``kafka.*`` or source options, passed to Spark unchanged.
+
+    Returns:
+        A streaming DataFrame with the columns :func:`read_kafka` gives.
+
+    Raises:
+        ConfigError: bad arguments, or the Kafka connector missing from the session.
+
+    Example::
+
+        stream = read_kafka_stream(spark, "127.0.0.1:9092", "digits",
+                                   schema="features array<float>, label long",
+                                   dead_letter_col="_corrupt")
+        scores = model.transform(stream.where("_corrupt IS NULL").drop("_corrupt"))
+        query = (scores.writeStream.format("parquet").option("path", "/tmp/scores")
+                 .option("checkpointLocation", "/tmp/scores.ckpt").start())
+    """
+    decoding = _Decoding(value_format, schema, tensor_length, dead_letter_col)
+    if max_offsets_per_trigger is not None and (
+            isinstance(max_offsets_per_trigger, bool)
+            or not isinstance(max_offsets_per_trigger, int) or max_offsets_per_trigger < 1):
+        raise ConfigError("max_offsets_per_trigger must be a positive int or None. "
+                          f"Received: max_offsets_per_trigger={max_offsets_per_trigger!r}")
+    _require_connector(spark)
+    fields = decoding.fields(spark)
+    reader = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap)
+              .option("subscribe", topic).option("startingOffsets", starting_offsets))
+    if max_offsets_per_trigger is not None:
+        reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
+    for key, value in (options or {}).items():
+        reader = reader.option(key, value)
+    decoded = _decode(reader.load(), decoding, fields)
+    if dead_letter_col is None:
+        return decoded
+    # Observed metrics ride along with each micro-batch's progress report, so the
+    # count needs no extra job and is exact for the batch that was committed.
+    return decoded.observe(DEAD_LETTER_METRICS, F.count(F.lit(1)).alias("rows"),
+                           F.count(F.col(dead_letter_col)).alias("dead_letters"))
+
+
+def _decode(raw: DataFrame, decoding: _Decoding, fields: StructType | None) -> DataFrame:
+    """The one decoding path of both readers: Kafka's raw rows -> meta + decoded columns."""
     meta = [F.col(c) for c in META_COLUMNS]
-    if value_format == "json":
-        parsed = F.from_json(F.col("value").cast("string"), fields)
-        return raw.select(*meta, parsed.alias("_sparkdl_value")).select(
-            *meta, *[F.col(f"_sparkdl_value.{f.name}").alias(f.name) for f in fields])
-    if value_format == "float32":
+    dead = decoding.dead_letter_col
+    if decoding.value_format == "json":
+        return _decode_json(raw, decoding, fields)
+    extra_ddl = f", `{dead}` {DEAD_LETTER_DDL}" if dead else ""
+    if decoding.value_format == "float32":
+        spec = DecodeSpec("float32", tensor_length=decoding.tensor_length, dead_letter_col=dead)
         return raw.select(*meta, "value").mapInArrow(
-            partial(decode_float32, tensor_length=tensor_length),
-            f"{_META_DDL}, value array<float>")
-    out_ddl = ", ".join([_META_DDL] + [f"`{f.name}` {f.dataType.simpleString()}"
-                                       for f in fields])
-    return raw.select(*meta, "value").mapInArrow(
-        partial(decode_arrow, names=[f.name for f in fields]), out_ddl)
+            partial(decode_float32, spec), f"{META_DDL}, value array<float>{extra_ddl}")
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    spec = DecodeSpec("arrow", to_arrow_schema(fields), decoding.tensor_length, dead)
+    out_ddl = ", ".join([META_DDL] + [f"`{f.name}` {f.dataType.simpleString()}"
+                                      for f in fields]) + extra_ddl
+    return raw.select(*meta, "value").mapInArrow(partial(decode_arrow, spec), out_ddl)
+
+
+def _decode_json(raw: DataFrame, decoding: _Decoding, fields: StructType) -> DataFrame:
+    # from_json in PERMISSIVE mode fills a corrupt-record field instead of failing,
+    # so every check below is a JVM expression: no Python sees a JSON record.
+    parse_schema = StructType([f.__class__(f.name, f.dataType, True) for f in fields])
+    parse_schema.add(_CORRUPT, "string")
+    parsed = F.from_json(F.col("value").cast("string"), parse_schema,
+                         {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT})
+    rows = raw.select(*META_COLUMNS, "value", parsed.alias("_sparkdl_value"))
+    value = F.col("_sparkdl_value")
+    problem = (F.when(F.col("value").isNull(),
+                      F.lit("has a null value; value_format='json' needs a JSON object"))
+               .when(value.isNull() | value[_CORRUPT].isNotNull(),
+                     F.lit(f"is not a JSON object matching schema {fields.simpleString()}")))
+    for f in fields:
+        if not f.nullable:
+            problem = problem.when(value[f.name].isNull(),
+                                   F.lit(f"lacks field {f.name!r}, declared NOT NULL in schema"))
+    if decoding.tensor_length:
+        n = decoding.tensor_length
+        for f in fields:
+            if isinstance(f.dataType, ArrayType):
+                size = F.size(value[f.name])
+                problem = problem.when(value[f.name].isNotNull() & (size != n), F.format_string(
+                    f"has %d values in field {f.name!r}; tensor_length={n}", size))
+    where = F.format_string("Kafka record at topic '%s', partition %d, offset %d ",
+                            F.col("topic"), F.col("partition"), F.col("offset"))
+    # The place is formatted only for bad records: good ones cost one null check.
+    reason = F.when(problem.isNotNull(), F.concat(where, problem))
+    if decoding.dead_letter_col is None:
+        # Fail at the first bad record, with its place: raise_error runs in the JVM.
+        checked = rows.where(F.when(problem.isNull(), F.lit(True))
+                             .otherwise(F.raise_error(reason).isNull()))
+        return checked.select(*META_COLUMNS, *[value[f.name].alias(f.name) for f in fields])
+    # Bad records keep no half-decoded fields: all null, the reason beside them.
+    decoded = [F.when(problem.isNull(), value[f.name]).alias(f.name) for f in fields]
+    dead = F.when(problem.isNotNull(), F.struct(reason.alias("reason"), F.col("value")))
+    return rows.select(*META_COLUMNS, *decoded, dead.alias(decoding.dead_letter_col))
 
 
 def _require_connector(spark: SparkSession) -> None:
@@ -119,72 +300,3 @@ def _struct(spark: SparkSession, schema: str | StructType) -> StructType:
     except Exception as exc:  # noqa: BLE001 - Spark's parser error, shortened
         raise ConfigError(f"schema is not a valid DDL string: {schema!r} "
                           f"({str(exc).splitlines()[0]})") from None
-
-
-def _where(batch: pa.RecordBatch, row: int) -> str:
-    return (f"topic {batch.column('topic')[row].as_py()!r}, partition "
-            f"{batch.column('partition')[row].as_py()}, offset "
-            f"{batch.column('offset')[row].as_py()}")
-
-
-def decode_float32(batches: Iterator[pa.RecordBatch], tensor_length: int | None = None
-                   ) -> Iterator[pa.RecordBatch]:
-    """Reinterpret each binary ``value`` as little-endian float32s, a batch at a time.
-
-    Example:
-        >>> values = pa.array([np.float32([1, 2]).tobytes(), np.float32([3]).tobytes()])
-        >>> meta = {"key": pa.array([None, None], pa.binary()), "topic": ["t", "t"],
-        ...         "partition": pa.array([0, 0], pa.int32()), "offset": [0, 1],
-        ...         "timestamp": pa.array([0, 0], pa.timestamp("us"))}
-        >>> batch = pa.record_batch({**meta, "value": values})
-        >>> next(decode_float32(iter([batch]))).column("value").to_pylist()
-        [[1.0, 2.0], [3.0]]
-    """
-    for batch in batches:
-        values = batch.column("value")
-        if values.null_count:
-            row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
-            raise SchemaError(f"Kafka record at {_where(batch, row)} has a null value; "
-                              "value_format='float32' needs the tensor's bytes.")
-        if pa.types.is_large_binary(values.type):
-            values = values.cast(pa.binary())
-        offsets = np.frombuffer(values.buffers()[1], np.int32)[
-            values.offset:values.offset + len(values) + 1]
-        lengths = np.diff(offsets)
-        bad = np.flatnonzero((lengths % 4 != 0) | (
-            (lengths != 4 * tensor_length) if tensor_length else False))
-        if len(bad):
-            row = int(bad[0])
-            wanted = (f"{4 * tensor_length} ({tensor_length} floats)" if tensor_length
-                      else "a multiple of 4")
-            raise SchemaError(f"Kafka record at {_where(batch, row)} holds {lengths[row]} bytes; "
-                              f"value_format='float32' needs {wanted}. {len(bad)} record(s) "
-                              "in this batch are malformed.")
-        data = np.frombuffer(values.buffers()[2], np.uint8)[offsets[0]:offsets[-1]]
-        floats = pa.array(data.view("<f4").astype(np.float32, copy=False))
-        tensors = pa.ListArray.from_arrays(pa.array((offsets - offsets[0]) // 4, pa.int32()),
-                                           floats)
-        yield pa.RecordBatch.from_arrays(
-            [batch.column(c) for c in META_COLUMNS] + [tensors],
-            names=[*META_COLUMNS, "value"])
-
-
-def decode_arrow(batches: Iterator[pa.RecordBatch], names: list[str]
-                 ) -> Iterator[pa.RecordBatch]:
-    """Expand each value (an Arrow IPC stream) into its rows, record metadata repeated."""
-    for batch in batches:
-        values = batch.column("value")
-        for row in range(len(batch)):
-            try:
-                table = pa.ipc.open_stream(values[row].as_buffer()).read_all()
-                table = table.select(names)
-            except (pa.ArrowInvalid, KeyError, AttributeError) as exc:
-                raise SchemaError(f"Kafka record at {_where(batch, row)} is not an Arrow IPC "
-                                  f"stream with columns {names}: {exc}") from None
-            if table.num_rows == 0:
-                continue
-            take = pa.array(np.full(table.num_rows, row, np.int64))
-            meta = [batch.column(c).take(take) for c in META_COLUMNS]
-            for chunk in table.combine_chunks().to_batches():
-                yield pa.RecordBatch.from_arrays(meta + list(chunk.columns),
-                                                 names=[*META_COLUMNS, *names])

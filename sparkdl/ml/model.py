@@ -18,7 +18,7 @@ from pyspark.ml.util import (
     MLWriter,
 )
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import ArrayType, DoubleType, StructField, StructType
+from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
 
 from sparkdl.architecture import Architecture, weights_from_bytes
 from sparkdl.data.columns import require_columns
@@ -82,6 +82,20 @@ class TorchModel(Model, ScoringParams, MLWritable, MLReadable):
     def getTask(self) -> str:
         return self.getOrDefault(self.task)
 
+    @property
+    def version(self) -> str:
+        """``<uid>-<first 16 hex digits of the weights' SHA-1>``: which model scored a row.
+
+        ``modelVersionCol`` puts it on every scored row; it changes with any weight
+        and survives ``save``/``load``.
+
+        Example::
+
+            model.setModelVersionCol("modelVersion").transform(df).select("modelVersion")
+            # TorchModel_4a1f..-9c2e51b07d3a4f10
+        """
+        return self._model_key()
+
     def _model_key(self) -> str:
         return f"{self.uid}-{hashlib.sha1(self._weights).hexdigest()[:16]}"
 
@@ -110,11 +124,12 @@ class TorchModel(Model, ScoringParams, MLWritable, MLReadable):
             keep_cols=tuple(dataset.columns), task=self.getTask(),
             batch_size=self.getBatchSize(), prediction_col=self.getPredictionCol(),
             probability_col=self.getProbabilityCol(), raw_col=self.getRawPredictionCol(),
-            scalar_prediction=self._scalar_prediction())
+            scalar_prediction=self._scalar_prediction(),
+            version_col=self.getModelVersionCol())
         schema = StructType(list(dataset.schema.fields) + outputs)
         scored = dataset.mapInArrow(
             partial(score_batches, spec, self._payload(dataset.sparkSession)), schema)
-        vectors = {f.name for f in outputs if f.name != spec.prediction_col}
+        vectors = {spec.raw_col, spec.probability_col} & {f.name for f in outputs}
         return scored.select(*[array_to_vector(c).alias(c) if c in vectors else c
                                for c in scored.columns])
 
@@ -132,6 +147,8 @@ class TorchModel(Model, ScoringParams, MLWritable, MLReadable):
                 fields.append(StructField(self.getRawPredictionCol(), ArrayType(DoubleType())))
             if self.getProbabilityCol():
                 fields.append(StructField(self.getProbabilityCol(), ArrayType(DoubleType())))
+        if self.getModelVersionCol():
+            fields.append(StructField(self.getModelVersionCol(), StringType()))
         return fields
 
     def write(self) -> MLWriter:

@@ -33,6 +33,7 @@ class ScoreSpec:
         probability_col: output column for probabilities, or ``""``.
         raw_col: output column for raw outputs, or ``""``.
         scalar_prediction: the prediction is one number per row.
+        version_col: output column for ``model_key`` (the model version), or ``""``.
     """
 
     model_key: str
@@ -45,6 +46,7 @@ class ScoreSpec:
     probability_col: str
     raw_col: str
     scalar_prediction: bool
+    version_col: str = ""
 
 
 def _module(spec: ScoreSpec, payload, device):
@@ -145,5 +147,7 @@ def score_batches(spec: ScoreSpec, payload,
         if batch.num_rows == 0:
             continue
         new = score_batch(spec, module, device, batch)
+        if spec.version_col:  # the key of the module that ran, not the driver's belief
+            new[spec.version_col] = pa.array([spec.model_key] * batch.num_rows, pa.string())
         arrays = [batch.column(c) for c in spec.keep_cols] + list(new.values())
         yield pa.RecordBatch.from_arrays(arrays, names=[*spec.keep_cols, *new])
