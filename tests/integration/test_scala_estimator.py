@@ -486,3 +486,21 @@ def test_an_unknown_rendezvous_mode_is_named(spark, jvm_ml, full_batch):
             scala_estimator(jvm_ml, full_batch.rows).fit(full_batch.df._jdf)
     finally:
         spark.conf.unset("spark.sparkdl.rendezvous")
+
+
+def test_scala_scoring_reads_vectors_and_double_arrays_as_float32(spark, scala_model, full_batch):
+    from pyspark.ml.functions import array_to_vector
+    from pyspark.sql import functions as F
+
+    base = full_batch.df.withColumn("id", F.monotonically_increasing_id()).cache()
+    variants = {"array<float>": base,
+                "array<double>": base.withColumn("features",
+                                                 F.col("features").cast("array<double>")),
+                "vector": base.withColumn("features", array_to_vector("features"))}
+    raw = {}
+    for name, df in variants.items():
+        out = scored(spark, scala_model.transform(df._jdf)).orderBy("id")
+        raw[name] = [r.rawPrediction.toArray().tolist() for r in out.collect()]
+    base.unpersist()
+    assert len(raw["vector"]) == full_batch.rows
+    assert raw["array<double>"] == raw["array<float>"] == raw["vector"]

@@ -11,6 +11,7 @@ import org.apache.arrow.vector.complex.ListVector
 import org.apache.arrow.vector.ipc.{ArrowStreamReader, ArrowStreamWriter}
 import org.apache.arrow.vector.types.FloatingPointPrecision
 import org.apache.arrow.vector.types.pojo.{ArrowType, Field, FieldType, Schema}
+import org.apache.spark.ml.linalg.SQLDataTypes
 import org.apache.spark.sql.Row
 import org.apache.spark.sql.types._
 
@@ -44,20 +45,37 @@ object ArrowRows {
     }
   }
 
-  /** One Arrow IPC stream (schema, one record batch, end) holding `rows`' columns at
-    * `columns` (positions in the row), named and typed as `schema`'s fields there.
+  /** The Arrow field carrying a feature column as float32, as `Columns.asFloat` casts it:
+    * numbers, (nested) arrays of numbers, and Spark ML vectors as lists.
+    * @throws IllegalArgumentException for any other type.
     */
-  def toIpc(schema: StructType, columns: Seq[Int], rows: Seq[Row], allocator: BufferAllocator): Array[Byte] = {
-    val fields = columns.map(i => field(schema(i).name, schema(i).dataType))
+  def floatField(name: String, dataType: DataType): Field = dataType match {
+    case _: NumericType => new Field(name, FieldType.nullable(new ArrowType.FloatingPoint(FloatingPointPrecision.SINGLE)), null)
+    case ArrayType(element, _) =>
+      new Field(name, FieldType.nullable(ArrowType.List.INSTANCE), List(floatField("element", element)).asJava)
+    case t if t == SQLDataTypes.VectorType => floatField(name, ArrayType(FloatType))
+    case other => field(name, other) // names the unsupported type
+  }
+
+  /** One Arrow IPC stream (schema, one record batch, end) holding `rows`' columns at
+    * `columns` (positions in the row), named as `schema`'s fields there and typed as them, or,
+    * with `asFloat`, as float32 ([[floatField]]: the values are converted while written, so a
+    * feature column needs no cast column next to it).
+    */
+  def toIpc(schema: StructType, columns: Seq[Int], rows: Seq[Row], allocator: BufferAllocator,
+            asFloat: Boolean = false): Array[Byte] = {
+    val fields = columns.map(i => if (asFloat) floatField(schema(i).name, schema(i).dataType)
+      else field(schema(i).name, schema(i).dataType))
     val root = VectorSchemaRoot.create(new Schema(fields.asJava), allocator)
     try {
       root.allocateNew()
-      val vectors = root.getFieldVectors.asScala.toVector
+      // One writer per column, chosen once: per value, only the write itself runs.
+      val writers: Array[(Int, Any) => Unit] = root.getFieldVectors.asScala.map(v => columnWriter(v)).toArray
       var r = 0
       rows.foreach { row =>
         var c = 0
         while (c < columns.length) {
-          set(vectors(c), r, row.get(columns(c)))
+          writers(c)(r, row.get(columns(c)))
           c += 1
         }
         r += 1
@@ -73,27 +91,40 @@ object ArrowRows {
     } finally root.close()
   }
 
-  private def set(vector: FieldVector, i: Int, value: Any): Unit = (vector, value) match {
-    case (v: ListVector, null)            => v.setNull(i)
-    case (v: BaseFixedWidthVector, null)  => v.setNull(i)
-    case (v: Float4Vector, x: Float)      => v.setSafe(i, x)
-    case (v: Float8Vector, x: Double)     => v.setSafe(i, x)
-    case (v: IntVector, x: Int)           => v.setSafe(i, x)
-    case (v: BigIntVector, x: Long)       => v.setSafe(i, x)
-    case (v: BitVector, x: Boolean)       => v.setSafe(i, if (x) 1 else 0)
-    case (v: ListVector, xs: scala.collection.Seq[_]) =>
-      val start = v.startNewValue(i)
-      val child = v.getDataVector
-      var j = 0
-      xs.foreach { x => set(child, start + j, x); j += 1 }
-      v.endValue(i, xs.length)
-    case (v, x) =>
-      throw new IllegalArgumentException(
-        s"Cannot write a ${x.getClass.getName} into an Arrow ${v.getClass.getSimpleName}")
+  /** Writes a value (null, a number, a boolean or a Seq of them) at a row of `vector`. */
+  private def columnWriter(vector: FieldVector): (Int, Any) => Unit = vector match {
+    case v: Float4Vector => (i, x) => if (x == null) v.setNull(i) else v.setSafe(i, x.asInstanceOf[Number].floatValue)
+    case v: Float8Vector => (i, x) => if (x == null) v.setNull(i) else v.setSafe(i, x.asInstanceOf[Double])
+    case v: IntVector    => (i, x) => if (x == null) v.setNull(i) else v.setSafe(i, x.asInstanceOf[Int])
+    case v: BigIntVector => (i, x) => if (x == null) v.setNull(i) else v.setSafe(i, x.asInstanceOf[Long])
+    case v: BitVector    => (i, x) => if (x == null) v.setNull(i) else v.setSafe(i, if (x.asInstanceOf[Boolean]) 1 else 0)
+    case v: ListVector =>
+      val child = columnWriter(v.getDataVector)
+      (i, x) => x match {
+        case null => v.setNull(i)
+        case xs: scala.collection.Seq[_] =>
+          val start = v.startNewValue(i)
+          var j = 0
+          xs.foreach { e => child(start + j, e); j += 1 }
+          v.endValue(i, xs.length)
+        case vec: org.apache.spark.ml.linalg.Vector =>
+          val values = vec.toArray
+          val start = v.startNewValue(i)
+          var j = 0
+          while (j < values.length) { child(start + j, values(j)); j += 1 }
+          v.endValue(i, values.length)
+        case other => mismatch(v, other)
+      }
+    case v => (_, x) => mismatch(v, x)
   }
 
+  private def mismatch(vector: FieldVector, value: Any): Nothing =
+    throw new IllegalArgumentException(
+      s"Cannot write a ${value.getClass.getName} into an Arrow ${vector.getClass.getSimpleName}")
+
   /** The column names and rows (Arrow objects as JVM values) of every batch in an IPC stream:
-    * numbers as boxed values, lists as `Seq`, strings as `String`, binary as `Array[Byte]`.
+    * numbers as boxed values, lists as `Seq` (lists of doubles as `ArraySeq.ofDouble`, read
+    * without boxing each element), strings as `String`, binary as `Array[Byte]`.
     */
   def fromIpc(bytes: Array[Byte], allocator: BufferAllocator): (Seq[String], Seq[IndexedSeq[Any]]) = {
     val reader = new ArrowStreamReader(new ByteArrayInputStream(bytes), allocator)
@@ -102,11 +133,27 @@ object ArrowRows {
       val names = root.getSchema.getFields.asScala.map(_.getName).toVector
       val rows = Vector.newBuilder[IndexedSeq[Any]]
       while (reader.loadNextBatch()) {
-        val vectors = root.getFieldVectors.asScala.toVector
-        for (r <- 0 until root.getRowCount) rows += vectors.map(v => plain(v.getObject(r)))
+        val n = root.getRowCount
+        val columns = root.getFieldVectors.asScala.toVector.map(values(_, n))
+        for (r <- 0 until n) rows += columns.map(_(r))
       }
       (names, rows.result())
     } finally reader.close()
+  }
+
+  // Column-wise, so the vector type is matched once per batch, not once per value.
+  private def values(vector: FieldVector, n: Int): Array[Any] = vector match {
+    case v: ListVector if v.getDataVector.isInstanceOf[Float8Vector] =>
+      val child = v.getDataVector.asInstanceOf[Float8Vector]
+      Array.tabulate[Any](n) { r =>
+        if (v.isNull(r)) null
+        else {
+          val (start, end) = (v.getElementStartIndex(r), v.getElementEndIndex(r))
+          if ((start until end).exists(child.isNull)) plain(v.getObject(r)) // null elements stay null
+          else new scala.collection.immutable.ArraySeq.ofDouble(Array.tabulate(end - start)(j => child.get(start + j)))
+        }
+      }
+    case v => Array.tabulate[Any](n)(r => plain(v.getObject(r)))
   }
 
   private def plain(value: Any): Any = value match {

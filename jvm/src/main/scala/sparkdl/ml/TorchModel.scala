@@ -79,17 +79,16 @@ class TorchModel private[ml] (
     val df = dataset.toDF()
     val outSchema = transformSchema(df.schema, logging = true)
     val features = getFeatureColumns
-    val kinds = Columns.require(df.schema, features, "features")
-    val temp = features.indices.map(i => s"${TorchEstimator.Feature}$i")
-    val n = df.columns.length
-    val prepared = df.select(df.columns.toSeq.map(Columns.quoted) ++
-      features.zip(temp).map { case (c, t) => Columns.asFloat(c, kinds(c)).as(t) }: _*)
+    Columns.require(df.schema, features, "features")
+    // The feature columns travel as they are and become float32 while written to Arrow (as
+    // Columns.asFloat would cast them): no cast copy of each row's features to convert too.
+    val featureAt = features.map(df.schema.fieldIndex)
     val spark = df.sparkSession
     val payload = spark.sparkContext.broadcast((architectureKind, architecture, weights))
     val request = JObj(
       "mode" -> JStr("score"),
       "architecture_kind" -> JStr(architectureKind),
-      "feature_cols" -> JArr(temp.map(JStr(_)).toVector),
+      "feature_cols" -> JArr(features.map(JStr(_)).toVector),
       "feature_shape" -> getFeatureShape.map(s => JArr(s.map(d => JInt(d): Json).toVector)).getOrElse(JNull),
       "task_kind" -> JStr(getTask),
       "batch_size" -> JInt(getBatchSize),
@@ -99,10 +98,10 @@ class TorchModel private[ml] (
       "scalar_prediction" -> JBool(scalarPrediction))
     val python = Option(pythonExec).getOrElse(PythonWorker.pythonExec(spark.sparkContext.getConf))
     val pool = PythonWorkerPool.Settings.of(spark)
-    val preparedSchema = prepared.schema
-    val outputs = outSchema.fields.drop(n).toSeq
-    val rows = prepared.rdd.mapPartitions { part =>
-      TorchModel.scoreTask(python, pool, request, payload, preparedSchema, n, outputs, part)
+    val schema = df.schema
+    val outputs = outSchema.fields.drop(schema.length).toSeq
+    val rows = df.rdd.mapPartitions { part =>
+      TorchModel.scoreTask(python, pool, request, payload, schema, featureAt, outputs, part)
     }
     spark.createDataFrame(rows, outSchema)
   }
@@ -140,7 +139,7 @@ object TorchModel extends MLReadable[TorchModel] {
 
   private[ml] def scoreTask(python: String, pool: PythonWorkerPool.Settings, request: JObj,
                             payload: Broadcast[(String, Array[Byte], Array[Byte])],
-                            schema: StructType, keep: Int, outputs: Seq[StructField],
+                            schema: StructType, featureAt: Seq[Int], outputs: Seq[StructField],
                             rows: Iterator[Row]): Iterator[Row] = {
     if (!rows.hasNext) return Iterator.empty
     val ctx = TaskContext.get()
@@ -159,15 +158,14 @@ object TorchModel extends MLReadable[TorchModel] {
     worker.send(PythonWorker.Request, CanonicalJson.write(JObj(request.fields :+ ("task" -> facts))).getBytes(UTF_8))
     worker.send(PythonWorker.Blob, arch)
     worker.send(PythonWorker.Blob, weights)
-    val featureCols = (keep until schema.length)
     val scored = rows.grouped(ScoreRows).flatMap { batch =>
-      worker.send(PythonWorker.Batch, ArrowRows.toIpc(schema, featureCols, batch.toSeq, allocator))
+      worker.send(PythonWorker.Batch, ArrowRows.toIpc(schema, featureAt, batch.toSeq, allocator, asFloat = true))
       worker.flush()
       val (_, bytes) = worker.expect(PythonWorker.Result)
       val (names, out) = ArrowRows.fromIpc(bytes, allocator)
       val at = outputs.map(f => names.indexOf(f.name))
       batch.iterator.zip(out.iterator).map { case (row, o) =>
-        Row.fromSeq(row.toSeq.take(keep) ++ outputs.zip(at).map { case (f, i) => convert(f.dataType, o(i)) })
+        Row.fromSeq(row.toSeq ++ outputs.zip(at).map { case (f, i) => convert(f.dataType, o(i)) })
       }
     }
     scored ++ new Iterator[Row] {
@@ -187,6 +185,8 @@ object TorchModel extends MLReadable[TorchModel] {
   private def convert(dataType: DataType, value: Any): Any = (dataType, value) match {
     case (_, null)                          => null
     case (DoubleType, d: java.lang.Double)  => d.doubleValue
+    case (t, xs: scala.collection.immutable.ArraySeq.ofDouble) if t == SQLDataTypes.VectorType =>
+      Vectors.dense(xs.unsafeArray)
     case (ArrayType(DoubleType, _), xs: Seq[_]) => xs.map(_.asInstanceOf[java.lang.Double].doubleValue)
     case (t, xs: Seq[_]) if t == SQLDataTypes.VectorType =>
       Vectors.dense(xs.map(_.asInstanceOf[java.lang.Double].doubleValue).toArray)

@@ -37,6 +37,17 @@ class ArrowRowsSuite extends AnyFunSuite {
     } finally allocator.close()
   }
 
+  test("lists of doubles read back unboxed (the scoring outputs), nulls kept where they are") {
+    val schema = StructType.fromDDL("p array<double>, d double")
+    val rows = Seq(Row(Seq(1.0, 2.5), 1.0), Row(null, null), Row(Seq(3.0, null), 2.0), Row(Seq.empty[Double], 0.0))
+    val allocator = new RootAllocator(Long.MaxValue)
+    try {
+      val (_, back) = ArrowRows.fromIpc(ArrowRows.toIpc(schema, schema.indices, rows, allocator), allocator)
+      assert(back.map(_.toSeq) == rows.map(_.toSeq))
+      assert(back.head(0).isInstanceOf[scala.collection.immutable.ArraySeq.ofDouble])
+    } finally allocator.close()
+  }
+
   test("an unsupported column type is named") {
     val error = intercept[IllegalArgumentException](ArrowRows.field("name", StringType))
     assert(error.getMessage.contains("Column 'name' of type string"))
