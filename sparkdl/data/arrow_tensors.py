@@ -167,6 +167,105 @@ def column_to_numpy(arr: pa.Array, name: str, dtype=np.float32) -> np.ndarray:
     return _numeric_view(arr, dtype, name)
 
 
+def _stored_dtype(arrow_type: pa.DataType) -> np.dtype:
+    """The numpy dtype of the numbers a column holds, so they can be viewed, not cast."""
+    if is_vector_struct(arrow_type):
+        return np.dtype(np.float64)
+    while _is_list(arrow_type):
+        arrow_type = arrow_type.value_type
+    if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type):
+        return np.dtype(arrow_type.to_pandas_dtype())
+    # booleans are bit-packed (no view possible); anything else fails in _numeric_view
+    return np.dtype(np.float32)
+
+
+def _row_shape(shape: Sequence[int] | None) -> tuple[int, ...] | None:
+    return None if shape is None else tuple(int(s) for s in shape)
+
+
+def feature_views(
+    columns: Sequence[pa.Array],
+    shape: Sequence[int] | None = None,
+    names: Sequence[str] | None = None,
+) -> list[np.ndarray]:
+    """Check a batch's feature columns and view their numbers without converting them.
+
+    The arrays keep the dtype Arrow stores, so for dense lists, dense vectors and
+    numbers without nulls they are views of the Arrow buffers: a batch that lives in
+    a memory-mapped file stays on disk until :func:`take_features` copies the rows
+    it needs. One column gives one array of shape ``(n, *shape)``; several numeric
+    columns give one ``(n,)`` array each.
+
+    Args:
+        columns: the Arrow arrays, all of the same length.
+        shape: the per-row tensor shape, or ``None`` to keep what the data has.
+        names: column names for error messages.
+
+    Returns:
+        One numpy array per column, row first.
+
+    Raises:
+        SchemaError: on nulls, ragged rows, non-numeric columns, or a ``shape`` that
+            does not hold a row's values.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> [v.dtype.name for v in feature_views([pa.array([1.0]), pa.array([2], pa.int32())])]
+        ['float64', 'int32']
+    """
+    names = list(names or [f"col{i}" for i in range(len(columns))])
+    shape = _row_shape(shape)
+    views = [column_to_numpy(col, name, _stored_dtype(col.type))
+             for col, name in zip(columns, names)]
+    if len(views) == 1:
+        if views[0].ndim == 1:
+            views[0] = views[0].reshape(-1, 1)
+        per_row = int(np.prod(views[0].shape[1:]))
+    else:
+        for view, name in zip(views, names):
+            if view.ndim != 1:
+                raise SchemaError(
+                    f"Column {name!r} is not a number; when several feature columns are "
+                    "given each must be numeric. Use one array/vector column instead."
+                )
+        per_row = len(views)
+    if shape is not None:
+        if int(np.prod(shape)) != per_row:
+            raise SchemaError(
+                f"featureShape={list(shape)} needs {int(np.prod(shape))} values per row "
+                f"but columns {names} hold {per_row}."
+            )
+        if len(views) == 1:
+            views[0] = views[0].reshape((len(views[0]), *shape))
+    return views
+
+
+def take_features(views: Sequence[np.ndarray], rows, shape: Sequence[int] | None = None
+                  ) -> np.ndarray:
+    """Copy ``rows`` of :func:`feature_views` into one float32 array ``(len(rows), *shape)``.
+
+    Only the selected rows are read and converted, so gathering a batch from a
+    memory-mapped shard touches that batch's pages and nothing else.
+
+    Args:
+        views: what :func:`feature_views` returned for one batch.
+        rows: an index array or a slice into the batch.
+        shape: the same per-row shape given to :func:`feature_views`.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> views = feature_views([pa.array([1, 2, 3]), pa.array([4.0, 5.0, 6.0])])
+        >>> take_features(views, [2, 0]).tolist()
+        [[3.0, 6.0], [1.0, 4.0]]
+    """
+    if len(views) == 1:
+        return views[0][rows].astype(np.float32, copy=False)
+    # cast each column on its own: stacking int64 with float32 would go through float64
+    out = np.stack([v[rows].astype(np.float32, copy=False) for v in views], axis=1)
+    shape = _row_shape(shape)
+    return out if shape is None else out.reshape((len(out), *shape))
+
+
 def features_to_numpy(
     columns: Sequence[pa.Array],
     shape: Sequence[int] | None = None,
@@ -184,7 +283,8 @@ def features_to_numpy(
         names: column names for error messages.
 
     Returns:
-        A float32 array of shape ``(n, *shape)``.
+        A float32 array of shape ``(n, *shape)``; a view of the Arrow buffer when one
+        dense float32 column is given.
 
     Raises:
         SchemaError: if a row cannot take ``shape`` or a column is unusable.
@@ -194,32 +294,7 @@ def features_to_numpy(
         >>> features_to_numpy([pa.array([1.0, 2.0]), pa.array([3, 4])]).tolist()
         [[1.0, 3.0], [2.0, 4.0]]
     """
-    names = list(names or [f"col{i}" for i in range(len(columns))])
-    if len(columns) == 1:
-        out = column_to_numpy(columns[0], names[0])
-        if out.ndim == 1:
-            out = out.reshape(-1, 1)
-    else:
-        parts = []
-        for col, name in zip(columns, names):
-            part = column_to_numpy(col, name)
-            if part.ndim != 1:
-                raise SchemaError(
-                    f"Column {name!r} is not a number; when several feature columns are "
-                    "given each must be numeric. Use one array/vector column instead."
-                )
-            parts.append(part)
-        out = np.stack(parts, axis=1)
-    if shape is not None:
-        shape = tuple(int(s) for s in shape)
-        per_row = int(np.prod(out.shape[1:]))
-        if int(np.prod(shape)) != per_row:
-            raise SchemaError(
-                f"featureShape={list(shape)} needs {int(np.prod(shape))} values per row "
-                f"but columns {names} hold {per_row}."
-            )
-        out = out.reshape((len(out), *shape))
-    return out
+    return take_features(feature_views(columns, shape, names), slice(None), shape)
 
 
 def labels_to_numpy(arr: pa.Array, name: str, integer: bool) -> np.ndarray:

@@ -8,10 +8,12 @@ import pytest
 
 from sparkdl.data.arrow_tensors import (
     column_to_numpy,
+    feature_views,
     features_to_numpy,
     is_vector_struct,
     labels_to_numpy,
     list_to_numpy,
+    take_features,
     vector_to_numpy,
 )
 from sparkdl.errors import SchemaError
@@ -269,3 +271,31 @@ def test_non_numeric_leaves(arr):
 def test_empty_column():
     out = features_to_numpy([pa.array([], pa.list_(pa.float32()))])
     assert out.shape[0] == 0
+
+
+def test_feature_views_keep_the_stored_dtype_without_copying():
+    values = pa.array(np.arange(12, dtype=np.float64))
+    arr = pa.ListArray.from_arrays(pa.array([0, 4, 8, 12], pa.int32()), values)
+    (view,) = feature_views([arr], shape=(2, 2), names=["img"])
+    assert view.dtype == np.float64 and view.shape == (3, 2, 2)
+    assert view.__array_interface__["data"][0] == values.buffers()[1].address
+    out = take_features([view], [2, 0], shape=(2, 2))
+    assert out.dtype == np.float32 and out.shape == (2, 2, 2)
+    np.testing.assert_array_equal(out[0], [[8, 9], [10, 11]])
+
+
+def test_take_features_casts_each_column_exactly():
+    big = 2**24 + 1  # not a float32: int64 -> float32 directly rounds like the JVM cast
+    views = feature_views([pa.array([big, 3]), pa.array([0.5, 1.5], pa.float32())],
+                          names=["n", "f"])
+    assert [v.dtype for v in views] == [np.dtype(np.int64), np.dtype(np.float32)]
+    out = take_features(views, slice(None))
+    assert out.dtype == np.float32
+    assert out[0, 0] == np.float32(big) and out[1].tolist() == [3.0, 1.5]
+
+
+def test_feature_views_check_like_features_to_numpy():
+    with pytest.raises(SchemaError, match=r"featureShape=\[3\] needs 3 values per row"):
+        feature_views([pa.array([1.0]), pa.array([2.0])], shape=[3], names=["a", "b"])
+    with pytest.raises(SchemaError, match="'b' is not a number"):
+        feature_views([pa.array([1.0]), pa.array([[2.0]])], names=["a", "b"])

@@ -160,3 +160,42 @@ def test_close_releases_the_mapping(tmp_path):
     assert shard._features == [] and shard._labels == []
     # the file can be removed afterwards
     os.remove(tmp_path / SHARD_FILE)
+
+
+def test_opening_copies_no_feature_data_whatever_the_stored_dtype(tmp_path):
+    # float64 arrays and several integer columns both need conversion to float32;
+    # it happens per gathered batch, so a shard larger than RAM stays on disk
+    rows = 2_000
+    wide = pa.array(np.arange(rows * 8, dtype=np.float64).reshape(rows, 8).tolist(),
+                    pa.list_(pa.float64()))
+    batch = pa.record_batch({"wide": wide, "a": pa.array(np.arange(rows)),
+                             "b": pa.array(np.arange(rows, dtype=np.int32) * 2),
+                             "y": pa.array(np.arange(rows) % 2)})
+    for cols in (("wide",), ("a", "b")):
+        directory = tmp_path / cols[0]
+        directory.mkdir()
+        LocalShard.write([batch], str(directory), ShardLayout(cols, "y", True)).close()
+        before = pa.total_allocated_bytes()
+        shard = LocalShard(str(directory / SHARD_FILE), ShardLayout(cols, "y", True))
+        try:
+            assert pa.total_allocated_bytes() == before
+            assert all(not view.flags.owndata for view in shard._features[0])
+            x = shard.features([rows - 1, 0])
+            assert x.dtype == np.float32
+            expected = ([list(range(8 * rows - 8, 8 * rows)), list(range(8))] if cols == ("wide",)
+                        else [[rows - 1, 2 * rows - 2], [0, 0]])
+            np.testing.assert_array_equal(x, expected)
+        finally:
+            shard.close()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="Linux reports advice")
+def test_the_mapping_is_advised_as_random_access(tmp_path):
+    shard = LocalShard.write(make_batches([3]), str(tmp_path), ShardLayout(("f",), "y", True))
+    try:
+        lines = open("/proc/self/smaps").read().splitlines()
+        start = next(i for i, line in enumerate(lines) if line.endswith(str(tmp_path / SHARD_FILE)))
+        flags = next(line for line in lines[start:] if line.startswith("VmFlags:")).split()
+        assert "rr" in flags  # VM_RAND_READ: no readahead around each touched row
+    finally:
+        shard.close()
