@@ -23,7 +23,7 @@ from _common import RESULTS_DIR, machine_info
 
 BENCH_DIR = Path(__file__).resolve().parent
 BENCHMARKS = ("epoch_time", "launch_overhead", "scoring", "allreduce", "throughput",
-              "scala_bridge")
+              "scala_bridge", "kafka_stream")
 WHAT = {
     "epoch_time": "epoch time sparkdl(1 worker) / plain PyTorch",
     "launch_overhead": "trivial run peer / sparkdl (worse of torch, hvd)",
@@ -31,6 +31,7 @@ WHAT = {
     "allreduce": "GB/s sparkdl horovod / gloo (worst >= 4 MB)",
     "throughput": "samples/s horovod / torch, 2 workers (worst)",
     "scala_bridge": "fit samples/s Scala estimator / Python estimator",
+    "kafka_stream": "records/s into tensors Kafka float32 / Parquet",
 }
 
 
