@@ -1,0 +1,90 @@
+"""Worker-side Kafka value decoding (float32 tensors, Arrow IPC), without Spark."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from sparkdl.data.kafka_decode import DecodeSpec, decode_arrow, decode_float32
+from sparkdl.errors import SchemaError
+
+
+def records(values: list, topic: str = "t") -> pa.RecordBatch:
+    n = len(values)
+    return pa.record_batch({
+        "key": pa.array([f"k{i}".encode() for i in range(n)], pa.binary()),
+        "topic": pa.array([topic] * n), "partition": pa.array([2] * n, pa.int32()),
+        "offset": pa.array(range(100, 100 + n), pa.int64()),
+        "timestamp": pa.array([0] * n, pa.timestamp("us")),
+        "value": pa.array(values, pa.binary())})
+
+
+def ipc(**columns) -> bytes:
+    batch = pa.record_batch(columns)
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue()
+
+
+def tensor(*xs: float) -> bytes:
+    return np.array(xs, "<f4").tobytes()
+
+
+def test_float32_fails_on_the_first_bad_record_naming_it():
+    batch = records([tensor(1, 2), tensor(1), None, tensor(3, 4)])
+    with pytest.raises(SchemaError, match=r"topic 't', partition 2, offset 101 holds 4 bytes; "
+                                          r"value_format='float32' needs 8 \(2 floats\)\. "
+                                          r"2 record\(s\) in this batch are malformed; pass "
+                                          r"dead_letter_col="):
+        list(decode_float32(DecodeSpec("float32", tensor_length=2), iter([batch])))
+
+
+def test_float32_dead_letters_keep_order_bytes_and_reasons():
+    values = [tensor(1, 2), b"\x01\x02\x03", None, tensor(3, 4), tensor(5, 6, 7)]
+    spec = DecodeSpec("float32", tensor_length=2, dead_letter_col="_bad")
+    out = next(decode_float32(spec, iter([records(values)])))
+    assert out.schema.names == ["key", "topic", "partition", "offset", "timestamp", "value",
+                                "_bad"]
+    assert out.column("value").to_pylist() == [[1.0, 2.0], None, None, [3.0, 4.0], None]
+    dead = out.column("_bad").to_pylist()
+    assert [d is None for d in dead] == [True, False, False, True, False]
+    assert dead[1] == {"reason": "Kafka record at topic 't', partition 2, offset 101 holds 3 "
+                                 "bytes; value_format='float32' needs 8 (2 floats)",
+                       "value": b"\x01\x02\x03"}
+    assert dead[2]["reason"].endswith("offset 102 has a null value; value_format='float32' "
+                                      "needs the tensor's bytes") and dead[2]["value"] is None
+    assert dead[4]["value"] == tensor(5, 6, 7)
+
+
+def test_float32_without_bad_records_is_zero_copy_shaped():
+    spec = DecodeSpec("float32", dead_letter_col="_bad")
+    out = next(decode_float32(spec, iter([records([tensor(1), tensor(2, 3)])])))
+    assert out.column("value").to_pylist() == [[1.0], [2.0, 3.0]]
+    assert out.column("_bad").null_count == 2
+
+
+ARROW = pa.schema([("x", pa.float32()), ("v", pa.list_(pa.float32()))])
+
+
+def test_arrow_casts_to_the_schema_and_checks_tensor_length():
+    good = ipc(x=pa.array([1, 2], pa.int32()), v=pa.array([[1.0, 2.0], [3.0, 4.0]]))
+    short = ipc(x=pa.array([3.0], pa.float32()), v=pa.array([[1.0]], pa.list_(pa.float32())))
+    spec = DecodeSpec("arrow", ARROW, tensor_length=2, dead_letter_col="_bad")
+    out = pa.Table.from_batches(list(decode_arrow(spec, iter([records([good, short, b"xx"])]))))
+    assert out.column("x").to_pylist() == [1.0, 2.0, None, None]
+    assert out.schema.field("x").type == pa.float32()
+    assert out.column("key").to_pylist() == [b"k0", b"k0", b"k1", b"k2"]
+    reasons = [d and d["reason"] for d in out.column("_bad").to_pylist()]
+    assert reasons[:2] == [None, None]
+    assert reasons[2].endswith("offset 101 has [1] values in column 'v'; tensor_length=2")
+    assert "offset 102 is not an Arrow IPC stream with columns ['x', 'v']" in reasons[3]
+
+
+def test_arrow_fails_without_a_dead_letter_column():
+    spec = DecodeSpec("arrow", ARROW)
+    with pytest.raises(SchemaError, match=r"offset 100 has a null value; value_format='arrow'"):
+        list(decode_arrow(spec, iter([records([None])])))
