@@ -199,3 +199,50 @@ def test_the_mapping_is_advised_as_random_access(tmp_path):
         assert "rr" in flags  # VM_RAND_READ: no readahead around each touched row
     finally:
         shard.close()
+
+
+def test_one_index_gathers_across_many_record_batches(tmp_path):
+    # 40 record batches of (1, 2, 2) float64 images with float targets: every batch is a
+    # plain view of the mapping, so a gather is one vectorised index; it must agree with
+    # gathering batch by batch
+    rng = np.random.default_rng(3)
+    batches, images, targets = [], [], []
+    for n in rng.integers(1, 9, size=40):
+        x = rng.normal(size=(n, 4))
+        t = rng.normal(size=(n, 2)).astype(np.float32)
+        images.append(x)
+        targets.append(t)
+        batches.append(pa.record_batch({"img": pa.array(x.tolist(), pa.list_(pa.float64())),
+                                        "t": pa.array(t.tolist(), pa.list_(pa.float32()))}))
+    layout = ShardLayout(("img",), "t", False, feature_shape=(1, 2, 2))
+    shard = LocalShard.write(batches, str(tmp_path), layout)
+    try:
+        assert shard._feature_rows is not None and shard._label_rows is not None
+        index = rng.permutation(shard.rows)[:50]
+        x = shard.features(index)
+        assert x.dtype == np.float32 and x.shape == (50, 1, 2, 2)
+        np.testing.assert_array_equal(
+            x.reshape(50, 4), np.concatenate(images)[index].astype(np.float32))
+        np.testing.assert_array_equal(shard.labels(index), np.concatenate(targets)[index])
+        np.testing.assert_array_equal(
+            x, shard._gather(shard._features, index, shard._take_features))
+        assert shard.features([]).shape == (0, 1, 2, 2)
+    finally:
+        shard.close()
+
+
+def test_rows_converted_on_load_are_gathered_batch_by_batch(tmp_path):
+    vector = pa.struct([("type", pa.int8()), ("size", pa.int32()),
+                        ("indices", pa.list_(pa.int32())), ("values", pa.list_(pa.float64()))])
+    batches = [pa.record_batch({
+        "v": pa.array([{"type": 0, "size": 3, "indices": [i % 3], "values": [float(i)]}
+                       for i in range(k, k + 3)], vector),
+        "y": pa.array([0.0, 1.0, 2.0])}) for k in (0, 3)]
+    shard = LocalShard.write(batches, str(tmp_path), ShardLayout(("v",), "y", True))
+    try:
+        assert shard._feature_rows is None  # sparse vectors are densified per batch
+        assert shard._label_rows is None  # double labels became int64 class ids
+        np.testing.assert_array_equal(shard.features([4, 0]), [[0, 4, 0], [0, 0, 0]])
+        assert shard.labels([4, 0]).tolist() == [1, 0]
+    finally:
+        shard.close()
