@@ -60,7 +60,7 @@ unit: setup
 integration: setup jvm kafka-jars hdfs-jars
 	$(PY) -m pytest tests/integration
 
-bench: setup kafka-jars
+bench: setup jvm kafka-jars hdfs-jars
 	$(PY) bench/run_all.py
 
 clean:
