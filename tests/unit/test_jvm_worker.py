@@ -31,6 +31,7 @@ from sparkdl.worker.jvm_worker import (
     Channel,
     train_spec,
 )
+from sparkdl.worker.rank_process import _alive
 
 TASK = {"rank": 0, "hosts": ["127.0.0.1"], "cpus": 1, "gpus": [], "attempt": 0,
         "executor_id": "0"}
@@ -144,23 +145,30 @@ def test_one_worker_serves_many_requests_and_trains_the_same_each_time():
     assert jvm.proc.returncode == 0
 
 
+SCORE_REQUEST = {"mode": "score", "task": TASK, "architecture_kind": "spec",
+                 "feature_cols": ["f"], "feature_shape": [3], "task_kind": "multiclass",
+                 "batch_size": 4, "prediction_col": "prediction",
+                 "probability_col": "probability", "raw_col": "rawPrediction",
+                 "scalar_prediction": False}
+
+
+def send_score(jvm: FakeJvm, net: torch.nn.Module, x: np.ndarray) -> pa.RecordBatch:
+    """Send one scoring request for ``net`` with the rows ``x``; the scored batch."""
+    jvm.channel.send(REQUEST, json.dumps(SCORE_REQUEST).encode())
+    jvm.channel.send(BLOB, network().to_json().encode())
+    jvm.channel.send(BLOB, weights_to_bytes(net))
+    jvm.channel.send(BATCH, ipc(batches_of(x, np.zeros(len(x), int))))
+    kind, payload = jvm.channel.recv()
+    assert kind == RESULT, payload
+    return pa.ipc.open_stream(payload).read_next_batch()
+
+
 def score(jvm: FakeJvm, state: dict) -> None:
     """One scoring request with these weights, checked against torch."""
     net = network().build()
     net.load_state_dict(state)
-    request = {"mode": "score", "task": TASK, "architecture_kind": "spec",
-               "feature_cols": ["f"], "feature_shape": [3], "task_kind": "multiclass",
-               "batch_size": 4, "prediction_col": "prediction",
-               "probability_col": "probability", "raw_col": "rawPrediction",
-               "scalar_prediction": False}
-    jvm.channel.send(REQUEST, json.dumps(request).encode())
-    jvm.channel.send(BLOB, network().to_json().encode())
-    jvm.channel.send(BLOB, weights_to_bytes(net))
     x = np.arange(6, dtype="float32").reshape(2, 3)
-    jvm.channel.send(BATCH, ipc(batches_of(x, np.zeros(2, int))))
-    kind, payload = jvm.channel.recv()
-    assert kind == RESULT, payload
-    out = pa.ipc.open_stream(payload).read_next_batch()
+    out = send_score(jvm, net, x)
     with torch.no_grad():
         expected = net(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(np.array(out.column("rawPrediction").to_pylist()), expected,
@@ -194,30 +202,11 @@ def test_worker_exits_when_its_parent_dies():
         server.close()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_worker_scores_batches_lock_step():
     net = network().build()
     jvm = FakeJvm()
-    request = {"mode": "score", "task": TASK, "architecture_kind": "spec",
-               "feature_cols": ["f"], "feature_shape": [3], "task_kind": "multiclass",
-               "batch_size": 4, "prediction_col": "prediction",
-               "probability_col": "probability", "raw_col": "rawPrediction",
-               "scalar_prediction": False}
-    jvm.channel.send(REQUEST, json.dumps(request).encode())
-    jvm.channel.send(BLOB, network().to_json().encode())
-    jvm.channel.send(BLOB, weights_to_bytes(net))
     x = np.arange(15, dtype="float32").reshape(5, 3)
-    jvm.channel.send(BATCH, ipc(batches_of(x, np.zeros(5, int))))
-    kind, payload = jvm.channel.recv()
-    assert kind == RESULT, payload
-    out = pa.ipc.open_stream(payload).read_next_batch()
+    out = send_score(jvm, net, x)
     assert out.schema.names == ["prediction", "rawPrediction", "probability"]
     with torch.no_grad():
         expected = net(torch.from_numpy(x)).numpy()
