@@ -8,7 +8,8 @@ torch tensors, in three modes:
 
 * ingest x1 (the headline, the target's measure): the data path alone, one pass.
   sparkdl: ``spark.read.parquet(url)``, the feature and label columns
-  ``repartition``-ed to one partition per rank as ``fit`` lays them out, then a
+  laid out one partition per rank as ``fit`` lays them out
+  (:func:`sparkdl.data.partitioning.one_partition_per_rank`), then a
   barrier ``mapInArrow`` whose tasks do what a training rank does with its
   partition: stream the Arrow batches to the local shard (Arrow IPC,
   memory-mapped), then gather every row once in a shuffled order
@@ -400,7 +401,8 @@ def ingest_task(epochs: int, batches):
     rank = BarrierTaskContext.get().partitionId()
     workdir = tempfile.mkdtemp(prefix="sparkdl-bench-", dir=local_dir())
     try:
-        shard = LocalShard.write(batches, workdir, ShardLayout(("features",), "label", True))
+        shard = LocalShard.write(batches, workdir, ShardLayout(("features",), "label", True,
+                                                                order_col="order"))
         first = None
         for epoch in range(epochs):
             order = shard.train_index[epoch_order(len(shard.train_index), 0, epoch, rank)]
@@ -425,14 +427,21 @@ def run_sparkdl_ingest(spark, url: str, jvms: list[int], epochs: int) -> dict:
     """Parquet -> shard -> tensors on ``WORKERS`` barrier tasks, as ``fit`` lays them out.
 
     The same columns and layout ``fit`` prepares (features and label, one partition
-    per rank by ``repartition``), then :func:`ingest_task` in a barrier stage.
+    per rank, hashed on a row id), then :func:`ingest_task` in a barrier stage.
     """
+    from pyspark.sql import functions as F
+
+    from sparkdl.data.partitioning import one_partition_per_rank
+
     for pid in descendants(jvms):
         reset_peak(pid)
     sampler = PeakSampler(lambda: descendants(jvms))
     sampler.start()
     began = time.time()
-    df = spark.read.parquet(url).select("features", "label").repartition(WORKERS)
+    df = one_partition_per_rank(
+        spark.read.parquet(url).select("features", "label",
+                                       F.monotonically_increasing_id().alias("order")),
+        WORKERS, "order")
     rows = df.mapInArrow(functools.partial(ingest_task, epochs),
                          "rank int, pid long, first double, done double, rows long",
                          barrier=True).collect()

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the Spark task that hands a rank to a child never imports torch
+    import torch
 
 
 @dataclass(frozen=True)

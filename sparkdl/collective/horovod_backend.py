@@ -22,11 +22,13 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from sparkdl.collective.base import Collective, PeerInfo
 from sparkdl.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where used: the Spark task only advertises and hands over
+    import torch
 
 INSTALL_HINT = ("Horovod is not installed in this Python environment. Build and install it "
                 "with deploy/horovod/build.sh (PyPI's Horovod 0.28.1 needs the patch there), "
@@ -85,11 +87,14 @@ def adasum(grads: torch.Tensor) -> torch.Tensor:
     ones are not double counted.
 
     Example:
+        >>> import torch
         >>> adasum(torch.tensor([[1.0, 0.0], [0.0, 1.0]])).tolist()
         [1.0, 1.0]
         >>> adasum(torch.tensor([[2.0, 2.0], [2.0, 2.0]])).tolist()
         [2.0, 2.0]
     """
+    import torch
+
     level = list(grads.double())
     while len(level) > 1:
         nxt = []
@@ -251,6 +256,7 @@ class HorovodCollective(Collective):
 
     def _adasum_gradients(self, module: torch.nn.Module) -> None:
         import horovod.torch as hvd
+        import torch
 
         params = [p for p in module.parameters() if p.requires_grad]
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]

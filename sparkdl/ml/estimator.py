@@ -25,6 +25,7 @@ from sparkdl.data.columns import (
     require_boolean,
     require_columns,
 )
+from sparkdl.data.partitioning import one_partition_per_rank
 from sparkdl.data.shard import ShardLayout
 from sparkdl.errors import ConfigError, SchemaError, WorkerFailedError
 from sparkdl.history import TrainingHistory
@@ -35,7 +36,7 @@ from sparkdl.optimizers import check_optimizer
 from sparkdl.rendezvous import rendezvous_for, rendezvous_mode
 from sparkdl.storage.resolve import resolve_location
 from sparkdl.worker.spec import TrainSpec
-from sparkdl.worker.train_task import RESULT_DDL, train_task
+from sparkdl.worker.train_task import RESULT_DDL, ShippedSpec, train_task
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +204,11 @@ class TorchEstimator(Estimator, TrainingParams):
         seed = self.getOrDefault(self.seed)
         frac = self.getOrDefault(self.validationFraction)
         valid = F.col(val_col) if val_col else (F.rand(seed) < F.lit(frac))
-        prepared = dataset.select(
+        prepared = one_partition_per_rank(dataset.select(
             *[as_float_tensor(c, kinds[c]).alias(t) for c, t in zip(feature_cols, temp)],
             label_expr.alias(_LABEL), valid.alias(_VALID),
             F.monotonically_increasing_id().alias(_ORDER),
-        ).repartition(num_workers)
+        ), num_workers, _ORDER)
 
         model = self._model
         is_module = isinstance(model, torch.nn.Module)
@@ -327,7 +328,8 @@ class TorchEstimator(Estimator, TrainingParams):
 
 
 def _run_barrier(prepared: DataFrame, spec: TrainSpec) -> list:
-    job = prepared.mapInArrow(partial(train_task, spec), RESULT_DDL, barrier=True)
+    job = prepared.mapInArrow(partial(train_task, ShippedSpec.of(spec)), RESULT_DDL,
+                              barrier=True)
     try:
         return job.collect()
     except Exception as exc:

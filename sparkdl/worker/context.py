@@ -19,10 +19,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from sparkdl.worker.task_env import gpu_device, set_threads
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass

@@ -137,9 +137,9 @@ def _context(channel: Channel, task: dict, keep_spare: bool = False):
 
 
 def _train(channel: Channel, request: dict) -> None:
-    from sparkdl.worker.train_task import run_train_task
+    from sparkdl.worker.train_task import ShippedSpec, run_train_task
 
-    spec = train_spec(request)
+    spec = ShippedSpec.of(train_spec(request))
     # A pooled worker outlives the task, as a reused PySpark worker does, so it may keep
     # a warm Horovod rank process for the next fit.
     ctx = _context(channel, request["task"], keep_spare=bool(request.get("worker_reused")))

@@ -55,12 +55,18 @@ _SPARE_GLOB = "sparkdl-spare-{backend}-{owner}-*.json"
 
 @dataclass(frozen=True)
 class RankResult:
-    """What a rank hands back: weights (rank 0 only), history, who ran it."""
+    """What a rank hands back: weights (rank 0 only), history, who ran it.
+
+    ``seconds`` holds the wall time of the rank's phases (``backend_start``,
+    ``train``, ``backend_stop``), so a slow fit shows where its time went.
+    """
 
     weights: bytes | None
     history: list
     backend_size: int
     pid: int
+    device: str
+    seconds: dict = dataclasses.field(default_factory=dict)
 
 
 def train_rank(spec, shard, collective, rank, peers, device) -> RankResult:
@@ -68,10 +74,13 @@ def train_rank(spec, shard, collective, rank, peers, device) -> RankResult:
     from sparkdl.architecture import weights_to_bytes
     from sparkdl.worker.loop import run_rank
 
+    began = time.perf_counter()
     collective.start(rank, peers, device, spec.timeout_s)
+    started = time.perf_counter()
     module, history = run_rank(spec, shard, collective, rank, peers, device)
     weights = weights_to_bytes(module) if rank == 0 else None
-    return RankResult(weights, history, collective.size(), os.getpid())
+    seconds = {"backend_start": started - began, "train": time.perf_counter() - started}
+    return RankResult(weights, history, collective.size(), os.getpid(), str(device), seconds)
 
 
 @dataclass(frozen=True)
@@ -166,7 +175,7 @@ class RankChild:
 
         child = RankChild.take("horovod", workdir)   # at task start
         ...                                          # write the shard, rendezvous
-        result = child.run(spec, shard.path, rank, peers, device, threads)
+        result = child.run(spec_payload, shard.path, rank, peers, gpus, threads)
     """
 
     def __init__(self, backend: str, address: ChildAddress, log_path: str,
@@ -255,14 +264,24 @@ class RankChild:
         self._address, self._proc = fresh._address, fresh._proc
         return self._connect(time.monotonic() + 60)
 
-    def run(self, spec, shard_path, rank, peers, device, threads) -> RankResult:
+    def run(self, spec_payload: bytes, shard_path: str, rank: int, peers: list,
+            gpus: tuple, threads: int) -> RankResult:
         """Hand the child its work and wait for its result.
+
+        Args:
+            spec_payload: the pickled :class:`~sparkdl.worker.spec.TrainSpec`
+                (:attr:`~sparkdl.worker.train_task.ShippedSpec.payload`).
+            shard_path: the rank's shard, written by the task.
+            rank: this rank.
+            peers: every rank's rendezvous info.
+            gpus: the GPU addresses Spark gave the task; the child trains on the first.
+            threads: CPUs Spark gave the task (0: unknown).
 
         Raises:
             WorkerFailedError: with the child's last log lines if it fails.
         """
-        request = cloudpickle.dumps((spec, shard_path, rank, peers, str(device), threads,
-                                     self._log_path))
+        request = cloudpickle.dumps((spec_payload, shard_path, rank, peers, tuple(gpus),
+                                     threads, self._log_path))
         try:
             self._conn = self._connect_or_replace()
             _send(self._conn, self._address.key.encode())
@@ -438,7 +457,7 @@ def main() -> None:
     listener.bind(config["address"])
     listener.listen(4)
 
-    import torch
+    import torch  # noqa: F401 - the imports are what a spare saves the next task
 
     from sparkdl.collective import get_backend
     from sparkdl.data.shard import LocalShard
@@ -455,7 +474,7 @@ def main() -> None:
     request = _recv(conn)
     if request is None:
         os._exit(1)
-    spec, shard_path, rank, peers, device, threads, log_path = pickle.loads(request)
+    spec_payload, shard_path, rank, peers, gpus, threads, log_path = pickle.loads(request)
     # Everything written to fd 1 and 2 from here on (Horovod's logs, a print in
     # the user's model) goes to the task's log, which it copies to the executor log.
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -463,13 +482,16 @@ def main() -> None:
     os.dup2(log, 2)
     _exit_when_task_hangs_up(conn)
 
-    if threads:
-        torch.set_num_threads(threads)
+    from sparkdl.worker.task_env import gpu_device, set_threads
+
+    set_threads(threads)
+    spec = pickle.loads(spec_payload)
     collective = get_backend(spec.backend, spec.backend_options)
     collective.backward_passes_per_step = spec.backward_passes_per_step
     shard = LocalShard(shard_path, spec.layout)
     try:
-        trained = train_rank(spec, shard, collective, rank, peers, torch.device(device))
+        trained = train_rank(spec, shard, collective, rank, peers, gpu_device(gpus))
+        stopping = time.perf_counter()
     except BaseException:
         import traceback
 
@@ -479,6 +501,7 @@ def main() -> None:
     finally:
         collective.shutdown()
         shard.close()
+    trained.seconds["backend_stop"] = time.perf_counter() - stopping
     # A plain dict: this module runs as __main__ here, so its classes would not
     # unpickle under the same name in the parent.
     _send(conn, pickle.dumps(dataclasses.asdict(trained)))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # imported where used: a task that hands its rank to a child skips torch
+    import torch
 
 
 def local_dir() -> str | None:
@@ -17,6 +19,8 @@ def local_dir() -> str | None:
 
 def gpu_device(addresses) -> torch.device:
     """``cuda:<id>`` for the first GPU address Spark assigned, else CPU."""
+    import torch
+
     if addresses and torch.cuda.is_available():
         return torch.device(f"cuda:{int(addresses[0])}")
     return torch.device("cpu")
@@ -25,6 +29,8 @@ def gpu_device(addresses) -> torch.device:
 def set_threads(cpus: int | None) -> None:
     """Use as many intra-op threads as CPUs Spark gave the task, not the whole host."""
     if cpus and cpus > 0:
+        import torch
+
         torch.set_num_threads(cpus)
 
 

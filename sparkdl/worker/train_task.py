@@ -17,14 +17,62 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import pyarrow as pa
+
+from sparkdl.data.shard import ShardLayout
 
 #: Schema of the rows a training task returns to the driver.
 RESULT_SCHEMA = pa.schema([("rank", pa.int32()), ("kind", pa.string()),
                            ("payload", pa.binary())])
 RESULT_DDL = "rank int, kind string, payload binary"
+
+
+@dataclass(frozen=True)
+class ShippedSpec:
+    """A :class:`~sparkdl.worker.spec.TrainSpec` as the barrier task receives it.
+
+    The network, its weights and any custom loss or optimizer stay pickled
+    (``payload``): unpickling them imports torch, about two seconds in a fresh
+    Spark Python worker. A backend that trains in a child process (Horovod) hands
+    the bytes on, so its task reads only the plain fields below and never imports
+    torch; the child, already imported, unpickles the spec.
+
+    Example:
+        >>> from sparkdl.worker.spec import TrainSpec
+        >>> from sparkdl.architecture import Architecture
+        >>> import torch
+        >>> spec = TrainSpec(architecture=Architecture.of(torch.nn.Linear(2, 1)),
+        ...                  initial_weights=None, loss="mse", optimizer="sgd",
+        ...                  optimizer_params={}, layout=ShardLayout(("f",), "y", False),
+        ...                  batch_size=8, epochs=1, seed=0, num_workers=1, backend="torch")
+        >>> shipped = ShippedSpec.of(spec)
+        >>> shipped.backend, shipped.load() == spec
+        ('torch', True)
+    """
+
+    payload: bytes = field(repr=False)
+    backend: str
+    backend_options: dict
+    backward_passes_per_step: int
+    layout: ShardLayout
+    rendezvous: object = None  # a RendezvousAddress, or None to meet through allGather
+
+    @classmethod
+    def of(cls, spec) -> ShippedSpec:
+        import cloudpickle
+
+        return cls(cloudpickle.dumps(spec), spec.backend, dict(spec.backend_options),
+                   spec.backward_passes_per_step, spec.layout, spec.rendezvous)
+
+    def load(self):
+        """The full :class:`~sparkdl.worker.spec.TrainSpec` (imports torch)."""
+        import pickle
+
+        return pickle.loads(self.payload)
 
 
 def _result(rank: int, kind: str, payload: bytes) -> pa.RecordBatch:
@@ -36,7 +84,7 @@ def train_task(spec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
     """Train one rank inside a PySpark barrier task (``mapInArrow(barrier=True)``).
 
     Args:
-        spec: a :class:`~sparkdl.worker.spec.TrainSpec`.
+        spec: a :class:`ShippedSpec`.
         batches: this partition's Arrow record batches.
 
     Yields:
@@ -51,7 +99,7 @@ def run_train_task(spec, batches: Iterator[pa.RecordBatch], ctx) -> Iterator[pa.
     """Train one rank: the logic shared by the PySpark and the JVM launchers.
 
     Args:
-        spec: a :class:`~sparkdl.worker.spec.TrainSpec`.
+        spec: a :class:`ShippedSpec`.
         batches: this partition's Arrow record batches.
         ctx: the task's facts and gather, a
             :class:`~sparkdl.worker.context.StaticRankContext`.
@@ -66,8 +114,6 @@ def run_train_task(spec, batches: Iterator[pa.RecordBatch], ctx) -> Iterator[pa.
     from sparkdl.worker.task_env import local_dir
 
     rank = ctx.rank
-    ctx.limit_threads()
-    device = ctx.device()
     hosts = list(ctx.hosts)
     host = hosts[rank]
     workdir = tempfile.mkdtemp(prefix="sparkdl-shard-", dir=local_dir())
@@ -76,8 +122,14 @@ def run_train_task(spec, batches: Iterator[pa.RecordBatch], ctx) -> Iterator[pa.
     child = (RankChild.take(spec.backend, workdir, collective.keep_warm, collective.warm_idle_s)
              if collective.fresh_process else None)
     shard = None
+    clock = [time.perf_counter()]
+
+    def lap() -> float:
+        clock.append(time.perf_counter())
+        return clock[-1] - clock[-2]
     try:
         shard = LocalShard.write(batches, workdir, spec.layout)
+        seconds = {"shard_write": lap()}
         me = {
             "rank": rank, "host": host, "pid": os.getpid(),
             "executor_id": ctx.executor_id,
@@ -86,15 +138,19 @@ def run_train_task(spec, batches: Iterator[pa.RecordBatch], ctx) -> Iterator[pa.
             "extra": collective.advertise(rank, hosts),
         }
         messages = ctx.gather(json.dumps(me))
+        seconds["meet"] = lap()
         peers = sorted((PeerInfo(**json.loads(m)) for m in messages), key=lambda p: p.rank)
         spare = child is not None and child.spare
         if child is not None:
-            result, child = child.run(spec, shard.path, rank, peers, device, ctx.cpus), None
+            result, child = child.run(spec.payload, shard.path, rank, peers, ctx.gpus,
+                                      ctx.cpus), None
         else:
-            result = train_rank(spec, shard, collective, rank, peers, device)
+            ctx.limit_threads()
+            result = train_rank(spec.load(), shard, collective, rank, peers, ctx.device())
+        seconds["rank"] = lap()
         me.pop("extra")
-        me.update(pid=result.pid, device=str(device), backend_size=result.backend_size,
-                  warm_process=spare)
+        me.update(pid=result.pid, device=result.device, backend_size=result.backend_size,
+                  warm_process=spare, seconds={**seconds, **result.seconds})
         yield _result(rank, "worker", json.dumps(me).encode())
         if rank == 0:
             yield _result(rank, "weights", result.weights)

@@ -88,7 +88,7 @@ def main(stream: str, width: int, batch_size: int, cgroup: str | None = None,
     from sparkdl.data.shard import ShardLayout
     from sparkdl.worker.context import StaticRankContext
     from sparkdl.worker.spec import TrainSpec
-    from sparkdl.worker.train_task import run_train_task
+    from sparkdl.worker.train_task import ShippedSpec, run_train_task
 
     torch.manual_seed(0)
     model = torch.nn.Linear(width, 2)
@@ -110,7 +110,7 @@ def main(stream: str, width: int, batch_size: int, cgroup: str | None = None,
                             gather_fn=lambda message: [message])
     began = time.perf_counter()
     results = {}
-    for batch in run_train_task(spec, source, ctx):
+    for batch in run_train_task(ShippedSpec.of(spec), source, ctx):
         row = batch.to_pylist()[0]
         results[row["kind"]] = json.loads(row["payload"]) if row["kind"] != "weights" else None
     seconds = time.perf_counter() - began

@@ -130,5 +130,5 @@ def test_a_dead_spare_is_replaced_by_a_fresh_child(tmp_path, executor):
 def test_a_child_that_cannot_train_fails_the_task_with_its_log(tmp_path, executor):
     child = RankChild.start("torch", _task_dir(tmp_path, "a"))
     with pytest.raises(WorkerFailedError, match=r"Rank 0's training process .*\n(.|\n)*Error"):
-        child.run(spec=None, shard_path=str(tmp_path / "missing"), rank=0, peers=[],
-                  device="cpu", threads=1)
+        child.run(spec_payload=b"not a pickled spec", shard_path=str(tmp_path / "missing"),
+                  rank=0, peers=[], gpus=(), threads=1)

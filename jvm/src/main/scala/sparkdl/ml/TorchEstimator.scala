@@ -8,7 +8,7 @@ import org.apache.spark.ml.Estimator
 import org.apache.spark.ml.param.ParamMap
 import org.apache.spark.ml.util.Identifiable
 import org.apache.spark.sql.{DataFrame, Dataset, Row}
-import org.apache.spark.sql.functions.{lit, monotonically_increasing_id, rand}
+import org.apache.spark.sql.functions.{col, lit, monotonically_increasing_id, rand}
 import org.apache.spark.sql.types.{BooleanType, NumericType, StructType}
 
 import sparkdl.json.{CanonicalJson, JsonParser}
@@ -160,7 +160,9 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
     val prepared = df.select(
       features.zip(temp).map { case (c, t) => Columns.asFloat(c, kinds(c)).as(t) } ++ Seq(
         labelExpr.as(TorchEstimator.Label), valid.as(TorchEstimator.Valid),
-        monotonically_increasing_id().as(TorchEstimator.Order)): _*).repartition(n)
+        monotonically_increasing_id().as(TorchEstimator.Order)): _*)
+      // hashed on the row id, as the Python fit does: no sort before the shuffle
+      .repartition(n, col(TorchEstimator.Order))
 
     val request = JObj(
       "mode" -> JStr("train"),
