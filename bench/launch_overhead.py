@@ -22,6 +22,14 @@ Horovod fit, by a wait until the spare it leaves has finished importing (its CPU
 time stops growing), so that work a launcher leaves running in the background
 never lands on the next launcher's clock.
 
+Each timed run directly follows an untimed run of the same launcher, so every
+launcher is timed in the warm state it leaves itself. Interleaving alone would
+time one of them cold: TorchDistributor's barrier tasks end the executors' Python
+workers (after its run only the ``pyspark.daemon`` processes are left), so the
+launcher after it starts fresh workers and, if it trains in them, imports torch
+again (about two seconds per worker). That cold start is what the first run
+(``first_s``) of each launcher reports.
+
 Targets (medians): TorchDistributor / sparkdl-torch >= 5 and
 horovod.spark.run / sparkdl-horovod >= 5.
 
@@ -128,7 +136,7 @@ class Timer:
             time.sleep(SETTLE_S)
             wait_for_idle_spares()
         if warmup:
-            self.first = wall
+            self.first = wall if self.first is None else self.first
         else:
             self.walls.append(wall)
             if out is not None:
@@ -211,6 +219,7 @@ def main(quick: bool = False) -> dict:
             t.run(warmup=True)
         for _ in range(rounds):  # interleaved, so background load hits all alike
             for t in timers:
+                t.run(warmup=True)  # the state this launcher leaves, not the last one's
                 t.run()
     ours_t, dist_t, ours_h, hvd_t = timers
     for t in timers:
