@@ -20,10 +20,15 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from sparkdl.data.shard import ShardLayout
+
+if TYPE_CHECKING:
+    from sparkdl.rendezvous import RendezvousAddress
+    from sparkdl.worker.spec import TrainSpec
 
 #: Schema of the rows a training task returns to the driver.
 RESULT_SCHEMA = pa.schema([("rank", pa.int32()), ("kind", pa.string()),
@@ -59,16 +64,16 @@ class ShippedSpec:
     backend_options: dict
     backward_passes_per_step: int
     layout: ShardLayout
-    rendezvous: object = None  # a RendezvousAddress, or None to meet through allGather
+    rendezvous: RendezvousAddress | None = None  # None: meet through allGather
 
     @classmethod
-    def of(cls, spec) -> ShippedSpec:
+    def of(cls, spec: TrainSpec) -> ShippedSpec:
         import cloudpickle
 
         return cls(cloudpickle.dumps(spec), spec.backend, dict(spec.backend_options),
                    spec.backward_passes_per_step, spec.layout, spec.rendezvous)
 
-    def load(self):
+    def load(self) -> TrainSpec:
         """The full :class:`~sparkdl.worker.spec.TrainSpec` (imports torch)."""
         import pickle
 
