@@ -130,6 +130,37 @@ def check_options(options: dict) -> None:
                               f"Received: {key}={value!r}")
 
 
+def horovod_env(me: SlotPlan, rendezvous_host: str, rendezvous_port: int, options: dict,
+                timeout_s: float) -> dict[str, str]:
+    """The variables ``horovodrun`` would set for rank ``me``, plus the tuning options.
+
+    Example:
+        >>> env = horovod_env(plan_slots(["a", "b"])[1], "a", 7000, {}, 60)
+        >>> env["HOROVOD_RANK"], env["HOROVOD_CROSS_RANK"], "HOROVOD_FUSION_THRESHOLD" in env
+        ('1', '1', False)
+    """
+    env = {
+        "HOROVOD_GLOO_RENDEZVOUS_ADDR": rendezvous_host,
+        "HOROVOD_GLOO_RENDEZVOUS_PORT": str(rendezvous_port),
+        "HOROVOD_CONTROLLER": "gloo",
+        "HOROVOD_CPU_OPERATIONS": "gloo",
+        "HOROVOD_HOSTNAME": me.hostname,
+        "HOROVOD_RANK": str(me.rank),
+        "HOROVOD_SIZE": str(me.size),
+        "HOROVOD_LOCAL_RANK": str(me.local_rank),
+        "HOROVOD_LOCAL_SIZE": str(me.local_size),
+        "HOROVOD_CROSS_RANK": str(me.cross_rank),
+        "HOROVOD_CROSS_SIZE": str(me.cross_size),
+        "HOROVOD_GLOO_TIMEOUT_SECONDS": str(int(timeout_s)),
+    }
+    # Horovod's own defaults (a 64 MB fusion buffer) unless asked otherwise.
+    if "fusion_threshold_mb" in options:
+        env["HOROVOD_FUSION_THRESHOLD"] = str(int(options["fusion_threshold_mb"] * 1024 * 1024))
+    if "cycle_time_ms" in options:
+        env["HOROVOD_CYCLE_TIME"] = str(float(options["cycle_time_ms"]))
+    return env
+
+
 def _iface_for(host: str) -> str | None:
     """The network interface holding ``host``'s address, for gloo to bind to."""
     import psutil
@@ -188,28 +219,11 @@ class HorovodCollective(Collective):
         import horovod.torch as hvd
 
         me = plan_slots([p.host for p in peers])[rank]
-        env = {
-            "HOROVOD_GLOO_RENDEZVOUS_ADDR": peers[0].host,
-            "HOROVOD_GLOO_RENDEZVOUS_PORT": str(peers[0].extra["rendezvous_port"]),
-            "HOROVOD_CONTROLLER": "gloo",
-            "HOROVOD_CPU_OPERATIONS": "gloo",
-            "HOROVOD_HOSTNAME": me.hostname,
-            "HOROVOD_RANK": str(me.rank),
-            "HOROVOD_SIZE": str(me.size),
-            "HOROVOD_LOCAL_RANK": str(me.local_rank),
-            "HOROVOD_LOCAL_SIZE": str(me.local_size),
-            "HOROVOD_CROSS_RANK": str(me.cross_rank),
-            "HOROVOD_CROSS_SIZE": str(me.cross_size),
-            "HOROVOD_GLOO_TIMEOUT_SECONDS": str(int(timeout_s)),
-        }
+        env = horovod_env(me, peers[0].host, peers[0].extra["rendezvous_port"], self.options,
+                          timeout_s)
         iface = _iface_for(me.hostname)
         if iface:
             env["HOROVOD_GLOO_IFACE"] = iface
-        if "fusion_threshold_mb" in self.options:
-            env["HOROVOD_FUSION_THRESHOLD"] = str(int(self.options["fusion_threshold_mb"]
-                                                      * 1024 * 1024))
-        if "cycle_time_ms" in self.options:
-            env["HOROVOD_CYCLE_TIME"] = str(float(self.options["cycle_time_ms"]))
         self._set_env(env)
         hvd.init()
         self._started = True
