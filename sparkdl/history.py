@@ -24,8 +24,10 @@ class TrainingHistory:
         backend: the allreduce backend that ran.
         num_workers: ranks that trained.
         workers: per rank: ``rank``, ``pid``, ``executor_id``, ``host``, row counts,
-            ``device``, ``backend_size`` and ``warm_process`` (the rank ran in a
-            process an earlier fit left imported on its executor).
+            ``device``, ``backend_size``, ``warm_process`` (the rank ran in a
+            process an earlier fit left imported on its executor) and ``seconds``
+            (its phases: ``shard_write``, ``meet``, ``rank``, and within ``rank``
+            ``backend_start``, ``train``, ``backend_stop`` where a child reports them).
         resumed_from_epoch: the checkpoint's epoch this fit continued from (0: none);
             ``epochs`` then starts with the epochs recorded in that checkpoint.
     """

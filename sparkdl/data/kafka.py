@@ -76,11 +76,7 @@ class _Decoding:
             raise ConfigError(f"value_format={self.value_format!r} needs schema= (a DDL "
                               "string such as 'features array<float>, label int', or a "
                               "StructType).")
-        if self.tensor_length is not None and (
-                isinstance(self.tensor_length, bool) or not isinstance(self.tensor_length, int)
-                or self.tensor_length < 1):
-            raise ConfigError("tensor_length must be a positive int (floats per tensor). "
-                              f"Received: tensor_length={self.tensor_length!r}")
+        _check_positive_int("tensor_length", self.tensor_length, "(floats per tensor)")
         if self.dead_letter_col is not None and (
                 not isinstance(self.dead_letter_col, str) or not self.dead_letter_col
                 or self.dead_letter_col in META_COLUMNS):
@@ -144,11 +140,8 @@ def read_kafka(spark: SparkSession, bootstrap: str, topic: str, *, value_format:
     decoding = _Decoding(value_format, schema, tensor_length, dead_letter_col)
     _require_connector(spark)
     fields = decoding.fields(spark)
-    reader = (spark.read.format("kafka").option("kafka.bootstrap.servers", bootstrap)
-              .option("subscribe", topic).option("startingOffsets", starting_offsets)
-              .option("endingOffsets", ending_offsets))
-    for key, value in (options or {}).items():
-        reader = reader.option(key, value)
+    reader = _subscribe(spark.read, bootstrap, topic, starting_offsets,
+                        {"endingOffsets": ending_offsets, **(options or {})})
     return _decode(reader.load(), decoding, fields)
 
 
@@ -199,19 +192,14 @@ def read_kafka_stream(spark: SparkSession, bootstrap: str, topic: str, *,
                  .option("checkpointLocation", "/tmp/scores.ckpt").start())
     """
     decoding = _Decoding(value_format, schema, tensor_length, dead_letter_col)
-    if max_offsets_per_trigger is not None and (
-            isinstance(max_offsets_per_trigger, bool)
-            or not isinstance(max_offsets_per_trigger, int) or max_offsets_per_trigger < 1):
-        raise ConfigError("max_offsets_per_trigger must be a positive int or None. "
-                          f"Received: max_offsets_per_trigger={max_offsets_per_trigger!r}")
+    _check_positive_int("max_offsets_per_trigger", max_offsets_per_trigger,
+                        "(records per micro-batch) or None")
     _require_connector(spark)
     fields = decoding.fields(spark)
-    reader = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap)
-              .option("subscribe", topic).option("startingOffsets", starting_offsets))
-    if max_offsets_per_trigger is not None:
-        reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
-    for key, value in (options or {}).items():
-        reader = reader.option(key, value)
+    limit = ({"maxOffsetsPerTrigger": str(max_offsets_per_trigger)}
+             if max_offsets_per_trigger is not None else {})
+    reader = _subscribe(spark.readStream, bootstrap, topic, starting_offsets,
+                        {**limit, **(options or {})})
     decoded = _decode(reader.load(), decoding, fields)
     if dead_letter_col is None:
         return decoded
@@ -277,6 +265,21 @@ def _decode_json(raw: DataFrame, decoding: _Decoding, fields: StructType) -> Dat
     decoded = [F.when(problem.isNull(), value[f.name]).alias(f.name) for f in fields]
     dead = F.when(problem.isNotNull(), F.struct(reason.alias("reason"), F.col("value")))
     return rows.select(*META_COLUMNS, *decoded, dead.alias(decoding.dead_letter_col))
+
+
+def _check_positive_int(name: str, value, what: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < 1):
+        raise ConfigError(f"{name} must be a positive int {what}. Received: {name}={value!r}")
+
+
+def _subscribe(reader, bootstrap: str, topic: str, starting_offsets: str, options: dict):
+    """A batch or streaming Kafka reader on ``topic`` with Spark's source options."""
+    reader = (reader.format("kafka").option("kafka.bootstrap.servers", bootstrap)
+              .option("subscribe", topic).option("startingOffsets", starting_offsets))
+    for key, value in options.items():
+        reader = reader.option(key, value)
+    return reader
 
 
 def _require_connector(spark: SparkSession) -> None:

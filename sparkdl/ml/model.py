@@ -94,9 +94,6 @@ class TorchModel(Model, ScoringParams, MLWritable, MLReadable):
             model.setModelVersionCol("modelVersion").transform(df).select("modelVersion")
             # TorchModel_4a1f..-9c2e51b07d3a4f10
         """
-        return self._model_key()
-
-    def _model_key(self) -> str:
         return f"{self.uid}-{hashlib.sha1(self._weights).hexdigest()[:16]}"
 
     def _payload(self, spark: SparkSession):
@@ -119,7 +116,7 @@ class TorchModel(Model, ScoringParams, MLWritable, MLReadable):
         # batch: casting in the JVM would ship the features to Python twice.
         shape = self.getFeatureShape()
         spec = ScoreSpec(
-            model_key=self._model_key(), feature_cols=tuple(feature_cols),
+            model_key=self.version, feature_cols=tuple(feature_cols),
             feature_shape=tuple(shape) if shape else None,
             keep_cols=tuple(dataset.columns), task=self.getTask(),
             batch_size=self.getBatchSize(), prediction_col=self.getPredictionCol(),

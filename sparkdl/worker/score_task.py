@@ -148,6 +148,7 @@ def score_batches(spec: ScoreSpec, payload,
             continue
         new = score_batch(spec, module, device, batch)
         if spec.version_col:  # the key of the module that ran, not the driver's belief
-            new[spec.version_col] = pa.array([spec.model_key] * batch.num_rows, pa.string())
+            new[spec.version_col] = pa.repeat(pa.scalar(spec.model_key, pa.string()),
+                                              batch.num_rows)
         arrays = [batch.column(c) for c in spec.keep_cols] + list(new.values())
         yield pa.RecordBatch.from_arrays(arrays, names=[*spec.keep_cols, *new])
