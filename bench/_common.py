@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
+import importlib.util
 import json
 import os
 import platform
@@ -96,3 +98,19 @@ def save(name: str, result: dict) -> Path:
 
 def verdict(ok: bool) -> str:
     return "MET" if ok else "NOT MET"
+
+
+def cli(main, doc: str, quick_help: str) -> None:
+    """Run a benchmark's ``main(quick)`` from the command line: ``[--quick]``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    main(parser.parse_args().quick)
+
+
+def local_servers():
+    """``deploy/local/servers.py`` (the Kafka broker and MiniDFSCluster), loaded by path."""
+    path = Path(__file__).resolve().parents[1] / "deploy" / "local" / "servers.py"
+    spec = importlib.util.spec_from_file_location("sparkdl_local_servers", path)
+    servers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(servers)
+    return servers

@@ -26,12 +26,11 @@ as gloo's ``all_reduce`` does); the out-of-place ratios are reported beside it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 
-from _common import save, spark_session, verdict
+from _common import cli, save, spark_session, verdict
 
 TARGET, LARGE = 0.9, 4 << 20
 SIZES = [1 << (10 + 2 * i) for i in range(9)]  # 1 KB .. 64 MB
@@ -146,6 +145,4 @@ def main(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer sizes and rounds")
-    main(parser.parse_args().quick)
+    cli(main, __doc__, "fewer sizes and rounds")

@@ -15,12 +15,11 @@ Target: sparkdl / plain <= 1.15.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 
 import torch
-from _common import median, save, spark_session, synthetic, verdict, write_parquet
+from _common import cli, median, save, spark_session, synthetic, verdict, write_parquet
 
 TARGET = 1.15
 FEATURES, HIDDEN, CLASSES = 256, 512, 10
@@ -111,6 +110,4 @@ def main(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes")
-    main(parser.parse_args().quick)
+    cli(main, __doc__, "smaller sizes")

@@ -25,30 +25,19 @@ No target: numbers for information.
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import json
 import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from _common import save, spark_session, synthetic, write_parquet
+from _common import cli, local_servers, save, spark_session, synthetic, write_parquet
 
 FEATURES, HIDDEN, CLASSES = 64, 256, 10
 SCHEMA = "features array<float>, label long"
 OUT_SCHEMA = "prediction double, source struct<topic: string, partition: int, offset: long>"
-
-
-def broker_class():
-    path = Path(__file__).resolve().parents[1] / "deploy" / "local" / "servers.py"
-    spec = importlib.util.spec_from_file_location("sparkdl_local_servers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.KafkaBroker
 
 
 def make_mlp() -> torch.nn.Module:
@@ -188,7 +177,7 @@ def main(quick: bool = False) -> dict:
     x, y = synthetic(rows, FEATURES, CLASSES)
     result: dict = {"quick": quick}
     with tempfile.TemporaryDirectory(prefix="sparkdl-bench-") as tmp, \
-            broker_class()() as kafka, \
+            local_servers().KafkaBroker() as kafka, \
             spark_session("local-cluster[2,1,1024]", "bench-kafka-stream",
                           **{"spark.jars": ",".join(kafka_jars())}) as spark:
         bootstrap = kafka.bootstrap
@@ -284,6 +273,4 @@ def main(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes")
-    main(parser.parse_args().quick)
+    cli(main, __doc__, "smaller sizes")

@@ -38,14 +38,13 @@ horovod.spark.run / sparkdl-horovod >= 5.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 import traceback
 
 import torch
-from _common import median, save, spark_session, verdict
+from _common import cli, median, save, spark_session, verdict
 
 TARGET = 5.0
 SETTLE_S = 3.0
@@ -243,6 +242,4 @@ def main(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    main(parser.parse_args().quick)
+    cli(main, __doc__, "fewer repetitions")

@@ -72,7 +72,6 @@ from HDFS.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -519,14 +518,14 @@ def summarize(key: str, s: dict, p: dict) -> dict:
 
 
 def main(quick: bool = False) -> dict:
-    from _common import save, spark_session, synthetic, verdict, write_parquet
+    from _common import local_servers, save, spark_session, synthetic, verdict, write_parquet
 
     rows, rounds = (200_000, 1) if quick else (1_000_000, 3)
     result = {"quick": quick, "rows": rows, "features": FEATURES, "batch_size_per_worker": BATCH,
               "workers": WORKERS, "rounds": rounds, "master": f"local-cluster[{WORKERS},1,1024]",
               "petastorm_pins": list(PETASTORM_PINS), "target": f">= {TARGET}x (ingest, 1 epoch)",
               "petastorm_own_venv_because": PROJECT_ENV_ERROR}
-    servers = _servers()
+    servers = local_servers()
     with tempfile.TemporaryDirectory() as tmp, servers.MiniHDFS() as hdfs, \
             spark_session(f"local-cluster[{WORKERS},1,1024]", "bench-parquet-ingest") as spark:
         local = write_parquet(f"{tmp}/data", *synthetic(rows, FEATURES, CLASSES), files=8)
@@ -583,22 +582,12 @@ def main(quick: bool = False) -> dict:
     return result
 
 
-def _servers():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "deploy" / "local" / "servers.py"
-    spec = importlib.util.spec_from_file_location("sparkdl_local_servers", path)
-    servers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(servers)
-    return servers
-
-
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--petastorm-driver"]:
         petastorm_driver(sys.argv[2])
     elif sys.argv[1:2] == ["--petastorm-worker"]:
         petastorm_worker(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
     else:
-        parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-        parser.add_argument("--quick", action="store_true", help="fewer rows, one round")
-        main(parser.parse_args().quick)
+        from _common import cli
+
+        cli(main, __doc__, "fewer rows, one round")

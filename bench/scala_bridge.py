@@ -23,11 +23,10 @@ to the Python ``transform`` (mapInArrow) of the same model.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 
-from _common import median, save, spark_session, synthetic, verdict, write_parquet
+from _common import cli, median, save, spark_session, synthetic, verdict, write_parquet
 
 TARGET = 0.95
 FEATURES, CLASSES, BATCH, WORKERS, SEED = 64, 10, 64, 2, 0
@@ -125,6 +124,4 @@ def main(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rows and rounds")
-    main(parser.parse_args().quick)
+    cli(main, __doc__, "fewer rows and rounds")

@@ -16,13 +16,12 @@ Target: sparkdl rows/s / predict_batch_udf rows/s >= 1.0.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 
 import torch
-from _common import save, spark_session, synthetic, verdict, write_parquet
+from _common import cli, save, spark_session, synthetic, verdict, write_parquet
 
 TARGET = 1.0
 FEATURES, HIDDEN, CLASSES = 64, 256, 10
@@ -123,6 +122,4 @@ def main(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes")
-    main(parser.parse_args().quick)
+    cli(main, __doc__, "smaller sizes")

@@ -20,11 +20,10 @@ Target: horovod / torch >= 0.9 at 2 workers (information only: scaling).
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 
 import torch
-from _common import median, save, spark_session, synthetic, verdict, write_parquet
+from _common import cli, median, save, spark_session, synthetic, verdict, write_parquet
 
 TARGET = 0.9
 FEATURES, CLASSES = 64, 10
@@ -100,6 +99,4 @@ def main(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rows, epochs and rounds")
-    main(parser.parse_args().quick)
+    cli(main, __doc__, "fewer rows, epochs and rounds")
