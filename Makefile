@@ -13,7 +13,7 @@ JAR    := jvm/target/sparkdl-jvm_2.13-$(shell sed -n 's/^version = "\(.*\)"/\1/p
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml deploy/horovod/build.sh deploy/horovod/horovod-0.28.1-cxx.patch
+$(STAMP): pyproject.toml deploy/horovod/build.sh $(wildcard deploy/horovod/*.patch)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # torch is imported where used: the Spark task only advertise
     import torch
 
 INSTALL_HINT = ("Horovod is not installed in this Python environment. Build and install it "
-                "with deploy/horovod/build.sh (PyPI's Horovod 0.28.1 needs the patch there), "
+                "with deploy/horovod/build.sh (PyPI's Horovod 0.28.1 needs the patches there), "
                 "or use backend='torch'.")
 
 #: Options accepted in ``backendOptions`` for this backend.
