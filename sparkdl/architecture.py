@@ -65,8 +65,15 @@ def _local_modules(model) -> set:
     return found
 
 
-def _dumps(obj, model) -> bytes:
-    local = _local_modules(model)
+def dumps_code(obj, *defined_by) -> bytes:
+    """cloudpickle ``obj``, by value for the code of ``defined_by`` (default: ``obj``
+    itself) whose modules exist only on the driver (see the module docstring).
+
+    Example:
+        >>> loads_code(dumps_code(len))([1, 2])
+        2
+    """
+    local = set().union(*(_local_modules(o) for o in (defined_by or (obj,))))
     for module in local:
         cloudpickle.register_pickle_by_value(module)
     try:
@@ -74,6 +81,11 @@ def _dumps(obj, model) -> bytes:
     finally:
         for module in local:
             cloudpickle.unregister_pickle_by_value(module)
+
+
+def loads_code(payload: bytes):
+    """Inverse of :func:`dumps_code`. Runs code: only for trusted bytes."""
+    return cloudpickle.loads(payload)
 
 
 def _with_empty_tensors(module: torch.nn.Module, device: str) -> torch.nn.Module:
@@ -131,14 +143,27 @@ class Architecture:
             return cls("spec", model.to_json().encode("utf-8"))
         if isinstance(model, torch.nn.Module):
             skeleton = _with_empty_tensors(model, "meta")
-            return cls("module", _dumps(skeleton, model))
+            return cls("module", dumps_code(skeleton, model))
         if callable(model):
-            return cls("factory", _dumps(model, model))
+            return cls("factory", dumps_code(model))
         raise ConfigError(
             "model must be a torch.nn.Module, a zero-argument callable returning one or a "
             "sparkdl.nn.Network. "
             f"Received: model={type(model).__name__}"
         )
+
+    def model(self, initial_weights: bytes | None = None):
+        """What the user gave :meth:`of`: a ``Network``, a factory, or a module with
+        ``initial_weights`` (safetensors bytes) loaded."""
+        if self.kind == "spec":
+            from sparkdl.nn import Network  # noqa: F811
+
+            return Network.from_json(self.payload.decode("utf-8"))
+        if self.kind == "factory":
+            return loads_code(self.payload)
+        if initial_weights is None:
+            raise ConfigError("A module architecture needs its weights to be rebuilt.")
+        return self.build(weights_from_bytes(initial_weights))
 
     def build(self, state_dict: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
         """Instantiate on CPU, loading ``state_dict`` when given.
@@ -151,9 +176,9 @@ class Architecture:
 
             module = Network.from_json(self.payload.decode("utf-8")).build()
         elif self.kind == "module":
-            module = _with_empty_tensors(cloudpickle.loads(self.payload), "cpu")
+            module = _with_empty_tensors(loads_code(self.payload), "cpu")
         else:
-            module = cloudpickle.loads(self.payload)()
+            module = loads_code(self.payload)()
             if not isinstance(module, torch.nn.Module):
                 raise ConfigError(
                     "The model factory must return a torch.nn.Module. "

@@ -8,11 +8,17 @@ executors that are still registering, and otherwise fails with the numbers.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pyspark import SparkConf, SparkContext
 
 from sparkdl.errors import ClusterCapacityError, ConfigError
+
+log = logging.getLogger(__name__)
 
 #: How long after application start executors may still be registering, in seconds.
 REGISTRATION_WAIT_S = 60.0
@@ -68,3 +74,52 @@ def check_capacity(sc: SparkContext, num_workers: int,
             f"{conf.get('spark.executor.instances', 'default')}). Lower numWorkers to at "
             f"most {slots} or add executors/cores.")
     return slots
+
+
+class _SlotLedger:
+    """Task slots held by this driver's running barrier jobs, per application."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._held: dict[str, int] = {}
+
+    @contextmanager
+    def hold(self, app_id: str, num_workers: int, slots: int) -> Iterator[None]:
+        with self._changed:
+            # Spark launches a barrier stage only when all its tasks fit at once, so
+            # two fits wanting more slots than exist would each wait for the other's
+            # tasks to finish while their rendezvous deadlines run. Waiting here
+            # runs them one after another. A fit starts whenever none is running,
+            # as check_capacity has already seen the slots for it.
+            if self._held.get(app_id, 0) + num_workers > slots:
+                log.info("sparkdl: waiting for another fit's barrier job to free task "
+                         "slots (%d needed, %d held, %d in the cluster)", num_workers,
+                         self._held[app_id], slots)
+            while 0 < self._held.get(app_id, 0) and \
+                    self._held.get(app_id, 0) + num_workers > slots:
+                self._changed.wait()
+            self._held[app_id] = self._held.get(app_id, 0) + num_workers
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._held[app_id] -= num_workers
+                self._changed.notify_all()
+
+
+_LEDGER = _SlotLedger()
+
+
+def barrier_slots(sc: SparkContext, num_workers: int, slots: int):
+    """Hold ``num_workers`` of the application's ``slots`` for one barrier job.
+
+    Concurrent fits in one driver (``CrossValidator(parallelism=2)``) whose
+    barrier jobs do not fit side by side run one after another.
+
+    Example::
+
+        slots = check_capacity(sc, 2)
+        with barrier_slots(sc, 2, slots):
+            rows = job.collect()
+    """
+    return _LEDGER.hold(sc.applicationId, num_workers, slots)

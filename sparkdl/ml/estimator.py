@@ -5,19 +5,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 from collections.abc import Callable
 from functools import partial
 
 import torch
 from pyspark import keyword_only
 from pyspark.ml import Estimator
+from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from sparkdl.architecture import Architecture, state_dict_of, weights_to_bytes
-from sparkdl.checkpoints import RunOutputs, latest_checkpoint, parameter_shapes
-from sparkdl.cluster import check_capacity
+from sparkdl.architecture import Architecture, weights_to_bytes
+from sparkdl.checkpoints import RunOutputs, latest_checkpoint
+from sparkdl.cluster import barrier_slots, check_capacity
 from sparkdl.collective import check_backend, default_backend
 from sparkdl.data.columns import (
     as_float_tensor,
@@ -30,11 +30,14 @@ from sparkdl.data.shard import ShardLayout
 from sparkdl.errors import ConfigError, SchemaError, WorkerFailedError
 from sparkdl.history import TrainingHistory
 from sparkdl.losses import resolve_loss
+from sparkdl.ml import preflight
 from sparkdl.ml.model import TorchModel
 from sparkdl.ml.params import TrainingParams
+from sparkdl.ml.persistence import TorchEstimatorReader, TorchEstimatorWriter
 from sparkdl.optimizers import check_optimizer
 from sparkdl.rendezvous import rendezvous_for, rendezvous_mode
 from sparkdl.storage.resolve import resolve_location
+from sparkdl.validation import require_fraction, require_positive, require_positive_int
 from sparkdl.worker.spec import TrainSpec
 from sparkdl.worker.train_task import RESULT_DDL, ShippedSpec, train_task
 
@@ -46,13 +49,20 @@ _VALID = "__sparkdl_is_val"
 _ORDER = "__sparkdl_row"
 
 
-class TorchEstimator(Estimator, TrainingParams):
+class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
     """Trains a ``torch.nn.Module`` data-parallel across Spark executors.
 
     ``fit`` validates the DataFrame and the cluster, then runs one Spark barrier
     job of ``numWorkers`` tasks; each task is a rank that keeps its partition as a
     local memory-mapped Arrow shard and trains in lock-step with the others,
     gradients summed by the allreduce ``backend``.
+
+    It is a full Spark ML stage: it saves and loads (``est.save(path)``,
+    ``TorchEstimator.load(path)``; a ``sparkdl.nn`` network as its JSON spec, a
+    module, factory or custom loss/optimizer with cloudpickle, so load those from
+    trusted paths only), goes into an unfitted ``Pipeline``, and is tuned by
+    ``CrossValidator``/``TrainValidationSplit`` over a ``ParamGridBuilder`` grid
+    of ``optimizerParams``, ``epochs``, ``batchSize``, ``numWorkers``, ...
 
     Args:
         model: a ``torch.nn.Module``, a zero-argument callable returning one, or a
@@ -75,6 +85,13 @@ class TorchEstimator(Estimator, TrainingParams):
         >>> est.getOrDefault("numWorkers")
         2
         >>> model = est.fit(train_df)  # doctest: +SKIP
+        >>> from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+        >>> grid = (ParamGridBuilder()
+        ...         .addGrid(est.optimizerParams, [{"lr": 1e-3}, {"lr": 1e-2}]).build())
+        >>> cv = CrossValidator(estimator=est, estimatorParamMaps=grid, numFolds=3,
+        ...                     evaluator=MulticlassClassificationEvaluator())  # doctest: +SKIP
+        >>> cv.fit(train_df).bestModel.getOptimizerParams()  # doctest: +SKIP
+        {'lr': 0.01}
     """
 
     @keyword_only
@@ -107,13 +124,20 @@ class TorchEstimator(Estimator, TrainingParams):
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         if "model" in kwargs:
             self.setModel(kwargs.pop("model"))
-        for name, attr in (("loss", "_loss_fn"), ("optimizer", "_optimizer_fn")):
+        for name in ("loss", "optimizer"):
             if name in kwargs and callable(kwargs[name]):
-                setattr(self, attr, kwargs.pop(name))
-                kwargs[name] = "custom"
+                self._set_custom_code(name, kwargs.pop(name))
             elif name in kwargs:
-                setattr(self, attr, None)
+                setattr(self, f"_{name}_fn", None)
         return self._set(**kwargs)
+
+    def _custom_code(self, name: str) -> Callable | None:
+        """The callable behind ``loss``/``optimizer`` = ``"custom"``, else None."""
+        return getattr(self, f"_{name}_fn") if self.getOrDefault(name) == "custom" else None
+
+    def _set_custom_code(self, name: str, fn: Callable) -> None:
+        setattr(self, f"_{name}_fn", fn)
+        self._set(**{name: "custom"})
 
     def setModel(self, model) -> TorchEstimator:
         """Set the network: a ``torch.nn.Module``, a zero-argument factory returning
@@ -134,31 +158,80 @@ class TorchEstimator(Estimator, TrainingParams):
         """The network (module, factory or ``sparkdl.nn.Network``) this estimator trains."""
         return self._model
 
+    def setLabelCol(self, value: str) -> TorchEstimator:
+        return self._set(labelCol=value)
+
+    def setOptimizerParams(self, value: dict) -> TorchEstimator:
+        return self._set(optimizerParams=value)
+
+    def setEpochs(self, value: int) -> TorchEstimator:
+        return self._set(epochs=value)
+
+    def setNumWorkers(self, value: int) -> TorchEstimator:
+        return self._set(numWorkers=value)
+
+    def setSeed(self, value: int) -> TorchEstimator:
+        return self._set(seed=value)
+
+    def setValidationFraction(self, value: float) -> TorchEstimator:
+        return self._set(validationFraction=value)
+
+    def setValidationCol(self, value: str) -> TorchEstimator:
+        return self._set(validationCol=value)
+
+    def setBackend(self, value: str) -> TorchEstimator:
+        return self._set(backend=value)
+
+    def setBackendOptions(self, value: dict) -> TorchEstimator:
+        return self._set(backendOptions=value)
+
+    def setBackwardPassesPerStep(self, value: int) -> TorchEstimator:
+        return self._set(backwardPassesPerStep=value)
+
+    def setShuffle(self, value: bool) -> TorchEstimator:
+        return self._set(shuffle=value)
+
+    def setTimeout(self, value: float) -> TorchEstimator:
+        return self._set(timeout=value)
+
+    def setCheckpointDir(self, value: str) -> TorchEstimator:
+        return self._set(checkpointDir=value)
+
+    def setCheckpointInterval(self, value: int) -> TorchEstimator:
+        return self._set(checkpointInterval=value)
+
+    def setLogDir(self, value: str) -> TorchEstimator:
+        return self._set(logDir=value)
+
+    # -- persistence -----------------------------------------------------------
+
+    def write(self) -> MLWriter:
+        """A writer saving the Params, the network and any custom callables."""
+        return TorchEstimatorWriter(self)
+
+    @classmethod
+    def read(cls) -> MLReader:
+        return TorchEstimatorReader(cls)
+
     # -- fit -----------------------------------------------------------------
 
     def _loss(self):
-        return self._loss_fn if self.getOrDefault(self.loss) == "custom" else \
-            self.getOrDefault(self.loss)
+        return self._custom_code("loss") or self.getLoss()
 
     def _optimizer(self):
-        return self._optimizer_fn if self.getOrDefault(self.optimizer) == "custom" else \
-            self.getOrDefault(self.optimizer)
+        return self._custom_code("optimizer") or self.getOptimizer()
 
     def _check_params(self) -> None:
         if self._model is None:
             raise ConfigError("No model: pass model=<torch.nn.Module or factory> to "
                               "TorchEstimator or call setModel().")
-        self._check_positive("batchSize", "epochs", "numWorkers", "backwardPassesPerStep",
-                             "checkpointInterval")
-        frac = self.getOrDefault(self.validationFraction)
-        if not 0.0 <= frac < 1.0:
-            raise ConfigError(f"validationFraction must be in [0, 1). "
-                              f"Received: validationFraction={frac}")
+        for name in ("batchSize", "epochs", "numWorkers", "backwardPassesPerStep",
+                     "checkpointInterval"):
+            require_positive_int(name, self.getOrDefault(name))
+        frac = require_fraction("validationFraction", self.getValidationFraction())
         if frac > 0 and self.isSet(self.validationCol):
             raise ConfigError("Set validationFraction or validationCol, not both.")
-        if self.getOrDefault(self.timeout) <= 0:
-            raise ConfigError(f"timeout must be > 0. Received: timeout="
-                              f"{self.getOrDefault(self.timeout)}")
+        require_positive("timeout", self.getTimeout())
         for name in ("loss", "optimizer"):
             if self.getOrDefault(getattr(self, name)) == "custom" and \
                     getattr(self, f"_{name}_fn") is None:
@@ -187,12 +260,12 @@ class TorchEstimator(Estimator, TrainingParams):
         if val_col:
             require_boolean(schema, val_col, "validation")
         stats = collect_stats(dataset, kinds, label_col, label_kind, integer_labels)
-        feature_shape = self._feature_shape(stats, feature_cols)
-        output_shape, shapes = self._probe_output(feature_shape)
-        self._check_labels(loss.task, output_shape, stats, label_col)
-        num_workers = self.getOrDefault(self.numWorkers)
+        feature_shape = preflight.feature_shape(stats, feature_cols, self.getFeatureShape())
+        output_shape, shapes = preflight.probe_output(self._model, feature_shape)
+        preflight.check_labels(loss.task, output_shape, stats, label_col)
+        num_workers = self.getNumWorkers()
         spark = dataset.sparkSession
-        check_capacity(spark.sparkContext, num_workers)
+        slots = check_capacity(spark.sparkContext, num_workers)
         if outputs.checkpoints:  # a checkpoint of another network fails before the job
             outputs = dataclasses.replace(
                 outputs, resume=latest_checkpoint(outputs.checkpoints, shapes))
@@ -235,7 +308,8 @@ class TorchEstimator(Estimator, TrainingParams):
         else:
             log.info("sparkdl: training on %d workers with backend=%s%s", num_workers,
                      spec.backend, f", resuming after epoch {resume.epoch}" if resume else "")
-            with rendezvous_for(spark, meet, num_workers, spec.timeout_s) as address:
+            with barrier_slots(spark.sparkContext, num_workers, slots), \
+                    rendezvous_for(spark, meet, num_workers, spec.timeout_s) as address:
                 rows = _run_barrier(prepared, dataclasses.replace(spec, rendezvous=address))
             weights = next(r.payload for r in rows if r.kind == "weights")
             epochs = json.loads(next(r.payload for r in rows if r.kind == "history"))
@@ -247,26 +321,10 @@ class TorchEstimator(Estimator, TrainingParams):
                                   num_workers, workers, resume.epoch if resume else 0)
         fitted = TorchModel(spec.architecture, bytes(weights), history)
         fitted._resetUid(self.uid.replace("TorchEstimator", "TorchModel"))
-        for param in fitted.params:
-            if self.hasParam(param.name) and self.isDefined(param.name):
-                fitted._set(**{param.name: self.getOrDefault(param.name)})
+        self._copyValues(fitted)
         fitted._set(featureShape=list(feature_shape), task=loss.task,
                     outputShape=list(output_shape))
         return fitted
-
-    def _feature_shape(self, stats, feature_cols) -> tuple[int, ...]:
-        found = stats.shapes[feature_cols[0]] if len(feature_cols) == 1 \
-            else (len(feature_cols),)
-        found = found or (1,)
-        wanted = self.getFeatureShape()
-        if wanted is None:
-            return tuple(found)
-        if math.prod(wanted) != math.prod(found):
-            raise SchemaError(
-                f"featureShape={wanted} holds {math.prod(wanted)} values per row but "
-                f"feature column(s) {feature_cols} hold {math.prod(found)} (shape "
-                f"{list(found)}). Fix featureShape.")
-        return tuple(wanted)
 
     def _output_locations(self, spark) -> RunOutputs:
         ckpt_url = self.getOrDefault(self.checkpointDir)
@@ -276,55 +334,6 @@ class TorchEstimator(Estimator, TrainingParams):
             else None,
             interval=self.getOrDefault(self.checkpointInterval),
             logs=resolve_location(spark, log_url, "logDir") if log_url else None)
-
-    def _probe_output(self, feature_shape) -> tuple[tuple[int, ...], dict[str, list[int]]]:
-        """The per-row output shape, and the network's parameter shapes."""
-        # One forward pass on zeros, on the driver: a model that cannot take these
-        # features fails here, in a second, not inside every barrier task.
-        model = self._model
-        net = model if isinstance(model, torch.nn.Module) else Architecture.of(model).build()
-        was_training = net.training
-        net.eval()
-        try:
-            with torch.no_grad():
-                out = net(torch.zeros((2, *feature_shape)))
-        except Exception as exc:  # noqa: BLE001 - any failure means the shapes disagree
-            raise ConfigError(
-                f"The model cannot take features of shape {list(feature_shape)} (per row): "
-                f"{type(exc).__name__}: {exc}. Set featureShape (e.g. featureShape=[1, 8, 8] "
-                "for images) or change the model's input layer.") from None
-        finally:
-            net.train(was_training)
-        if not isinstance(out, torch.Tensor) or out.dim() < 1 or out.shape[0] != 2:
-            raise ConfigError("The model must return one tensor with the batch as first "
-                              f"dimension. Received: {type(out).__name__}")
-        return tuple(out.shape[1:]), parameter_shapes(state_dict_of(net))
-
-    @staticmethod
-    def _check_labels(task, output_shape, stats, label_col) -> None:
-        if task == "multiclass":
-            if len(output_shape) != 1:
-                raise ConfigError(
-                    f"A classifier must output (batch, classes); this model outputs "
-                    f"(batch, {', '.join(map(str, output_shape))}).")
-            classes = output_shape[0]
-            if stats.label_min < 0 or stats.label_max >= classes:
-                raise SchemaError(
-                    f"Label column {label_col!r} has values from {stats.label_min:g} to "
-                    f"{stats.label_max:g}, but the model outputs {classes} classes (valid "
-                    f"labels 0..{classes - 1}). Re-index the labels or widen the output layer.")
-            return
-        out_size = math.prod(output_shape) if output_shape else 1
-        label_size = stats.label_size or 1
-        if label_size != out_size:
-            raise SchemaError(
-                f"Label column {label_col!r} has {label_size} value(s) per row but the model "
-                f"outputs {out_size} (shape {list(output_shape)}). They must match.")
-        if task == "binary" and stats.label_min is not None and (
-                stats.label_min < 0 or stats.label_max > 1):
-            raise SchemaError(
-                f"Label column {label_col!r} has values from {stats.label_min:g} to "
-                f"{stats.label_max:g}; bce_with_logits needs targets in [0, 1].")
 
 
 def _run_barrier(prepared: DataFrame, spec: TrainSpec) -> list:

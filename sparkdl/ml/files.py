@@ -29,3 +29,9 @@ def read_bytes(sc: SparkContext, path: str) -> bytes:
         return bytes(stream.readAllBytes())
     finally:
         stream.close()
+
+
+def exists(sc: SparkContext, path: str) -> bool:
+    """Whether ``path`` exists."""
+    fs, hpath = _fs_path(sc, path)
+    return bool(fs.exists(hpath))

@@ -9,14 +9,7 @@ import torch
 from pyspark.ml import Model
 from pyspark.ml.functions import array_to_vector
 from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.util import (
-    DefaultParamsReader,
-    DefaultParamsWriter,
-    MLReadable,
-    MLReader,
-    MLWritable,
-    MLWriter,
-)
+from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
 
@@ -24,24 +17,26 @@ from sparkdl.architecture import Architecture, weights_from_bytes
 from sparkdl.data.columns import require_columns
 from sparkdl.errors import SchemaError
 from sparkdl.history import TrainingHistory
-from sparkdl.ml.files import read_bytes, write_bytes
-from sparkdl.ml.params import ScoringParams
+from sparkdl.ml.params import TrainingParams
+from sparkdl.ml.persistence import TorchModelReader, TorchModelWriter
 from sparkdl.worker.score_task import ScoreSpec, score_batches
 
-ARCHITECTURE_FILE = "architecture.pkl"
-WEIGHTS_FILE = "weights.safetensors"
 
-
-class TorchModel(Model, ScoringParams, MLWritable, MLReadable):
+class TorchModel(Model, TrainingParams, MLWritable, MLReadable):
     """A trained network that scores DataFrames with ``mapInArrow``.
 
     Produced by :meth:`sparkdl.TorchEstimator.fit`; scores batch and streaming
     DataFrames. Classifiers add ``probability`` and ``rawPrediction`` vector
     columns next to ``prediction``, as Spark ML classifiers do.
 
+    It carries the Params it was fitted with, as Spark ML models do
+    (``getEpochs()``, ``getOptimizerParams()``, ``extractParamMap()``), so a
+    ``CrossValidatorModel``'s ``bestModel`` shows which setting won.
+
     Persistence writes Spark ML metadata (JSON params), the weights as
-    safetensors and the architecture with cloudpickle. Loading runs the pickled
-    architecture code: load models from trusted paths only.
+    safetensors and the architecture: a ``sparkdl.nn`` network as its JSON spec,
+    anything else with cloudpickle (see :mod:`sparkdl.ml.persistence`). Loading
+    runs pickled architecture code: load such models from trusted paths only.
 
     Example::
 
@@ -149,40 +144,8 @@ class TorchModel(Model, ScoringParams, MLWritable, MLReadable):
         return fields
 
     def write(self) -> MLWriter:
-        return _TorchModelWriter(self)
+        return TorchModelWriter(self)
 
     @classmethod
     def read(cls) -> MLReader:
-        return _TorchModelReader(cls)
-
-
-class _TorchModelWriter(MLWriter):
-    def __init__(self, instance: TorchModel):
-        super().__init__()
-        self.instance = instance
-
-    def saveImpl(self, path: str) -> None:
-        model = self.instance
-        DefaultParamsWriter.saveMetadata(
-            model, path, self.sc,
-            extraMetadata={"architectureKind": model._architecture.kind,
-                           "history": model.history.to_dict()})
-        write_bytes(self.sc, f"{path}/{ARCHITECTURE_FILE}", model._architecture.payload)
-        write_bytes(self.sc, f"{path}/{WEIGHTS_FILE}", model._weights)
-
-
-class _TorchModelReader(MLReader):
-    def __init__(self, cls):
-        super().__init__()
-        self.cls = cls
-
-    def load(self, path: str) -> TorchModel:
-        metadata = DefaultParamsReader.loadMetadata(path, self.sc)
-        arch = Architecture(metadata["architectureKind"],
-                            read_bytes(self.sc, f"{path}/{ARCHITECTURE_FILE}"))
-        model = self.cls(arch, read_bytes(self.sc, f"{path}/{WEIGHTS_FILE}"),
-                         TrainingHistory.from_dict(metadata.get("history") or {}))
-        model._resetUid(metadata["uid"])
-        DefaultParamsReader.getAndSetParams(model, metadata)
-        return model
-
+        return TorchModelReader(cls)

@@ -6,13 +6,20 @@ callables (a custom loss or optimizer) and the network itself live outside Param
 
 from __future__ import annotations
 
+import json
+
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed
 
-from sparkdl.errors import ConfigError
-
 
 def _to_dict(value) -> dict:
+    # A JSON object string is what the Scala estimator stores for the same Params, so
+    # a model saved from Scala loads in Python.
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise TypeError(f"expected a dict or a JSON object, got {value!r}") from None
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise TypeError(f"expected a dict with string keys, got {value!r}")
     return dict(value)
@@ -99,15 +106,14 @@ class ScoringParams(HasFeaturesCol, HasPredictionCol):
     def setModelVersionCol(self, value: str):
         return self._set(modelVersionCol=value)
 
-    def _check_positive(self, *names: str) -> None:
-        for name in names:
-            value = self.getOrDefault(getattr(self, name))
-            if value < 1:
-                raise ConfigError(f"{name} must be >= 1. Received: {name}={value}")
-
 
 class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
-    """Params of a training run."""
+    """Params of a training run, with getters.
+
+    :class:`~sparkdl.TorchEstimator` sets them; the :class:`~sparkdl.TorchModel` it
+    fits carries them too, as Spark ML models do, so ``cvModel.bestModel.getEpochs()``
+    and ``bestModel.extractParamMap()`` show which setting won.
+    """
 
     loss = Param(Params._dummy(), "loss",
                  "cross_entropy, nll, bce_with_logits, mse, or 'custom' for a callable",
@@ -167,47 +173,52 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
                          backwardPassesPerStep=1, shuffle=True, timeout=600.0,
                          checkpointDir="", checkpointInterval=1, logDir="")
 
-    def setLabelCol(self, value: str):
-        return self._set(labelCol=value)
+    def getLoss(self) -> str:
+        """The loss name (``"custom"`` for a callable)."""
+        return self.getOrDefault(self.loss)
 
-    def setOptimizerParams(self, value: dict):
-        return self._set(optimizerParams=value)
+    def getOptimizer(self) -> str:
+        """The optimizer name (``"custom"`` for a callable)."""
+        return self.getOrDefault(self.optimizer)
 
-    def setEpochs(self, value: int):
-        return self._set(epochs=value)
+    def getOptimizerParams(self) -> dict:
+        """The optimizer's keyword arguments, e.g. ``{"lr": 0.001}``."""
+        return dict(self.getOrDefault(self.optimizerParams))
 
-    def setNumWorkers(self, value: int):
-        return self._set(numWorkers=value)
+    def getEpochs(self) -> int:
+        return self.getOrDefault(self.epochs)
 
-    def setSeed(self, value: int):
-        return self._set(seed=value)
+    def getNumWorkers(self) -> int:
+        return self.getOrDefault(self.numWorkers)
 
-    def setValidationFraction(self, value: float):
-        return self._set(validationFraction=value)
+    def getValidationFraction(self) -> float:
+        return self.getOrDefault(self.validationFraction)
 
-    def setValidationCol(self, value: str):
-        return self._set(validationCol=value)
+    def getValidationCol(self) -> str | None:
+        """The boolean validation column, or ``None``."""
+        return self.getOrDefault(self.validationCol) if self.isDefined(self.validationCol) \
+            else None
 
-    def setBackend(self, value: str):
-        return self._set(backend=value)
+    def getBackend(self) -> str:
+        return self.getOrDefault(self.backend)
 
-    def setBackendOptions(self, value: dict):
-        return self._set(backendOptions=value)
+    def getBackendOptions(self) -> dict:
+        return dict(self.getOrDefault(self.backendOptions))
 
-    def setBackwardPassesPerStep(self, value: int):
-        return self._set(backwardPassesPerStep=value)
+    def getBackwardPassesPerStep(self) -> int:
+        return self.getOrDefault(self.backwardPassesPerStep)
 
-    def setShuffle(self, value: bool):
-        return self._set(shuffle=value)
+    def getShuffle(self) -> bool:
+        return self.getOrDefault(self.shuffle)
 
-    def setTimeout(self, value: float):
-        return self._set(timeout=value)
+    def getTimeout(self) -> float:
+        return self.getOrDefault(self.timeout)
 
-    def setCheckpointDir(self, value: str):
-        return self._set(checkpointDir=value)
+    def getCheckpointDir(self) -> str:
+        return self.getOrDefault(self.checkpointDir)
 
-    def setCheckpointInterval(self, value: int):
-        return self._set(checkpointInterval=value)
+    def getCheckpointInterval(self) -> int:
+        return self.getOrDefault(self.checkpointInterval)
 
-    def setLogDir(self, value: str):
-        return self._set(logDir=value)
+    def getLogDir(self) -> str:
+        return self.getOrDefault(self.logDir)

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from sparkdl.architecture import Architecture
 from sparkdl.checkpoints import RunOutputs
 from sparkdl.data.shard import ShardLayout
-from sparkdl.errors import ConfigError
 from sparkdl.rendezvous import RendezvousAddress
+from sparkdl.validation import require_positive, require_positive_int
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,5 @@ class TrainSpec:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "epochs", "num_workers", "backward_passes_per_step"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1. Received: {name}={value!r}")
-        if self.timeout_s <= 0:
-            raise ConfigError(f"timeout_s must be > 0. Received: timeout_s={self.timeout_s}")
+            require_positive_int(name, getattr(self, name))
+        require_positive("timeout_s", self.timeout_s)

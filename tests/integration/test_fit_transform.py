@@ -233,6 +233,6 @@ def test_declarative_network_spec_trains_saves_and_loads(digits, tmp_path):
     model.save(str(tmp_path / "spec_model"))
     loaded = TorchModel.load(str(tmp_path / "spec_model"))
     assert loaded._architecture.kind == "spec"
-    assert (tmp_path / "spec_model" / "architecture.pkl").read_bytes() == spec.to_json().encode()
+    assert (tmp_path / "spec_model" / "network.json").read_bytes() == spec.to_json().encode()
     before = [r.prediction for r in model.transform(test).collect()]
     assert before == [r.prediction for r in loaded.transform(test).collect()]
