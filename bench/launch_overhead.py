@@ -90,7 +90,7 @@ def _rank_process_cpu() -> int:
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"sparkdl.worker.rank_process" not in f.read():
+                if b"sparkdl.worker.rank_child_main" not in f.read():
                     continue
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()

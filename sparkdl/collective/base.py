@@ -44,20 +44,20 @@ class PeerInfo:
 
 
 class Collective(ABC):
-    """An allreduce backend: rendezvous, broadcast, gradient and metric reduction."""
+    """An allreduce backend: rendezvous, broadcast, gradient and metric reduction.
+
+    A backend holds collectives only. Which process a rank trains in is the
+    worker's :class:`~sparkdl.worker.rank_process.ProcessPolicy`, and gradient
+    accumulation is the training loop's, told to :meth:`prepare_optimizer`. Its
+    configuration is fixed at construction; only its connection state changes.
+
+    Example:
+        >>> from sparkdl.collective import get_backend
+        >>> get_backend("torch").name
+        'torch'
+    """
 
     name: str = ""
-
-    #: The backend cannot start twice in one process, so each run gets a fresh one.
-    fresh_process: bool = False
-
-    #: For ``fresh_process`` backends: keep an idle, imported process per executor
-    #: for the next run, and how long it waits for one before exiting.
-    keep_warm: bool = False
-    warm_idle_s: float = 300.0
-
-    #: Backward passes accumulated locally before gradients are combined.
-    backward_passes_per_step: int = 1
 
     @abstractmethod
     def advertise(self, rank: int, hosts: list[str]) -> dict:
@@ -82,9 +82,17 @@ class Collective(ABC):
     def broadcast_module(self, module: torch.nn.Module) -> None:
         """Overwrite parameters and buffers on every rank with rank 0's."""
 
-    def prepare_optimizer(self, optimizer: torch.optim.Optimizer,
-                          module: torch.nn.Module) -> torch.optim.Optimizer:
-        """Return the optimizer to step with (a backend may wrap it)."""
+    def prepare_optimizer(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module,
+                          backward_passes_per_step: int = 1) -> torch.optim.Optimizer:
+        """Return the optimizer to step with (a backend may wrap it).
+
+        Args:
+            optimizer: the optimizer over ``module``'s parameters.
+            module: the network, already broadcast from rank 0.
+            backward_passes_per_step: backward passes the training loop accumulates
+                locally before each :meth:`step`; a backend that combines
+                gradients during backward (Horovod's hooks) waits for the last one.
+        """
         return optimizer
 
     def loss_weight(self, local_rows: int, global_rows: int) -> float:

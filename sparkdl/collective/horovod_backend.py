@@ -40,6 +40,7 @@ OPTIONS = {
     "op": ("sum", "adasum"),
     "fusion_threshold_mb": None,
     "cycle_time_ms": None,
+    # Read by the worker's ProcessPolicy (sparkdl.worker.rank_process), not the backend.
     "warm_process": (True, False),
     "warm_idle_s": None,
 }
@@ -184,17 +185,13 @@ class HorovodCollective(Collective):
     """
 
     name = "horovod"
-    fresh_process = True  # a second hvd.init() in one process crashes
 
     def __init__(self, options: dict | None = None) -> None:
-        self.options = dict(options or {})
-        check_options(self.options)
+        check_options(options or {})
+        self._options = dict(options or {})
         self._server = None
         self._saved_env: dict[str, str | None] = {}
         self._started = False
-        self.backward_passes_per_step = 1
-        self.keep_warm = bool(self.options.get("warm_process", True))
-        self.warm_idle_s = float(self.options.get("warm_idle_s", Collective.warm_idle_s))
 
     def advertise(self, rank: int, hosts: list[str]) -> dict:
         if rank != 0:
@@ -219,7 +216,7 @@ class HorovodCollective(Collective):
         import horovod.torch as hvd
 
         me = plan_slots([p.host for p in peers])[rank]
-        env = horovod_env(me, peers[0].host, peers[0].extra["rendezvous_port"], self.options,
+        env = horovod_env(me, peers[0].host, peers[0].extra["rendezvous_port"], self._options,
                           timeout_s)
         iface = _iface_for(me.hostname)
         if iface:
@@ -241,22 +238,22 @@ class HorovodCollective(Collective):
 
         hvd.broadcast_parameters(module.state_dict(), root_rank=0)
 
-    def prepare_optimizer(self, optimizer: torch.optim.Optimizer,
-                          module: torch.nn.Module) -> torch.optim.Optimizer:
+    def prepare_optimizer(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module,
+                          backward_passes_per_step: int = 1) -> torch.optim.Optimizer:
         import horovod.torch as hvd
 
         hvd.broadcast_optimizer_state(optimizer, root_rank=0)
         if self._adasum:
             return optimizer  # combined in step(), see the module docstring
-        compression = (hvd.Compression.fp16 if self.options.get("compression") == "fp16"
+        compression = (hvd.Compression.fp16 if self._options.get("compression") == "fp16"
                        else hvd.Compression.none)
         return hvd.DistributedOptimizer(
             optimizer, named_parameters=module.named_parameters(), compression=compression,
-            op=hvd.Sum, backward_passes_per_step=self.backward_passes_per_step)
+            op=hvd.Sum, backward_passes_per_step=backward_passes_per_step)
 
     @property
     def _adasum(self) -> bool:
-        return self.options.get("op") == "adasum"
+        return self._options.get("op") == "adasum"
 
     def loss_weight(self, local_rows: int, global_rows: int) -> float:
         if self._adasum:
@@ -275,7 +272,7 @@ class HorovodCollective(Collective):
         params = [p for p in module.parameters() if p.requires_grad]
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads])
-        if self.options.get("compression") == "fp16":
+        if self._options.get("compression") == "fp16":
             gathered = hvd.allgather(flat.half().unsqueeze(0), name="sparkdl.adasum").to(
                 flat.dtype)
         else:

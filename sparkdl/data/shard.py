@@ -137,13 +137,6 @@ class LocalShard:
             pass
         return cls(path, layout)
 
-    @property
-    def sample_shape(self) -> tuple[int, ...] | None:
-        """Per-row feature shape, or ``None`` for an empty shard."""
-        if not self._features:
-            return None
-        return self._take_features(self._features[0], slice(0, 0)).shape[1:]
-
     def _take_features(self, views: list[np.ndarray], rows) -> np.ndarray:
         return take_features(views, rows, self.layout.feature_shape)
 

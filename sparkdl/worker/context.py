@@ -1,6 +1,6 @@
 """What a training rank needs from the Spark task it runs in, behind one small interface.
 
-The same rank logic (:func:`sparkdl.worker.train_task.run_train_task`) runs under two
+The same rank logic (:func:`sparkdl.worker.rank.train_rank`) runs under two
 launchers, each describing its task as a :class:`StaticRankContext`: PySpark's
 ``mapInArrow(..., barrier=True)`` (:func:`spark_rank_context`, from
 ``BarrierTaskContext`` and the driver rendezvous) and the Scala estimator's barrier

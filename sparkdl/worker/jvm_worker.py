@@ -3,8 +3,8 @@
 The executor JVM (``sparkdl.ml.PythonWorkerPool``, for ``sparkdl.ml.TorchEstimator``
 barrier tasks and ``sparkdl.ml.TorchModel`` scoring tasks) listens on a loopback port,
 starts this process with the port as argument and a per-process secret in
-``SPARKDL_WORKER_SECRET``, and talks over one socket in frames
-``[kind: int32][length: int64][payload]`` (big-endian). One process serves many
+``SPARKDL_WORKER_SECRET``, and talks over one socket in :mod:`sparkdl.worker.frames`
+frames ``[kind: int32][length: int64][payload]`` (big-endian). One process serves many
 requests, one at a time, as PySpark's reused Python workers do: each is a REQUEST,
 its input frames, and this process's answers up to DONE. It exits when the JVM
 closes the socket (an idle timeout, reuse turned off, the executor stopping), when
@@ -25,9 +25,9 @@ ERROR (7)      py -> jvm  the worker's traceback; the JVM fails the task with it
 DONE (8)       py -> jvm  all results sent
 =============  =========  ========================================================
 
-Training runs :func:`sparkdl.worker.train_task.run_train_task`, the same code as the
-PySpark estimator (torch.distributed is started and shut down per request, as in a
-reused PySpark worker); scoring runs :func:`sparkdl.worker.score_task.score_batch` once
+Training runs :func:`sparkdl.worker.rank.train_rank`, the same code as the PySpark
+estimator (torch.distributed is started and shut down per request, as in a reused
+PySpark worker); scoring runs :func:`sparkdl.worker.score_task.score_batch` once
 per batch, lock-step (one RESULT per BATCH, holding only the new columns).
 Everything this process prints goes to stderr, which the JVM copies to the
 executor log.
@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import struct
 import sys
 import threading
 import time
@@ -47,40 +46,33 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
+from sparkdl.worker.frames import FramedSocket, PeerClosed
+
 AUTH, REQUEST, BATCH, END, GATHER, GATHERED, RESULT, ERROR, DONE, BLOB = range(10)
 SECRET_ENV = "SPARKDL_WORKER_SECRET"
-_HEADER = struct.Struct(">iq")
+
+#: The largest frame the JVM can send: it holds every payload in one Java array.
+MAX_BYTES = (1 << 31) - 1
+#: How long the JVM may take to send what it sends right after a request (BLOB).
+PROMPT_S = 300.0
 
 
-class JvmClosed(EOFError):
-    """The JVM closed the connection between requests: this worker's work is done."""
+class Channel(FramedSocket):
+    """The worker's end of the JVM socket: frames, Arrow batches and gathers.
 
+    No stall limit inside a frame: the JVM writes BATCH frames into a buffer that
+    it flushes only when full or at the next other frame, so half a frame may wait
+    for as long as the next rows take. The JVM's death still ends the read (the
+    socket closes) and the worker (:func:`exit_with_parent`).
 
-class Channel:
-    """Framed messages over a binary file pair (a socket's ``makefile``)."""
+    Example::
 
-    def __init__(self, rfile, wfile) -> None:
-        self._r = rfile
-        self._w = wfile
+        channel = Channel(socket.create_connection(("127.0.0.1", port)))
+        kind, payload = channel.recv(REQUEST)
+    """
 
-    def send(self, kind: int, payload: bytes = b"") -> None:
-        self._w.write(_HEADER.pack(kind, len(payload)))
-        self._w.write(payload)
-        self._w.flush()
-
-    def recv(self, *expected: int) -> tuple[int, bytes]:
-        header = self._r.read(_HEADER.size)
-        if not header:
-            raise JvmClosed("The JVM closed the connection.")
-        if len(header) < _HEADER.size:
-            raise EOFError("The JVM task closed the connection mid-frame.")
-        kind, length = _HEADER.unpack(header)
-        payload = self._r.read(length) if length else b""
-        if len(payload) < length:
-            raise EOFError("The JVM task closed the connection mid-frame.")
-        if expected and kind not in expected:
-            raise ValueError(f"Protocol error: expected frame kind {expected}, received {kind}")
-        return kind, payload
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock, "The JVM task", MAX_BYTES, stall_s=None)
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """Record batches until END."""
@@ -94,7 +86,7 @@ class Channel:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, batch.schema) as writer:
             writer.write_batch(batch)
-        self.send(RESULT, sink.getvalue().to_pybytes())
+        self.send(RESULT, sink.getvalue())
 
     def gather(self, message: str) -> list[str]:
         self.send(GATHER, message.encode("utf-8"))
@@ -137,13 +129,14 @@ def _context(channel: Channel, task: dict, keep_spare: bool = False):
 
 
 def _train(channel: Channel, request: dict) -> None:
-    from sparkdl.worker.train_task import ShippedSpec, run_train_task
+    from sparkdl.worker.rank import train_rank
+    from sparkdl.worker.train_task import ShippedSpec
 
     spec = ShippedSpec.of(train_spec(request))
     # A pooled worker outlives the task, as a reused PySpark worker does, so it may keep
     # a warm Horovod rank process for the next fit.
     ctx = _context(channel, request["task"], keep_spare=bool(request.get("worker_reused")))
-    for batch in run_train_task(spec, channel.batches(), ctx):
+    for batch in train_rank(spec, channel.batches(), ctx):
         channel.send_batch(batch)
 
 
@@ -151,8 +144,8 @@ def _score(channel: Channel, request: dict) -> None:
     from sparkdl.architecture import Architecture, weights_from_bytes
     from sparkdl.worker.score_task import ScoreSpec, score_batch
 
-    _, arch = channel.recv(BLOB)
-    _, weights = channel.recv(BLOB)
+    _, arch = channel.recv(BLOB, timeout_s=PROMPT_S)
+    _, weights = channel.recv(BLOB, timeout_s=PROMPT_S)
     ctx = _context(channel, request["task"])
     ctx.limit_threads()
     device = ctx.device()
@@ -184,7 +177,7 @@ def serve(channel: Channel) -> None:
     while True:
         try:
             _, payload = channel.recv(REQUEST)
-        except JvmClosed:
+        except PeerClosed:  # between requests: this worker's work is done
             return
         request = json.loads(payload)
         if request["mode"] == "train":
@@ -218,13 +211,6 @@ def exit_with_parent(poll_s: float = 1.0) -> threading.Thread:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv == ["--check"]:
-        # The JVM's pre-flight check that executors' Python has sparkdl and its needs.
-        import torch  # noqa: F401
-
-        import sparkdl  # noqa: F401
-        print("sparkdl worker ok")
-        return 0
     if len(argv) != 1 or not argv[0].isdigit():
         print("usage: python -m sparkdl.worker <port>  (started by the sparkdl JVM task)",
               file=sys.stderr)
@@ -232,9 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     # Results travel on the socket; keep stray prints (user code, Horovod) off it.
     os.dup2(2, 1)
     exit_with_parent()
-    sock = socket.create_connection(("127.0.0.1", int(argv[0])))
-    rfile, wfile = sock.makefile("rb"), sock.makefile("wb")
-    channel = Channel(rfile, wfile)
+    channel = Channel(socket.create_connection(("127.0.0.1", int(argv[0]))))
     try:
         channel.send(AUTH, os.environ.pop(SECRET_ENV, "").encode("utf-8"))
         serve(channel)
@@ -250,8 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stderr.flush()
     # Interpreter teardown with torch loaded takes seconds; everything is closed.
     try:
-        wfile.close()
-        sock.close()
+        channel.close()
     finally:
         os._exit(0)
 

@@ -79,8 +79,8 @@ def _batches(index: np.ndarray, batch_size: int):
         yield index[start:start + batch_size]
 
 
-def run_rank(spec: TrainSpec, shard: LocalShard, collective: Collective, rank: int,
-             peers: list[PeerInfo], device: torch.device) -> tuple[torch.nn.Module, list[dict]]:
+def train_loop(spec: TrainSpec, shard: LocalShard, collective: Collective, rank: int,
+               peers: list[PeerInfo], device: torch.device) -> tuple[torch.nn.Module, list[dict]]:
     """Train on this rank's shard; return the module and per-epoch history.
 
     Args:
@@ -93,13 +93,20 @@ def run_rank(spec: TrainSpec, shard: LocalShard, collective: Collective, rank: i
 
     Returns:
         ``(module, history)``; the module is identical on every rank.
+
+    Example::
+
+        collective.start(rank, peers, device, spec.timeout_s)
+        module, history = train_loop(spec, shard, collective, rank, peers, device)
+        history[-1]["train_loss"]
     """
     loss_spec = resolve_loss(spec.loss)
     task = loss_spec.task
     module = build_module(spec, device)
     collective.broadcast_module(module)
     optimizer = collective.prepare_optimizer(
-        build_optimizer(spec.optimizer, spec.optimizer_params, module.parameters()), module)
+        build_optimizer(spec.optimizer, spec.optimizer_params, module.parameters()), module,
+        spec.backward_passes_per_step)
     outputs = spec.outputs
     if outputs.resume:
         load_optimizer_state(optimizer, outputs.resume.optimizer_state, device)

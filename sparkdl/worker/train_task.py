@@ -1,23 +1,25 @@
-"""The barrier task that trains one rank: Spark glue around :func:`run_rank`.
+"""The Spark task that trains one rank: what it receives, what it returns, its entry point.
 
-``train_task(spec, batches)`` is what ``mapInArrow(..., barrier=True)`` runs. It
-writes the rank's partition to a local shard, meets the other ranks at the
-driver's rendezvous (:mod:`sparkdl.rendezvous`), starts the collective backend,
-trains, and yields result rows: every rank reports who it was (pid, executor, host); rank 0
-also returns the weights (safetensors) and the history.
+``train_task(spec, batches)`` is what the PySpark estimator's
+``mapInArrow(..., barrier=True)`` runs, with a :class:`ShippedSpec`; it yields
+rows of :data:`RESULT_SCHEMA`. Training one rank takes four layers, and each
+function is named for its layer:
 
-The rank logic itself is :func:`run_train_task`, which takes its Spark facts (rank,
-hosts, CPUs, GPUs, the gather of rendezvous messages) from a small context object,
-so the Scala estimator's ``python -m sparkdl.worker`` runs exactly the same code.
+* Spark task glue: :func:`train_task` here (PySpark), ``_train`` in
+  :mod:`sparkdl.worker.jvm_worker` (the Scala estimator's worker). Each turns its
+  launcher's task into a :class:`~sparkdl.worker.context.StaticRankContext`.
+* The rank, whatever launched it: :func:`sparkdl.worker.rank.train_rank` writes
+  the shard, meets the other ranks, picks the rank's process and yields the
+  result rows.
+* The rank process: :func:`sparkdl.worker.rank_process.train_in_process` in this
+  process, or :meth:`sparkdl.worker.rank_child.RankChild.train` in a fresh child
+  (Horovod), starts the backend and collects the result.
+* The training loop: :func:`sparkdl.worker.loop.train_loop`, epochs of steps over
+  the shard.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -62,16 +64,17 @@ class ShippedSpec:
     payload: bytes = field(repr=False)
     backend: str
     backend_options: dict
-    backward_passes_per_step: int
     layout: ShardLayout
     rendezvous: RendezvousAddress | None = None  # None: meet through allGather
 
     @classmethod
     def of(cls, spec: TrainSpec) -> ShippedSpec:
-        import cloudpickle
+        from sparkdl.architecture import dumps_code  # the driver has torch imported
 
-        return cls(cloudpickle.dumps(spec), spec.backend, dict(spec.backend_options),
-                   spec.backward_passes_per_step, spec.layout, spec.rendezvous)
+        # A custom loss or optimizer from a script or notebook travels by value,
+        # as the network's own code does.
+        return cls(dumps_code(spec, spec.loss, spec.optimizer), spec.backend,
+                   dict(spec.backend_options), spec.layout, spec.rendezvous)
 
     def load(self) -> TrainSpec:
         """The full :class:`~sparkdl.worker.spec.TrainSpec` (imports torch)."""
@@ -80,92 +83,24 @@ class ShippedSpec:
         return pickle.loads(self.payload)
 
 
-def _result(rank: int, kind: str, payload: bytes) -> pa.RecordBatch:
-    return pa.record_batch([pa.array([rank], pa.int32()), pa.array([kind]),
-                            pa.array([payload], pa.binary())], schema=RESULT_SCHEMA)
-
-
-def train_task(spec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def train_task(spec: ShippedSpec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Train one rank inside a PySpark barrier task (``mapInArrow(barrier=True)``).
 
     Args:
-        spec: a :class:`ShippedSpec`.
+        spec: the run, as shipped to every task.
         batches: this partition's Arrow record batches.
 
     Yields:
         Result record batches with :data:`RESULT_SCHEMA`.
+
+    Example::
+
+        df.mapInArrow(functools.partial(train_task, ShippedSpec.of(spec)), RESULT_DDL,
+                      barrier=True).collect()
     """
+    # Imported here: the driver imports this module for ShippedSpec, the task
+    # machinery is needed on executors only.
     from sparkdl.worker.context import spark_rank_context
+    from sparkdl.worker.rank import train_rank
 
-    yield from run_train_task(spec, batches, spark_rank_context(spec))
-
-
-def run_train_task(spec, batches: Iterator[pa.RecordBatch], ctx) -> Iterator[pa.RecordBatch]:
-    """Train one rank: the logic shared by the PySpark and the JVM launchers.
-
-    Args:
-        spec: a :class:`ShippedSpec`.
-        batches: this partition's Arrow record batches.
-        ctx: the task's facts and gather, a
-            :class:`~sparkdl.worker.context.StaticRankContext`.
-
-    Yields:
-        Result record batches with :data:`RESULT_SCHEMA`.
-    """
-    from sparkdl.collective import get_backend
-    from sparkdl.collective.base import PeerInfo
-    from sparkdl.data.shard import LocalShard
-    from sparkdl.worker.rank_process import RankChild, keep_spare, train_rank
-    from sparkdl.worker.task_env import local_dir
-
-    rank = ctx.rank
-    hosts = list(ctx.hosts)
-    host = hosts[rank]
-    workdir = tempfile.mkdtemp(prefix="sparkdl-shard-", dir=local_dir())
-    collective = get_backend(spec.backend, spec.backend_options)
-    collective.backward_passes_per_step = spec.backward_passes_per_step
-    child = (RankChild.take(spec.backend, workdir, collective.keep_warm, collective.warm_idle_s)
-             if collective.fresh_process else None)
-    shard = None
-    clock = [time.perf_counter()]
-
-    def lap() -> float:
-        clock.append(time.perf_counter())
-        return clock[-1] - clock[-2]
-    try:
-        shard = LocalShard.write(batches, workdir, spec.layout)
-        seconds = {"shard_write": lap()}
-        me = {
-            "rank": rank, "host": host, "pid": os.getpid(),
-            "executor_id": ctx.executor_id,
-            "train_rows": len(shard.train_index),
-            "validation_rows": len(shard.validation_index),
-            "extra": collective.advertise(rank, hosts),
-        }
-        messages = ctx.gather(json.dumps(me))
-        seconds["meet"] = lap()
-        peers = sorted((PeerInfo(**json.loads(m)) for m in messages), key=lambda p: p.rank)
-        spare = child is not None and child.spare
-        if child is not None:
-            result, child = child.run(spec.payload, shard.path, rank, peers, ctx.gpus,
-                                      ctx.cpus), None
-        else:
-            ctx.limit_threads()
-            result = train_rank(spec.load(), shard, collective, rank, peers, ctx.device())
-        seconds["rank"] = lap()
-        me.pop("extra")
-        me.update(pid=result.pid, device=result.device, backend_size=result.backend_size,
-                  warm_process=spare, seconds={**seconds, **result.seconds})
-        yield _result(rank, "worker", json.dumps(me).encode())
-        if rank == 0:
-            yield _result(rank, "weights", result.weights)
-            yield _result(rank, "history", json.dumps(result.history).encode())
-    finally:
-        if child is not None:
-            child.kill()
-        collective.shutdown()
-        if shard is not None:
-            shard.close()
-        shutil.rmtree(workdir, ignore_errors=True)
-        if collective.fresh_process and collective.keep_warm and ctx.keep_spare:
-            keep_spare(spec.backend, collective.warm_idle_s)
+    yield from train_rank(spec, batches, spark_rank_context(spec))

@@ -1,6 +1,6 @@
 """One training rank fed an Arrow stream, run by test_spill.py in its own process.
 
-The rank runs :func:`sparkdl.worker.train_task.run_train_task`, the code every
+The rank runs :func:`sparkdl.worker.rank.train_rank`, the code every
 Spark training task runs (PySpark and JVM launchers alike), with a one-rank
 :class:`~sparkdl.worker.context.StaticRankContext` and the torch backend. Its
 input is what a Spark task's Python worker reads from its executor: an Arrow IPC
@@ -87,8 +87,9 @@ def main(stream: str, width: int, batch_size: int, cgroup: str | None = None,
     from sparkdl.architecture import Architecture, weights_to_bytes
     from sparkdl.data.shard import ShardLayout
     from sparkdl.worker.context import StaticRankContext
+    from sparkdl.worker.rank import train_rank
     from sparkdl.worker.spec import TrainSpec
-    from sparkdl.worker.train_task import ShippedSpec, run_train_task
+    from sparkdl.worker.train_task import ShippedSpec
 
     torch.manual_seed(0)
     model = torch.nn.Linear(width, 2)
@@ -110,7 +111,7 @@ def main(stream: str, width: int, batch_size: int, cgroup: str | None = None,
                             gather_fn=lambda message: [message])
     began = time.perf_counter()
     results = {}
-    for batch in run_train_task(ShippedSpec.of(spec), source, ctx):
+    for batch in train_rank(ShippedSpec.of(spec), source, ctx):
         row = batch.to_pylist()[0]
         results[row["kind"]] = json.loads(row["payload"]) if row["kind"] != "weights" else None
     seconds = time.perf_counter() - began

@@ -31,7 +31,7 @@ from sparkdl.worker.jvm_worker import (
     Channel,
     train_spec,
 )
-from sparkdl.worker.rank_process import _alive
+from sparkdl.worker.liveness import is_alive
 
 TASK = {"rank": 0, "hosts": ["127.0.0.1"], "cpus": 1, "gpus": [], "attempt": 0,
         "executor_id": "0"}
@@ -60,7 +60,7 @@ class FakeJvm:
         self.server.settimeout(60)
         self.conn, _ = self.server.accept()
         self.conn.settimeout(120)
-        self.channel = Channel(self.conn.makefile("rb"), self.conn.makefile("wb"))
+        self.channel = Channel(self.conn)
         kind, payload = self.channel.recv()
         assert kind == AUTH
         self.authenticated = payload == secret.encode()
@@ -193,9 +193,9 @@ def test_worker_exits_when_its_parent_dies():
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
         deadline = time.monotonic() + 20
-        while _alive(worker) and time.monotonic() < deadline:
+        while is_alive(worker) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not _alive(worker), "the worker outlived its parent"
+        assert not is_alive(worker), "the worker outlived its parent"
     finally:
         parent.stdout.close()
         conn.close()

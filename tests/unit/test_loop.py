@@ -1,4 +1,4 @@
-"""run_rank against hand-written PyTorch loops, with in-process collectives.
+"""train_loop against hand-written PyTorch loops, with in-process collectives.
 
 ``SingleRank`` is a complete world-size-1 backend. ``ThreadGroup`` runs several
 ranks as threads of this process and sums through shared memory, which checks
@@ -22,7 +22,7 @@ from sparkdl.collective.base import Collective, PeerInfo
 from sparkdl.collective.torch_distributed import TorchDistributedCollective
 from sparkdl.data.schedule import steps_per_epoch
 from sparkdl.data.shard import LocalShard, ShardLayout
-from sparkdl.worker.loop import run_rank
+from sparkdl.worker.loop import train_loop
 from sparkdl.worker.spec import TrainSpec
 
 CPU = torch.device("cpu")
@@ -190,7 +190,7 @@ def test_full_batch_sgd_matches_plain_pytorch(tmp_path):
     try:
         spec = make_spec(model, layout, "cross_entropy", batch_size=32, epochs=4)
         coll = SingleRank()
-        trained, history = run_rank(spec, shard, coll, 0, [peer(0, shard)], CPU)
+        trained, history = train_loop(spec, shard, coll, 0, [peer(0, shard)], CPU)
     finally:
         shard.close()
     ref, losses, accs, _ = reference_full_batch(model, x, y, F.cross_entropy, 4, 0.1)
@@ -216,7 +216,7 @@ def test_minibatches_without_shuffle_match_plain_pytorch(tmp_path):
     try:
         spec = make_spec(model, layout, "mse", batch_size=4, epochs=2, lr=0.05, shuffle=False)
         coll = SingleRank()
-        trained, history = run_rank(spec, shard, coll, 0, [peer(0, shard)], CPU)
+        trained, history = train_loop(spec, shard, coll, 0, [peer(0, shard)], CPU)
     finally:
         shard.close()
     ref = Architecture.of(model).build(model.state_dict())
@@ -246,7 +246,7 @@ def test_validation_rows_are_held_out(tmp_path):
     shard, layout = write_shard(tmp_path, x, y, validation=is_val)
     try:
         spec = make_spec(model, layout, "cross_entropy", batch_size=64, epochs=3)
-        trained, history = run_rank(spec, shard, SingleRank(), 0, [peer(0, shard)], CPU)
+        trained, history = train_loop(spec, shard, SingleRank(), 0, [peer(0, shard)], CPU)
     finally:
         shard.close()
     ref, losses, _, val_losses = reference_full_batch(
@@ -269,7 +269,7 @@ def test_empty_rank_runs_the_same_steps_with_zero_gradient(tmp_path):
     try:
         spec = make_spec(model, layout, "cross_entropy", batch_size=2, epochs=3)
         coll = SingleRank()
-        trained, history = run_rank(spec, shard, coll, 0, [peer(0, shard), other], CPU)
+        trained, history = train_loop(spec, shard, coll, 0, [peer(0, shard), other], CPU)
     finally:
         shard.close()
     assert coll.steps == 3 * steps_per_epoch([0, 7], 2) == 12
@@ -288,7 +288,7 @@ def test_binary_accuracy_and_scalar_output(tmp_path):
     shard, layout = write_shard(tmp_path, x, y)
     try:
         spec = make_spec(model, layout, "bce_with_logits", batch_size=16, epochs=1)
-        _, history = run_rank(spec, shard, SingleRank(), 0, [peer(0, shard)], CPU)
+        _, history = train_loop(spec, shard, SingleRank(), 0, [peer(0, shard)], CPU)
     finally:
         shard.close()
     with torch.no_grad():
@@ -308,7 +308,7 @@ def test_runs_are_repeatable_with_shuffle(tmp_path):
         shard, layout = write_shard(tmp_path / str(run), x, y)
         try:
             spec = make_spec(model, layout, "cross_entropy", batch_size=5, epochs=2)
-            trained, history = run_rank(spec, shard, SingleRank(), 0, [peer(0, shard)], CPU)
+            trained, history = train_loop(spec, shard, SingleRank(), 0, [peer(0, shard)], CPU)
         finally:
             shard.close()
         results.append((trained, [h["train_loss"] for h in history]))
@@ -342,7 +342,7 @@ def test_uneven_ranks_sum_to_the_global_batch_mean(tmp_path, split):
 
     def rank_main(r):
         try:
-            results[r] = run_rank(spec, shards[r], ThreadRank(group, r), r, peers, CPU)
+            results[r] = train_loop(spec, shards[r], ThreadRank(group, r), r, peers, CPU)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
             group.barrier.abort()
@@ -391,7 +391,7 @@ def test_real_torch_backend_world_size_one(tmp_path):
         summed = coll.allreduce_sum(torch.tensor([1.0, 2.0], dtype=torch.float64))
         assert summed.tolist() == [1.0, 2.0]
         spec = make_spec(model, layout, "cross_entropy", batch_size=12, epochs=3)
-        trained, history = run_rank(spec, shard, coll, 0, [me], CPU)
+        trained, history = train_loop(spec, shard, coll, 0, [me], CPU)
     finally:
         coll.shutdown()
         coll.shutdown()  # safe twice
@@ -421,7 +421,7 @@ def test_tied_weights_stay_tied_through_training(tmp_path):
     shard, layout = write_shard(tmp_path, x, y)
     try:
         spec = make_spec(model, layout, "mse", batch_size=8, epochs=2)
-        trained, _ = run_rank(spec, shard, SingleRank(), 0, [peer(0, shard)], CPU)
+        trained, _ = train_loop(spec, shard, SingleRank(), 0, [peer(0, shard)], CPU)
     finally:
         shard.close()
     assert torch.equal(trained.a.weight, trained.b.weight)
@@ -438,10 +438,10 @@ def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
             make_spec(model, layout, "mse", batch_size=4, epochs=2, shuffle=False),
             backward_passes_per_step=2)
         coll_small = SingleRank()
-        accumulated, _ = run_rank(small, shard, coll_small, 0, [peer(0, shard)], CPU)
+        accumulated, _ = train_loop(small, shard, coll_small, 0, [peer(0, shard)], CPU)
         big = make_spec(model, layout, "mse", batch_size=8, epochs=2, shuffle=False)
         coll_big = SingleRank()
-        direct, _ = run_rank(big, shard, coll_big, 0, [peer(0, shard)], CPU)
+        direct, _ = train_loop(big, shard, coll_big, 0, [peer(0, shard)], CPU)
     finally:
         shard.close()
     assert coll_small.steps == coll_big.steps == 4
@@ -457,7 +457,26 @@ def test_a_short_last_accumulation_group_still_steps(tmp_path):
             make_spec(torch.nn.Linear(3, 1), layout, "mse", batch_size=4, epochs=1),
             backward_passes_per_step=2)
         coll = SingleRank()
-        run_rank(spec, shard, coll, 0, [peer(0, shard)], CPU)
+        train_loop(spec, shard, coll, 0, [peer(0, shard)], CPU)
     finally:
         shard.close()
     assert coll.steps == 2  # 3 batches: one group of 2, one of 1
+
+
+def test_the_loop_tells_the_backend_how_many_passes_it_accumulates(tmp_path):
+    class Recording(SingleRank):
+        def prepare_optimizer(self, optimizer, module, backward_passes_per_step=1):
+            self.accumulated = backward_passes_per_step
+            return optimizer
+
+    x, y = regression_data(8)
+    shard, layout = write_shard(tmp_path, x, y)
+    try:
+        spec = dataclasses.replace(
+            make_spec(torch.nn.Linear(3, 1), layout, "mse", batch_size=4, epochs=1),
+            backward_passes_per_step=2)
+        coll = Recording()
+        train_loop(spec, shard, coll, 0, [peer(0, shard)], CPU)
+    finally:
+        shard.close()
+    assert coll.accumulated == 2 and coll.steps == 1

@@ -39,7 +39,6 @@ def test_single_batch(tmp_path):
     try:
         assert os.path.exists(tmp_path / SHARD_FILE)
         assert shard.rows == 6
-        assert shard.sample_shape == (3,)
         np.testing.assert_array_equal(shard.features([5, 0, 2]), expected_features([5, 0, 2]))
         assert shard.labels([5, 0, 2]).tolist() == [1, 0, 2]
         assert shard.labels([0]).dtype == np.int64
@@ -79,7 +78,6 @@ def test_float_labels_and_feature_shape(tmp_path):
     shard = LocalShard.write(batches, str(tmp_path),
                              ShardLayout(("f",), "y", False, feature_shape=(1, 2, 2)))
     try:
-        assert shard.sample_shape == (1, 2, 2)
         x = shard.features([3, 0])
         assert x.shape == (2, 1, 2, 2) and x.dtype == np.float32
         assert x[0].ravel().tolist() == [3.0] * 4
@@ -130,7 +128,6 @@ def test_empty_input(tmp_path, batches):
     try:
         assert os.path.exists(tmp_path / SHARD_FILE)
         assert shard.rows == 0
-        assert shard.sample_shape is None
         assert len(shard.train_index) == 0 and len(shard.validation_index) == 0
     finally:
         shard.close()

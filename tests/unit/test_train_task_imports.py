@@ -4,7 +4,7 @@ Importing torch takes about two seconds in a fresh Spark Python worker (the firs
 fit of a session, or after Spark replaced its idle workers). A Horovod rank trains
 in a child process that has torch imported already, so the task itself only
 writes the shard, meets its peers and forwards the spec's bytes. This runs that
-task logic (:func:`~sparkdl.worker.train_task.run_train_task`, one rank, a real
+task logic (:func:`~sparkdl.worker.rank.train_rank`, one rank, a real
 Horovod child) in a clean interpreter and checks what it imported.
 """
 
@@ -31,7 +31,7 @@ TASK = """
 import json, pickle, sys
 import pyarrow as pa
 from sparkdl.worker.context import StaticRankContext
-from sparkdl.worker.train_task import run_train_task
+from sparkdl.worker.rank import train_rank
 
 shipped = pickle.loads(sys.stdin.buffer.read())
 features = pa.array([[float(i), 1.0] for i in range(32)], pa.list_(pa.float32()))
@@ -39,7 +39,7 @@ batch = pa.record_batch([features, pa.array([i % 2 for i in range(32)], pa.int64
                         names=["features", "label"])
 ctx = StaticRankContext(rank=0, hosts=["127.0.0.1"], cpus=1, gpus=(), executor_id="t",
                         gather_fn=lambda message: [message])
-rows = [b.to_pylist()[0] for b in run_train_task(shipped, iter([batch]), ctx)]
+rows = [b.to_pylist()[0] for b in train_rank(shipped, iter([batch]), ctx)]
 print(json.dumps({"torch_imported": "torch" in sys.modules,
                   "kinds": [r["kind"] for r in rows],
                   "worker": json.loads(rows[0]["payload"])}))

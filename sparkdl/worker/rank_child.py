@@ -1,0 +1,268 @@
+"""A rank child seen from its task: start it, hand it the rank, read its result.
+
+A rank child is a fresh interpreter (``python -m sparkdl.worker.rank_child_main``)
+that trains exactly one rank and exits. The task keeps its shard, its rendezvous
+and its results; the child gets the spec, the shard's path and the peers over a
+local socket and sends its result back on it. The child's stdout and stderr go to
+a log file that the task copies to the executor log.
+
+The protocol, in :mod:`sparkdl.worker.frames` frames, the task speaking first:
+
+===========  ===========  =====================================================
+kind         direction    payload
+===========  ===========  =====================================================
+KEY (0)      task->child  the child's key; a child drops a peer that gets it wrong
+WORK (1)     task->child  JSON: shard path, rank, peers, GPUs, CPUs, log path
+SPEC (2)     task->child  the pickled :class:`~sparkdl.worker.spec.TrainSpec`
+RESULT (3)   child->task  JSON: the :class:`~sparkdl.worker.rank_process.RankResult`
+                          without its weights
+WEIGHTS (4)  child->task  rank 0's weights (safetensors); empty on other ranks
+===========  ===========  =====================================================
+
+The task never unpickles what the child sends. Lifetimes, so that nothing is
+left behind: a child bound to a task (it received the key) exits when the task's
+socket closes, mid-training or not; before that it watches the task's process
+(or, for a spare, the executor's: :mod:`sparkdl.worker.spares`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+from sparkdl.errors import WorkerFailedError
+from sparkdl.worker import liveness
+from sparkdl.worker.frames import FramedSocket, PeerClosed
+from sparkdl.worker.rank_process import DEFAULT_IDLE_S, RankResult
+
+KEY, WORK, SPEC, RESULT, WEIGHTS = range(5)
+
+#: Cap on the frame a child reads before the peer has proven its key.
+KEY_MAX_BYTES = 1024
+#: Cap on every later frame. Weights reach the driver as one Arrow binary value
+#: (under 2 GiB), and the spec holds at most the network and its initial weights
+#: besides small fields; the cap keeps a corrupt length from allocating terabytes.
+MAX_BYTES = 8 << 30
+
+
+@dataclass(frozen=True)
+class ChildAddress:
+    """Where a child listens and the key a task proves itself with.
+
+    ``address`` is a Linux abstract socket name (no file, so no path-length
+    limit from deep Spark local directories) or, elsewhere, a socket path.
+
+    Example:
+        >>> address = ChildAddress.new()
+        >>> len(address.key), address.pid
+        (32, 0)
+    """
+
+    address: str
+    key: str
+    pid: int = 0
+
+    @classmethod
+    def new(cls) -> ChildAddress:
+        """A fresh address and key (the pid is filled in once the child runs)."""
+        token = secrets.token_hex(8)
+        if sys.platform.startswith("linux"):
+            address = f"\0sparkdl-rank-{token}"
+        else:
+            address = os.path.join(tempfile.gettempdir(), f"sparkdl-rank-{token}.sock")
+        return cls(address, secrets.token_hex(16))
+
+
+def spawn(backend: str, address: ChildAddress, owner: int, idle_s: float,
+          marker: str | None, log) -> subprocess.Popen:
+    """Start a child listening at ``address``.
+
+    Args:
+        backend: the collective backend whose imports it pays up front.
+        address: where it listens, and its key.
+        owner: the executor JVM's pid; the child exits when it does.
+        idle_s: how long it waits for a task before exiting.
+        marker: a spare's advert file (:mod:`sparkdl.worker.spares`), or ``None``
+            for a child of this task.
+        log: where its output goes until a task hands it a log file.
+    """
+    # A task's own child also watches the task's process until it is claimed: a
+    # task killed while writing its shard leaves no idle child behind. A spare
+    # (marker set) outlives the process that started it.
+    config = {"backend": backend, "address": address.address, "key": address.key,
+              "owner": owner, "idle_s": idle_s, "marker": marker,
+              "parent": None if marker else os.getpid()}
+    # Its own session: Spark stopping the Python worker that started a spare
+    # (idle reaping) must not take the spare with it.
+    proc = subprocess.Popen([sys.executable, "-m", "sparkdl.worker.rank_child_main"],
+                            stdin=subprocess.PIPE, stdout=log, stderr=log,
+                            start_new_session=True)
+    proc.stdin.write(json.dumps(config).encode())
+    proc.stdin.close()
+    _STARTED.append(proc)
+    return proc
+
+
+#: Children started by this process, polled so that finished ones are reaped.
+_STARTED: list[subprocess.Popen] = []
+
+
+def reap() -> None:
+    """Collect the exit status of children of this process that have ended."""
+    _STARTED[:] = [p for p in _STARTED if p.poll() is None]
+
+
+class RankChild:
+    """A fresh interpreter for one rank: this executor's spare, or one started now
+    so that its imports overlap with the task writing its shard and meeting its peers.
+
+    Example::
+
+        child = take_child("horovod", workdir)       # sparkdl.worker.spares, at task start
+        ...                                          # write the shard, rendezvous
+        result = child.train(spec_payload, shard.path, rank, peers, gpus, threads)
+    """
+
+    def __init__(self, backend: str, address: ChildAddress, log_path: str,
+                 proc: subprocess.Popen | None = None, idle_s: float = DEFAULT_IDLE_S) -> None:
+        self._backend = backend
+        self._address = address
+        self._log_path = log_path
+        self._proc = proc
+        self._idle_s = idle_s
+        self._conn: FramedSocket | None = None
+
+    @classmethod
+    def start(cls, backend: str, workdir: str, owner: int | None = None,
+              idle_s: float = DEFAULT_IDLE_S) -> RankChild:
+        """A new child for this task, logging into ``workdir``."""
+        reap()
+        log_path = os.path.join(workdir, "rank.log")
+        address = ChildAddress.new()
+        with open(log_path, "ab") as log:
+            proc = spawn(backend, address, owner or liveness.executor_pid(), idle_s, None, log)
+        return cls(backend, address, log_path, proc, idle_s)
+
+    @property
+    def spare(self) -> bool:
+        """Whether this is a spare left by an earlier task (not started by this one)."""
+        return self._proc is None
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        return self._proc.pid if self._proc is not None else self._address.pid
+
+    def _connect(self, deadline: float) -> socket.socket:
+        # A child binds its socket right after the interpreter starts; until
+        # then (a few ms) connecting is refused.
+        while True:
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                conn.connect(self._address.address)
+                return conn
+            except (FileNotFoundError, ConnectionRefusedError):
+                conn.close()
+                if not liveness.is_alive(self.pid) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def _connect_or_replace(self) -> socket.socket:
+        try:
+            return self._connect(time.monotonic() + 60)
+        except (FileNotFoundError, ConnectionRefusedError):
+            if self._proc is not None:
+                raise
+        # The spare died between the claim and now (it crashed, or was killed):
+        # start a child of our own, paying the imports this once.
+        workdir = os.path.dirname(self._log_path)
+        fresh = RankChild.start(self._backend, workdir, idle_s=self._idle_s)
+        self._address, self._proc = fresh._address, fresh._proc
+        return self._connect(time.monotonic() + 60)
+
+    def _open(self) -> FramedSocket:
+        """Connect and prove the key: from here on the child is bound to this task."""
+        self._conn = FramedSocket(self._connect_or_replace(), f"rank child {self.pid}",
+                                  MAX_BYTES)
+        self._conn.send(KEY, self._address.key.encode())
+        return self._conn
+
+    def train(self, spec_payload: bytes, shard_path: str, rank: int, peers: list,
+              gpus: tuple, threads: int) -> RankResult:
+        """Hand the child its rank and wait for its result.
+
+        Args:
+            spec_payload: the pickled :class:`~sparkdl.worker.spec.TrainSpec`
+                (:attr:`~sparkdl.worker.train_task.ShippedSpec.payload`).
+            shard_path: the rank's shard, written by the task.
+            rank: this rank.
+            peers: every rank's :class:`~sparkdl.collective.PeerInfo`.
+            gpus: the GPU addresses Spark gave the task; the child trains on the first.
+            threads: CPUs Spark gave the task (0: unknown).
+
+        Raises:
+            WorkerFailedError: with the child's last log lines if it fails.
+        """
+        work = {"shard_path": shard_path, "rank": rank,
+                "peers": [dataclasses.asdict(p) for p in peers], "gpus": list(gpus),
+                "threads": threads, "log_path": self._log_path}
+        result = error = None
+        try:
+            conn = self._open()
+            conn.send(WORK, json.dumps(work).encode())
+            conn.send(SPEC, spec_payload)
+            _, meta = conn.recv(RESULT)  # as long as training takes
+            _, weights = conn.recv(WEIGHTS)
+            fields = json.loads(meta)
+            result = RankResult(**{**fields, "weights": weights if fields["weights"] else None})
+        except PeerClosed:
+            pass  # it exited without a result: its log says why
+        except OSError as exc:  # a broken frame (FrameError) included
+            error = exc
+        finally:
+            self.close()
+        if self._proc is not None:
+            self._proc.wait()
+        log = self._read_log()
+        if result is None:
+            tail = "\n".join(log.strip().splitlines()[-20:])
+            reason = f"failed ({error})" if error else "exited without a result"
+            raise WorkerFailedError(f"Rank {rank}'s training process (pid {self.pid}) "
+                                    f"{reason}:\n{tail}")
+        return result
+
+    def _read_log(self) -> str:
+        try:
+            with open(self._log_path, "rb") as f:
+                log = f.read().decode(errors="replace")
+        except OSError:
+            return ""
+        sys.stderr.write(log)
+        return log
+
+    def close(self) -> None:
+        """Hang up: a child that has work ends, one still idle ends too."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def kill(self) -> None:
+        """Stop a child that will not be given work (the task failed first)."""
+        self.close()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        elif self._proc is None and liveness.is_alive(self.pid):
+            # A claimed spare never connected to: it would idle to its timeout.
+            try:
+                os.kill(self.pid, 9)
+            except OSError:
+                pass

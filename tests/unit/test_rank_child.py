@@ -1,0 +1,152 @@
+"""The rank child's lifecycle: spares are claimed once, exit when idle, when their
+executor dies or when the claiming task hangs up; tasks fall back to a fresh child.
+
+The children here run the ``torch`` backend's imports (Horovod's are covered by the
+integration tests), with the executor local directory pointed at ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sparkdl.errors import WorkerFailedError
+from sparkdl.worker import liveness
+from sparkdl.worker.rank_child import RankChild
+from sparkdl.worker.spares import keep_spare, take_child
+
+
+@pytest.fixture
+def executor(tmp_path, monkeypatch):
+    """A stand-in executor JVM (a sleeping process) owning the spares in tmp_path."""
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    monkeypatch.setenv("SPARK_LOCAL_DIRS", str(tmp_path / "local"))
+    (tmp_path / "local").mkdir()
+    monkeypatch.setattr(liveness, "executor_pid", lambda: owner.pid)
+    yield owner
+    owner.kill()
+    owner.wait()
+    for marker in glob.glob(str(tmp_path / "local" / "*.json")):
+        pid = json.load(open(marker))["pid"]
+        _kill(pid)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except OSError:
+        pass
+
+
+def _markers(tmp_path) -> list[str]:
+    return glob.glob(str(tmp_path / "local" / "sparkdl-spare-*.json"))
+
+
+def _wait_dead(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not liveness.is_alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _task_dir(tmp_path, name: str) -> str:
+    path = tmp_path / name
+    path.mkdir()
+    return str(path)
+
+
+def test_a_spare_is_taken_once_and_a_second_taker_starts_its_own(tmp_path, executor):
+    keep_spare("torch")
+    keep_spare("torch")  # one advertised spare per executor and backend is enough
+    [marker] = _markers(tmp_path)
+    first = take_child("torch", _task_dir(tmp_path, "a"))
+    second = take_child("torch", _task_dir(tmp_path, "b"))
+    try:
+        assert first._proc is None  # the spare, started by keep_spare
+        assert second._proc is not None  # none left: a child of its own
+        assert not os.path.exists(marker) and _markers(tmp_path) == []
+    finally:
+        first.kill()
+        second.kill()
+    assert _wait_dead(first.pid, 10) and _wait_dead(second.pid, 10)
+
+
+def test_spares_of_another_executor_or_backend_are_not_taken(tmp_path, executor):
+    keep_spare("horovod-like")  # any other backend name
+    child = take_child("torch", _task_dir(tmp_path, "a"))
+    try:
+        assert child._proc is not None
+        assert len(_markers(tmp_path)) == 1
+    finally:
+        child.kill()
+
+
+def test_an_idle_spare_withdraws_and_exits(tmp_path, executor):
+    keep_spare("torch", idle_s=1.0)
+    [marker] = _markers(tmp_path)
+    pid = json.load(open(marker))["pid"]
+    assert _wait_dead(pid, 60)
+    assert _markers(tmp_path) == []
+
+
+def test_a_spare_exits_with_its_executor(tmp_path, executor):
+    keep_spare("torch")
+    [marker] = _markers(tmp_path)
+    pid = json.load(open(marker))["pid"]
+    executor.kill()
+    executor.wait()
+    assert _wait_dead(pid, 60)
+
+
+def test_a_claimed_child_exits_when_the_task_hangs_up(tmp_path, executor):
+    child = RankChild.start("torch", _task_dir(tmp_path, "a"))
+    child._open()  # connects and proves the key
+    time.sleep(0.5)
+    assert child._proc.poll() is None  # claimed, waiting for its work
+    child.close()
+    assert child._proc.wait(timeout=60) != 0
+
+
+def test_a_peer_without_the_key_is_dropped_before_the_child_allocates(tmp_path, executor):
+    child = RankChild.start("torch", _task_dir(tmp_path, "a"))
+    stranger = child._connect(time.monotonic() + 60)
+    try:
+        stranger.settimeout(60)
+        stranger.sendall(struct.pack(">iq", 0, 1 << 40))  # a KEY frame of a terabyte
+        assert stranger.recv(1) == b""  # hung up on
+    finally:
+        stranger.close()
+    child._open()  # the task it waits for still gets it
+    time.sleep(0.5)
+    assert child._proc.poll() is None
+    child.close()
+    assert child._proc.wait(timeout=60) != 0
+
+
+def test_a_dead_spare_is_replaced_by_a_fresh_child(tmp_path, executor):
+    keep_spare("torch")
+    child = take_child("torch", _task_dir(tmp_path, "a"))
+    _kill(child.pid)
+    assert _wait_dead(child.pid, 10)
+    conn = child._connect_or_replace()
+    try:
+        assert child._proc is not None and child._proc.poll() is None
+    finally:
+        conn.close()
+        child.kill()
+
+
+def test_a_child_that_cannot_train_fails_the_task_with_its_log(tmp_path, executor):
+    child = RankChild.start("torch", _task_dir(tmp_path, "a"))
+    with pytest.raises(WorkerFailedError, match=r"Rank 0's training process .*\n(.|\n)*Error"):
+        child.train(spec_payload=b"not a pickled spec", shard_path=str(tmp_path / "missing"),
+                  rank=0, peers=[], gpus=(), threads=1)
