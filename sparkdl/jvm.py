@@ -4,6 +4,10 @@ The jar holds the Scala DSL (``import sparkdl.nn._``) and the Scala Spark ML
 classes. Add it to a session with ``spark.jars``; from Python the same classes are
 reachable through py4j (``spark._jvm.sparkdl.nn.Network.fromJson(text)``).
 
+Jars are looked up in the installed package first (``sparkdl/jars/``, where a wheel
+carries them), then, as a development fallback, where a source checkout builds them;
+:func:`_source_checkout_dir` is the only code that knows the source tree's layout.
+
 Example:
     >>> from sparkdl.jvm import jar_name
     >>> jar_name("0.1.0")
@@ -19,6 +23,27 @@ from sparkdl.errors import ConfigError
 
 SCALA_BINARY = "2.13"
 _PACKAGE_DIR = Path(__file__).resolve().parent
+_INSTALLED_DIRS = {"sparkdl": _PACKAGE_DIR / "jars", "kafka": _PACKAGE_DIR / "jars" / "kafka"}
+
+
+def _source_checkout_dir(kind: str) -> Path:
+    """Development fallback: where a source checkout's build leaves the jars of ``kind``.
+
+    The one place that names the source tree's layout (``make jvm`` builds into
+    ``jvm/target``, ``make kafka-jars`` resolves into ``deploy/local/kafka/target``),
+    so packaging the jars into ``sparkdl/jars/`` replaces only this function.
+
+    Args:
+        kind: ``"sparkdl"`` (the sparkdl JVM jar) or ``"kafka"`` (Spark's Kafka connector).
+    """
+    root = _PACKAGE_DIR.parent
+    return {"sparkdl": root / "jvm" / "target",
+            "kafka": root / "deploy" / "local" / "kafka" / "target" / "spark-kafka"}[kind]
+
+
+def _search_dirs(kind: str) -> tuple[Path, Path]:
+    """The folders to look in for jars of ``kind``, installed package first."""
+    return _INSTALLED_DIRS[kind], _source_checkout_dir(kind)
 
 
 def version() -> str:
@@ -37,19 +62,17 @@ def jar_name(ver: str | None = None) -> str:
 def jar_path() -> str:
     """Absolute path of the sparkdl JVM jar matching this Python package.
 
-    Looks in the package (``sparkdl/jars/``, where a wheel carries it) and in the
-    source tree's Maven output (``jvm/target/``).
-
     Raises:
         ConfigError: if the jar was not built; the message says how to build it.
     """
     name = jar_name()
-    for candidate in (_PACKAGE_DIR / "jars" / name, _PACKAGE_DIR.parent / "jvm" / "target" / name):
-        if candidate.is_file():
-            return str(candidate)
-    raise ConfigError(f"The sparkdl JVM jar {name} was not found in {_PACKAGE_DIR / 'jars'} or "
-                      f"{_PACKAGE_DIR.parent / 'jvm' / 'target'}. Build it with `make jvm` "
-                      "(Maven) in the sparkdl source tree.")
+    folders = _search_dirs("sparkdl")
+    for folder in folders:
+        if (folder / name).is_file():
+            return str(folder / name)
+    raise ConfigError(f"The sparkdl JVM jar {name} was not found in "
+                      f"{' or '.join(map(str, folders))}. Build it with `make jvm` (Maven) "
+                      "in the sparkdl source tree.")
 
 
 def with_jar(builder):
@@ -63,22 +86,20 @@ def with_jar(builder):
     return builder.config("spark.jars", jar_path())
 
 
-_KAFKA_DIR = _PACKAGE_DIR.parent / "deploy" / "local" / "kafka" / "target" / "spark-kafka"
-
-
 def kafka_jars() -> list[str]:
     """Spark's Kafka connector jars (``spark-sql-kafka-0-10`` and its clients).
 
-    Resolved from Maven Central by ``make kafka-jars``
-    (``deploy/local/kafka/pom.xml``). Put them on ``spark.jars`` to read or write
-    Kafka from Spark.
+    Put them on ``spark.jars`` to read or write Kafka from Spark. In a source
+    checkout ``make kafka-jars`` resolves them from Maven Central.
 
     Raises:
         ConfigError: if they were not resolved; the message says how.
     """
-    for folder in (_PACKAGE_DIR / "jars" / "kafka", _KAFKA_DIR):
+    folders = _search_dirs("kafka")
+    for folder in folders:
         jars = sorted(str(p) for p in folder.glob("*.jar")) if folder.is_dir() else []
         if any("spark-sql-kafka" in j for j in jars):
             return jars
-    raise ConfigError(f"Spark's Kafka connector jars are not in {_KAFKA_DIR}. Resolve them with "
-                      "`make kafka-jars` (Maven) in the sparkdl source tree.")
+    raise ConfigError("Spark's Kafka connector jars are not in "
+                      f"{' or '.join(map(str, folders))}. Resolve them with `make kafka-jars` "
+                      "(Maven) in the sparkdl source tree.")
