@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import importlib.util
 import json
 import os
 import platform
@@ -108,9 +107,10 @@ def cli(main, doc: str, quick_help: str) -> None:
 
 
 def local_servers():
-    """``deploy/local/servers.py`` (the Kafka broker and MiniDFSCluster), loaded by path."""
-    path = Path(__file__).resolve().parents[1] / "deploy" / "local" / "servers.py"
-    spec = importlib.util.spec_from_file_location("sparkdl_local_servers", path)
-    servers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(servers)
+    """``deploy/local/servers.py`` (Kafka broker, MiniDFSCluster), imported as it says."""
+    local = str(Path(__file__).resolve().parents[1] / "deploy" / "local")
+    if local not in sys.path:
+        sys.path.append(local)
+    import servers
+
     return servers

@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+if str(HERE) not in sys.path:  # the one way to import servers.py (see its docstring)
+    sys.path.append(str(HERE))
 
 from servers import KafkaBroker  # noqa: E402 - a sibling script, not a package
 

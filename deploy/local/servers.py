@@ -15,10 +15,20 @@ Run one by hand (Ctrl-C stops it)::
     .venv/bin/python deploy/local/servers.py hdfs
     # -> hdfs ready: hdfs://localhost:36753, WebHDFS http://localhost:34497
 
-or from Python (what the pytest fixtures do)::
+or from Python::
 
     with KafkaBroker() as kafka, MiniHDFS() as hdfs:
+        kafka.create_topic("events", partitions=3)
         print(kafka.bootstrap, hdfs.uri)
+
+This file is a script beside its poms, not part of the ``sparkdl`` package. It is
+imported one way, the way ``kafka_stream_demo.py`` beside it does: with this directory
+on ``sys.path``, as the top-level module ``servers`` (so a process loads it once). The
+pytest fixtures (``tests/integration/conftest.py``) and the benchmarks
+(``bench/_common.py``) do exactly this::
+
+    sys.path.append(str(repo_root / "deploy" / "local"))
+    import servers
 """
 
 from __future__ import annotations
@@ -29,7 +39,6 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import tempfile
 import time
@@ -145,6 +154,7 @@ class KafkaBroker(_JavaServer):
         self.port = free_port()
         self.controller_port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self._classpath = ""  # the broker's jars, known once start() resolved them
 
     def _config(self) -> Path:
         data = self.workdir / "data"
@@ -179,7 +189,8 @@ class KafkaBroker(_JavaServer):
             RuntimeError: if the broker exits or is not ready within ``timeout_s``
                 (with the tail of its log).
         """
-        classpath = f"{resolve_jars('kafka', 'broker/kafka-clients-4.1.1.jar') / 'broker'}/*"
+        classpath = f"{resolve_jars('kafka', 'broker/kafka-tools-4.1.1.jar') / 'broker'}/*"
+        self._classpath = classpath
         config = self._config()
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         java = [_java(), f"-Xmx{self.heap}", "-cp", classpath]
@@ -191,34 +202,33 @@ class KafkaBroker(_JavaServer):
         self._launch([*java, "kafka.Kafka", str(config)], timeout_s, self._ready)
         return self
 
-    def create_topic(self, name: str, partitions: int = 1, timeout_s: float = 30.0) -> None:
+    def create_topic(self, name: str, partitions: int = 1, timeout_s: float = 60.0) -> None:
         """Create topic ``name`` with ``partitions`` partitions (replication factor 1).
 
-        Speaks Kafka's CreateTopics request (v2) itself, so neither a JVM nor a
-        Python Kafka client is needed.
+        Runs Kafka's own ``kafka-topics`` tool (``TopicCommand``, a client of the Admin
+        API) from the broker's jars, so Kafka's client speaks the protocol.
 
         Raises:
-            RuntimeError: if the broker refuses (e.g. the topic exists), with its message.
+            RuntimeError: if the broker is not started, or the tool fails (e.g. the
+                topic exists) or does not finish within ``timeout_s``; with its output.
         """
-        def text(value: str) -> bytes:
-            return struct.pack(">h", len(value)) + value.encode()
-
-        # header: api_key=19 (CreateTopics), version 2, correlation id, client id; body:
-        # [name, partitions, replication 1, no assignments, no configs], timeout, validate_only
-        request = (struct.pack(">hhi", 19, 2, 1) + text("sparkdl") + struct.pack(">i", 1)
-                   + text(name) + struct.pack(">ihii", partitions, 1, 0, 0)
-                   + struct.pack(">i?", int(timeout_s * 1000), False))
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout_s) as s:
-            s.sendall(struct.pack(">i", len(request)) + request)
-            response = _read_exactly(s, struct.unpack(">i", _read_exactly(s, 4))[0])
-        # correlation id, throttle ms, 1 topic: name, error code, error message
-        at = 12 + 2 + struct.unpack(">h", response[12:14])[0]
-        error = struct.unpack(">h", response[at:at + 2])[0]
-        if error:
-            size = struct.unpack(">h", response[at + 2:at + 4])[0]
-            message = response[at + 4:at + 4 + size].decode() if size > 0 else ""
-            raise RuntimeError(f"Kafka refused to create topic {name!r}: error {error} "
-                               f"{message}")
+        if not self._classpath:
+            raise RuntimeError(f"start the broker before creating topic {name!r}")
+        # A short-lived client JVM: a small heap and the C1 compiler start it fastest.
+        command = [_java(), "-Xmx128m", "-XX:TieredStopAtLevel=1", "-cp", self._classpath,
+                   "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", self.bootstrap,
+                   "--create", "--topic", name, "--partitions", str(partitions),
+                   "--replication-factor", "1"]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired as e:
+            output = "".join(part.decode(errors="replace") if isinstance(part, bytes) else part
+                             for part in (e.stdout, e.stderr) if part)
+            raise RuntimeError(f"kafka-topics did not create topic {name!r} within "
+                               f"{timeout_s:g} s:\n{output}") from None
+        if done.returncode != 0:
+            raise RuntimeError(f"kafka-topics could not create topic {name!r} (exit code "
+                               f"{done.returncode}):\n{done.stdout}{done.stderr}")
 
     def _ready(self) -> bool:
         # A broker answers on its port only once it has joined the KRaft quorum and
@@ -231,16 +241,6 @@ class KafkaBroker(_JavaServer):
                 return len(s.recv(4)) == 4
         except OSError:
             return False
-
-
-def _read_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise RuntimeError("Kafka closed the connection mid-response")
-        data += chunk
-    return data
 
 
 class MiniHDFS(_JavaServer):
@@ -294,7 +294,6 @@ class MiniHDFS(_JavaServer):
                       "-nnport", "0", "-nnhttpport", "0", "-writeConfig", str(conf),
                       "-writeDetails", str(details)], timeout_s, ready)
         return self
-
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -52,13 +53,12 @@ def spark():
 
 
 def _servers():
-    import importlib.util
-    from pathlib import Path
+    """``deploy/local/servers.py`` (Kafka broker, MiniDFSCluster), imported as it says."""
+    local = str(Path(__file__).resolve().parents[2] / "deploy" / "local")
+    if local not in sys.path:
+        sys.path.append(local)
+    import servers
 
-    path = Path(__file__).resolve().parents[2] / "deploy" / "local" / "servers.py"
-    spec = importlib.util.spec_from_file_location("sparkdl_local_servers", path)
-    servers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(servers)
     return servers
 
 

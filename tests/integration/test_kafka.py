@@ -18,25 +18,6 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 PARTITIONS = 3
 
 
-def create_topic(spark, bootstrap: str, topic: str, partitions: int = PARTITIONS) -> None:
-    """Create a topic with Kafka's Admin API (kafka-clients, on the driver's classpath)."""
-    jvm = spark._jvm
-    props = jvm.java.util.Properties()
-    props.put("bootstrap.servers", bootstrap)
-    admin = jvm.org.apache.kafka.clients.admin.Admin.create(props)
-    try:
-        assignment = jvm.java.util.HashMap()
-        for p in range(partitions):
-            replicas = jvm.java.util.ArrayList()
-            replicas.add(jvm.java.lang.Integer.valueOf(1))
-            assignment.put(jvm.java.lang.Integer.valueOf(p), replicas)
-        topics = jvm.java.util.ArrayList()
-        topics.add(jvm.org.apache.kafka.clients.admin.NewTopic(topic, assignment))
-        admin.createTopics(topics).all().get()
-    finally:
-        admin.close()
-
-
 def produce(df, bootstrap: str, topic: str) -> None:
     """Write a DataFrame's ``value`` (and optional ``key``) column with Spark's Kafka sink."""
     df.write.format("kafka").option("kafka.bootstrap.servers", bootstrap) \
@@ -58,7 +39,7 @@ def fit(df):
 
 def test_json_records_train_as_well_as_parquet(spark, kafka, digits, tmp_path):
     train, test = digits
-    create_topic(spark, kafka.bootstrap, "digits-json")
+    kafka.create_topic("digits-json", PARTITIONS)
     produce(train.select(F.to_json(F.struct("features", "label")).alias("value"),
                          F.col("label").cast("string").alias("key")),
             kafka.bootstrap, "digits-json")
@@ -80,7 +61,7 @@ def test_raw_float32_tensors_and_a_malformed_record(spark, kafka):
     rng = np.random.default_rng(0)
     tensors = rng.normal(size=(20, 8)).astype("<f4")
     rows = [(bytearray(t.tobytes()),) for t in tensors]
-    create_topic(spark, kafka.bootstrap, "tensors", partitions=1)
+    kafka.create_topic("tensors", partitions=1)
     produce(spark.createDataFrame(rows, "value binary"), kafka.bootstrap, "tensors")
     df = read_kafka(spark, kafka.bootstrap, "tensors", value_format="float32", tensor_length=8)
     got = np.array([r.value for r in df.collect()], np.float32)
@@ -107,7 +88,7 @@ def test_arrow_ipc_values_expand_to_rows(spark, kafka):
             writer.write_batch(batch)
         return bytearray(sink.getvalue())
 
-    create_topic(spark, kafka.bootstrap, "arrow", partitions=2)
+    kafka.create_topic("arrow", partitions=2)
     produce(spark.createDataFrame([(ipc(0, 3),), (ipc(3, 2),), (ipc(5, 4),)], "value binary"),
             kafka.bootstrap, "arrow")
     df = read_kafka(spark, kafka.bootstrap, "arrow", value_format="arrow",
