@@ -504,3 +504,137 @@ def test_scala_scoring_reads_vectors_and_double_arrays_as_float32(spark, scala_m
     base.unpersist()
     assert len(raw["vector"]) == full_batch.rows
     assert raw["array<double>"] == raw["array<float>"] == raw["vector"]
+
+
+# -- the Spark ML contract: persistence, fitted params, tuning ----------------------------
+
+def test_scala_model_carries_the_params_it_was_fitted_with(scala_model):
+    assert scala_model.getEpochs() == EPOCHS and scala_model.getNumWorkers() == 2
+    assert scala_model.getOptimizer() == "sgd" and scala_model.getOptimizerParams() == '{"lr":0.5}'
+    assert scala_model.getLoss() == "cross_entropy" and scala_model.getSeed() == SEED
+    assert scala_model.getBatchSize() == 101 and scala_model.getBackend() == "torch"
+    assert scala_model.isSet(scala_model.epochs()) and not scala_model.isSet(scala_model.shuffle())
+
+
+def test_scala_model_files_are_named_by_kind_and_its_params_load_in_python(scala_model, tmp_path):
+    import os
+
+    path = str(tmp_path / "named")
+    scala_model.write().save(path)
+    saved = sorted(f for f in os.listdir(path) if not f.endswith(".crc"))
+    assert saved == ["metadata", "network.json", "weights.safetensors"]
+    loaded = TorchModel.load(path)
+    assert loaded.getOrDefault("optimizerParams") == {"lr": 0.5}
+    assert loaded.getOrDefault("epochs") == EPOCHS and loaded.getOrDefault("numWorkers") == 2
+    assert loaded.getOrDefault("backendOptions") == {}
+
+
+def test_a_saved_and_loaded_scala_estimator_fits_the_same_weights(jvm_ml, scala_model, full_batch,
+                                                                  tmp_path):
+    path = str(tmp_path / "estimator")
+    scala_estimator(jvm_ml, full_batch.rows).write().save(path)
+    loaded = jvm_ml.TorchEstimator.load(path)
+    assert loaded.getNetwork().get().toJson() == network().to_json()
+    again = loaded.fit(full_batch.df._jdf)
+    for key, value in scala_weights(scala_model).items():
+        np.testing.assert_array_equal(scala_weights(again)[key], value, err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def learnable(spark):
+    """Labels a small network learns in a few epochs: the best learning rate is known."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(160, 5)).astype("float32")
+    y = np.argmax(x @ rng.normal(size=(5, 3)), axis=1)
+    return spark.createDataFrame([(i, r.tolist(), int(t)) for i, (r, t) in enumerate(zip(x, y))],
+                                 "id long, features array<float>, label long").cache()
+
+
+def scala_list(spark, values):
+    return spark._jvm.scala.jdk.javaapi.CollectionConverters.asScala(list(values))
+
+
+def tuned_estimator(jvm_ml):
+    return (jvm_ml.TorchEstimator().setNetworkJson(network().to_json()).setOptimizer("adam")
+            .setBatchSize(16).setEpochs(8).setNumWorkers(2).setSeed(SEED).setBackend("torch"))
+
+
+def with_deadline(spark, seconds, fit):
+    """Runs ``fit`` or fails (cancelling its jobs) after ``seconds``: never hangs."""
+    import threading
+
+    result = {}
+
+    def run():
+        try:
+            result["value"] = fit()
+        except Exception as e:  # noqa: BLE001 - re-raised below, on the test's thread
+            result["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        spark.sparkContext.cancelAllJobs()
+        pytest.fail(f"the fit did not finish within {seconds} s")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def raw_predictions(spark, jdf) -> list:
+    return [r.rawPrediction.toArray().tolist()
+            for r in scored(spark, jdf).orderBy("id").collect()]
+
+
+def test_scala_cross_validator_picks_the_known_best_setting_and_its_model_saves(
+        spark, jvm_ml, learnable, tmp_path):
+    tuning = spark._jvm.org.apache.spark.ml.tuning
+    est = tuned_estimator(jvm_ml)
+    grid = (tuning.ParamGridBuilder()
+            .addGrid(est.optimizerParams(), scala_list(spark, ['{"lr":1e-06}', '{"lr":0.05}']))
+            .addGrid(est.epochs(), scala_list(spark, [8]))
+            .build())
+    evaluator = (spark._jvm.org.apache.spark.ml.evaluation.MulticlassClassificationEvaluator()
+                 .setMetricName("accuracy"))
+    # Two fits at once, each a barrier job of both slots of local-cluster[2,1]: they take turns.
+    cv = (tuning.CrossValidator().setEstimator(est).setEvaluator(evaluator)
+          .setEstimatorParamMaps(grid).setNumFolds(2).setParallelism(2).setSeed(7))
+    cv_model = with_deadline(spark, 300, lambda: cv.fit(learnable._jdf))
+    slow, good = list(cv_model.avgMetrics())
+    assert good > slow + 0.2, (slow, good)
+    best = cv_model.bestModel()
+    assert best.getOptimizerParams() == '{"lr":0.05}' and best.getEpochs() == 8
+    assert best.getNumWorkers() == 2 and best.getBatchSize() == 16
+
+    path = str(tmp_path / "cv-model")
+    cv_model.write().save(path)
+    loaded = tuning.CrossValidatorModel.load(path)
+    assert loaded.bestModel().getOptimizerParams() == '{"lr":0.05}'
+    assert list(loaded.avgMetrics()) == [slow, good]
+    assert loaded.getEstimator().getNetwork().get().toJson() == network().to_json()
+    assert raw_predictions(spark, loaded.transform(learnable._jdf)) == \
+        raw_predictions(spark, cv_model.transform(learnable._jdf))
+
+
+def test_scala_train_validation_split_with_parallel_fits_of_mixed_sizes_finishes(
+        spark, jvm_ml, learnable, tmp_path):
+    tuning = spark._jvm.org.apache.spark.ml.tuning
+    est = tuned_estimator(jvm_ml).setEpochs(2).setLearningRate(0.05)
+    # numWorkers 1 and 2 at once on 2 slots: the 2-worker fit waits for the other to end.
+    grid = (tuning.ParamGridBuilder()
+            .addGrid(est.numWorkers(), scala_list(spark, [2, 1]))
+            .addGrid(est.batchSize(), scala_list(spark, [16]))
+            .build())
+    evaluator = (spark._jvm.org.apache.spark.ml.evaluation.MulticlassClassificationEvaluator()
+                 .setMetricName("accuracy"))
+    tvs = (tuning.TrainValidationSplit().setEstimator(est).setEvaluator(evaluator)
+           .setEstimatorParamMaps(grid).setParallelism(2).setSeed(7))
+    tvs_model = with_deadline(spark, 300, lambda: tvs.fit(learnable._jdf))
+    assert len(list(tvs_model.validationMetrics())) == 2
+    assert tvs_model.bestModel().getNumWorkers() in (1, 2)
+    path = str(tmp_path / "tvs-model")
+    tvs_model.write().save(path)
+    loaded = tuning.TrainValidationSplitModel.load(path)
+    assert raw_predictions(spark, loaded.transform(learnable._jdf)) == \
+        raw_predictions(spark, tvs_model.transform(learnable._jdf))

@@ -5,11 +5,11 @@ import java.nio.charset.StandardCharsets.UTF_8
 import org.apache.arrow.memory.RootAllocator
 import org.apache.spark.{BarrierTaskContext, SparkEnv, SparkException}
 import org.apache.spark.ml.Estimator
-import org.apache.spark.ml.param.ParamMap
-import org.apache.spark.ml.util.Identifiable
-import org.apache.spark.sql.{DataFrame, Dataset, Row}
+import org.apache.spark.ml.param.{Param, ParamMap}
+import org.apache.spark.ml.util.{Identifiable, MLReadable, MLReader, MLWritable, MLWriter}
+import org.apache.spark.sql.{Dataset, Row}
 import org.apache.spark.sql.functions.{col, lit, monotonically_increasing_id, rand}
-import org.apache.spark.sql.types.{BooleanType, NumericType, StructType}
+import org.apache.spark.sql.types.{BooleanType, StructType}
 
 import sparkdl.json.{CanonicalJson, JsonParser}
 import sparkdl.json.Json._
@@ -37,8 +37,16 @@ import sparkdl.nn.Network
   *   .setOptimizer("adam").setLearningRate(1e-3).setNumWorkers(2).setEpochs(5).fit(train)
   * model.transform(test).select("prediction", "probability")
   * }}}
+  *
+  * It is a Spark ML stage like any other: `write.save(path)` / `TorchEstimator.load(path)`
+  * keep its params and network (Spark ML metadata plus `network.json`), so a `Pipeline`,
+  * `CrossValidator` or `TrainValidationSplit` holding it saves and loads, and a loaded
+  * estimator fits the same weights as the original on the same data and seed. Fits running
+  * at once (`CrossValidator.setParallelism`) share the cluster's task slots through
+  * [[BarrierSlots]]: their barrier jobs run together where they fit, else one after another.
   */
-class TorchEstimator(override val uid: String) extends Estimator[TorchModel] with TorchTrainingParams {
+class TorchEstimator(override val uid: String) extends Estimator[TorchModel] with TorchTrainingParams
+    with MLWritable {
 
   def this() = this(Identifiable.randomUID("TorchEstimator"))
 
@@ -48,6 +56,11 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
   /** The network as `sparkdl.network/v1` JSON (e.g. Python's `Network.to_json()`). */
   def setNetworkJson(value: String): this.type = setNetwork(Network.fromJson(value))
   def getNetwork: Option[Network] = network
+
+  final val pythonExec = new Param[String](this, "pythonExec",
+    "Python for the executors' workers; default: spark.pyspark.python, else PYSPARK_PYTHON, else python3")
+  /** The Python set for the executors' workers, if any. */
+  def getPythonExec: Option[String] = get(pythonExec).filter(_.nonEmpty)
 
   def setFeaturesCol(value: String): this.type = set(featuresCol, value)
   def setFeaturesCols(value: Array[String]): this.type = set(featuresCols, value)
@@ -60,7 +73,8 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
   def setLoss(value: String): this.type = set(loss, value)
   def setOptimizer(value: String): this.type = set(optimizer, value)
   /** Optimizer keyword arguments as a JSON object, e.g. `{"lr": 0.01, "momentum": 0.9}`. */
-  def setOptimizerParams(value: String): this.type = set(optimizerParams, TorchEstimator.jsonObject(value, "optimizerParams"))
+  def setOptimizerParams(value: String): this.type =
+    set(optimizerParams, JsonObjectParam.canonical(value, "optimizerParams"))
   /** Sets `lr` in `optimizerParams`, keeping the other optimizer arguments. */
   def setLearningRate(value: Double): this.type = {
     val others = JsonParser.parse($(optimizerParams)).asInstanceOf[JObj].fields.filter(_._1 != "lr")
@@ -72,11 +86,14 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
   def setValidationFraction(value: Double): this.type = set(validationFraction, value)
   def setValidationCol(value: String): this.type = set(validationCol, value)
   def setBackend(value: String): this.type = set(backend, value)
-  def setBackendOptions(value: String): this.type = set(backendOptions, TorchEstimator.jsonObject(value, "backendOptions"))
+  def setBackendOptions(value: String): this.type =
+    set(backendOptions, JsonObjectParam.canonical(value, "backendOptions"))
   def setBackwardPassesPerStep(value: Int): this.type = set(backwardPassesPerStep, value)
   def setShuffle(value: Boolean): this.type = set(shuffle, value)
   def setTimeout(value: Double): this.type = set(timeout, value)
   def setPythonExec(value: String): this.type = set(pythonExec, value)
+
+  override def write: MLWriter = new TorchEstimatorWriter(this)
 
   override def copy(extra: ParamMap): TorchEstimator = {
     val that = defaultCopy[TorchEstimator](extra)
@@ -105,7 +122,12 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
     val features = getFeatureColumns
     Columns.require(schema, features, "features")
     val labelKind = Columns.require(schema, Seq($(labelCol)), "label")($(labelCol))
-    val task = TorchTrainingParams.Losses($(loss))
+    val task = TorchTrainingParams.Losses.getOrElse($(loss), throw new IllegalArgumentException(
+      s"loss='${$(loss)}' needs a Python callable; the Scala TorchEstimator trains with one of " +
+        s"${TorchTrainingParams.Losses.keys.toSeq.sorted.mkString("[", ", ", "]")}. Received: loss=${$(loss)}"))
+    if ($(optimizer) == TorchTrainingParams.Custom)
+      throw new IllegalArgumentException(s"optimizer='custom' needs a Python callable; the Scala TorchEstimator " +
+        s"trains with one of ${TorchTrainingParams.Optimizers.mkString("[", ", ", "]")}. Received: optimizer=custom")
     if (task == "multiclass" && labelKind != Columns.NumberKind)
       throw new IllegalArgumentException(s"Label column '${$(labelCol)}' is ${schema($(labelCol)).dataType.simpleString} " +
         s"but loss='${$(loss)}' needs one integer class id per row.")
@@ -139,7 +161,7 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
     val n = $(numWorkers)
     val spark = df.sparkSession
     val sc = spark.sparkContext
-    val python = if ($(pythonExec).nonEmpty) $(pythonExec) else PythonWorker.pythonExec(sc.getConf)
+    val python = getPythonExec.getOrElse(PythonWorker.pythonExec(sc.getConf))
     val pool = PythonWorkerPool.Settings.of(spark)
     val meet = DriverRendezvous.mode(spark)
     val features = getFeatureColumns
@@ -189,16 +211,20 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
         "order_col" -> JStr(TorchEstimator.Order)))
     val preparedSchema = prepared.schema
     val timeoutMs = ($(timeout) * 1000).toLong
-    val rendezvous = DriverRendezvous.start(sc, meet, n)
-    val address = rendezvous.map(_.address)
-    val rows = prepared.rdd.barrier().mapPartitions { part =>
-      TorchEstimator.trainTask(python, pool, address, timeoutMs, request, preparedSchema, part)
-    }
+    // Taken last, so this fit's checks and data queries run while another fit trains.
+    val lease = BarrierSlots.acquire(n, () => TorchEstimator.taskSlots(sc), TorchEstimator.capacityError(sc, n, _))
     val results =
-      try rows.collect()
-      catch {
-        case e: SparkException => throw new SparkException(TorchEstimator.workerError(e.getMessage), e)
-      } finally rendezvous.foreach(_.close())
+      try {
+        val rendezvous = DriverRendezvous.start(sc, meet, n)
+        val address = rendezvous.map(_.address)
+        val rows = prepared.rdd.barrier().mapPartitions { part =>
+          TorchEstimator.trainTask(python, pool, address, timeoutMs, request, preparedSchema, part)
+        }
+        try rows.collect()
+        catch {
+          case e: SparkException => throw new SparkException(TorchEstimator.workerError(e.getMessage), e)
+        } finally rendezvous.foreach(_.close())
+      } finally lease.close()
     val weights = results.collectFirst { case (_, "weights", w) => w }.getOrElse(
       throw new SparkException("The training job returned no weights from rank 0."))
     val epochsJson = results.collectFirst { case (_, "history", h) => new String(h, UTF_8) }.getOrElse("[]")
@@ -207,28 +233,24 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
       s""""num_workers":$n,"workers":${workers.mkString("[", ",", "]")}}"""
     val model = new TorchModel(uid.replace("TorchEstimator", "TorchModel"), "spec", net.toJson.getBytes(UTF_8),
       weights, history)
-    model.params.foreach { p =>
-      if (hasParam(p.name) && isDefined(getParam(p.name))) model.set(p.asInstanceOf[org.apache.spark.ml.param.Param[Any]],
-        $(getParam(p.name)))
-    }
-    model.set(model.featureShape, featureShape.toArray).set(model.task, task)
+    copyValues(model).set(model.featureShape, featureShape.toArray).set(model.task, task)
       .set(model.outputShape, net.outputShape.toArray)
     model.pythonExec = python
     model.setParent(this)
   }
 }
 
-object TorchEstimator {
+/** Reads estimators saved with `TorchEstimator.write`: `TorchEstimator.load(path)`. */
+object TorchEstimator extends MLReadable[TorchEstimator] {
   private[ml] val Feature = "__sparkdl_f"
   private[ml] val Label = "__sparkdl_label"
   private[ml] val Valid = "__sparkdl_is_val"
   private[ml] val Order = "__sparkdl_row"
   private[ml] val BatchRows = 4096
 
-  private[ml] def jsonObject(text: String, name: String): String = JsonParser.parse(text) match {
-    case o: JObj => CanonicalJson.write(o)
-    case _ => throw new IllegalArgumentException(s"$name must be a JSON object. Received: $name=$text")
-  }
+  override def read: MLReader[TorchEstimator] = new TorchEstimatorReader
+
+  override def load(path: String): TorchEstimator = super.load(path)
 
   /** The worker's own text out of a failed job's message, without JVM frames. */
   private[ml] def workerError(message: String): String = {
@@ -265,12 +287,16 @@ object TorchEstimator {
       Thread.sleep(500)
       slots = taskSlots(sc)
     }
-    slots.filter(_ < n).foreach { found =>
-      throw new SparkException(s"numWorkers=$n needs $n concurrent task slots but the cluster has $found (master " +
-        s"'${sc.master}', spark.executor.cores=${conf.get("spark.executor.cores", "default")}, spark.task.cpus=" +
-        s"${conf.get("spark.task.cpus", "1")}, spark.executor.instances=${conf.get("spark.executor.instances", "default")}). " +
-        s"Lower numWorkers to at most $found or add executors/cores.")
-    }
+    slots.filter(_ < n).foreach(found => throw capacityError(sc, n, found))
+  }
+
+  /** The error for a cluster with `found` task slots, fewer than `n` barrier tasks need. */
+  private[ml] def capacityError(sc: org.apache.spark.SparkContext, n: Int, found: Int): SparkException = {
+    val conf = sc.getConf
+    new SparkException(s"numWorkers=$n needs $n concurrent task slots but the cluster has $found (master " +
+      s"'${sc.master}', spark.executor.cores=${conf.get("spark.executor.cores", "default")}, spark.task.cpus=" +
+      s"${conf.get("spark.task.cpus", "1")}, spark.executor.instances=${conf.get("spark.executor.instances", "default")}). " +
+      s"Lower numWorkers to at most $found or add executors/cores.")
   }
 
   /** The backend to run: "auto" is horovod where the executors' Python imports it, else torch

@@ -3,14 +3,14 @@ package sparkdl.ml
 import java.nio.charset.StandardCharsets.UTF_8
 
 import org.apache.arrow.memory.RootAllocator
-import org.apache.hadoop.fs.Path
 import org.apache.spark.{SparkEnv, TaskContext}
 import org.apache.spark.broadcast.Broadcast
 import org.apache.spark.ml.Model
 import org.apache.spark.ml.linalg.{SQLDataTypes, Vectors}
 import org.apache.spark.ml.param._
+import org.apache.spark.ml.sparkdl.ParamsMetadata
 import org.apache.spark.ml.util._
-import org.apache.spark.sql.{DataFrame, Dataset, Row, SparkSession}
+import org.apache.spark.sql.{DataFrame, Dataset, Row}
 import org.apache.spark.sql.types._
 
 import sparkdl.json.{CanonicalJson, Json, JsonParser}
@@ -18,8 +18,14 @@ import sparkdl.json.Json._
 
 /** A trained network that scores DataFrames; the Scala twin of Python's
   * `sparkdl.ml.model.TorchModel`, reading and writing the same saved format (Spark ML
-  * metadata, `architecture.pkl`, `weights.safetensors`), so either language loads the
+  * metadata, the architecture in `network.json` for a spec or `architecture.pkl` for
+  * pickled code, `weights.safetensors`; see [[SavedFiles]]), so either language loads the
   * other's models.
+  *
+  * It carries the params it was fitted with, as Spark ML models do
+  * (`LogisticRegressionModel.getRegParam`): `getEpochs`, `getOptimizerParams`,
+  * `getNumWorkers`, `extractParamMap()` show them, e.g. which setting won in a
+  * `CrossValidatorModel`'s `bestModel`.
   *
   * `transform` streams each partition's feature columns to a warm `python -m sparkdl.worker`
   * of its executor's [[PythonWorkerPool]] as Arrow IPC and appends `prediction`, and for classifiers `rawPrediction` and
@@ -39,7 +45,7 @@ class TorchModel private[ml] (
     private[ml] val weights: Array[Byte],
     /** Per-epoch metrics, backend and workers, as Python's `TrainingHistory.to_dict()` JSON. */
     val historyJson: String)
-    extends Model[TorchModel] with TorchScoringParams with MLWritable {
+    extends Model[TorchModel] with TorchTrainingParams with MLWritable {
 
   final val task = new Param[String](this, "task", "multiclass, binary or regression",
     ParamValidators.inArray(Array("multiclass", "binary", "regression")))
@@ -113,8 +119,11 @@ class TorchModel private[ml] (
 }
 
 object TorchModel extends MLReadable[TorchModel] {
-  val ArchitectureFile = "architecture.pkl"
-  val WeightsFile = "weights.safetensors"
+  /** Where a network's JSON spec is saved (architecture kind "spec"). */
+  val NetworkFile: String = SavedFiles.NetworkFile
+  /** Where pickled architecture code is saved (kinds "module", "factory"; any kind, before). */
+  val ArchitectureFile: String = SavedFiles.ArchitectureFile
+  val WeightsFile: String = SavedFiles.WeightsFile
   /** The class name Python's `DefaultParamsReader` resolves; both languages write it. */
   val PythonClass = "sparkdl.ml.model.TorchModel"
   private val ScoreRows = 1024
@@ -193,21 +202,7 @@ object TorchModel extends MLReadable[TorchModel] {
     case (t, v) => throw new IllegalStateException(s"Unexpected worker output $v for a $t column")
   }
 
-  // -- persistence: the files Python's _TorchModelWriter / _TorchModelReader use --------
-
-  private def writeBytes(spark: SparkSession, path: String, data: Array[Byte]): Unit = {
-    val p = new Path(path)
-    val fs = p.getFileSystem(spark.sparkContext.hadoopConfiguration)
-    val out = fs.create(p, true)
-    try out.write(data) finally out.close()
-  }
-
-  private def readBytes(spark: SparkSession, path: String): Array[Byte] = {
-    val p = new Path(path)
-    val fs = p.getFileSystem(spark.sparkContext.hadoopConfiguration)
-    val in = fs.open(p)
-    try in.readAllBytes() finally in.close()
-  }
+  // -- persistence: the files Python's TorchModelWriter / TorchModelReader use ----------
 
   /** JSON text like Python's `json.dumps`: NaN and infinities allowed (history metrics). */
   private[ml] def pyJson(value: Json): String = value match {
@@ -219,44 +214,31 @@ object TorchModel extends MLReadable[TorchModel] {
     case other                     => CanonicalJson.write(other)
   }
 
-  private def paramJson(value: Any): Json = value match {
-    case a: Array[Int]    => JArr(a.map(d => JInt(d): Json).toVector)
-    case a: Array[String] => JArr(a.map(s => JStr(s): Json).toVector)
-    case other            => Json.from(other)
-  }
-
-  private def paramValue(param: Param[_], value: Json): Any = (param, value) match {
-    case (_: IntArrayParam, JArr(xs))    => xs.map { case JInt(i) => i.toInt; case x => sys.error(s"not an int: $x") }.toArray
-    case (_: StringArrayParam, JArr(xs)) => xs.map { case JStr(s) => s; case x => sys.error(s"not a string: $x") }.toArray
-    case (_: IntParam, JInt(i))          => i.toInt
-    case (_, JStr(s))                    => s
-    case (p, v) => throw new IllegalArgumentException(s"Cannot read param ${p.name} from saved value $v")
-  }
-
+  /** Spark ML metadata (`DefaultParamsWriter`'s, every param `jsonEncode`d) naming Python's
+    * class, which both languages resolve, plus `architectureKind` and `history`.
+    */
   private class Writer(model: TorchModel) extends MLWriter {
     override protected def saveImpl(path: String): Unit = {
-      def entries(values: Seq[ParamPair[_]]) =
-        JObj(values.map(p => p.param.name -> paramJson(p.value)).sortBy(_._1).toVector)
-      val set = model.params.filter(p => model.isSet(p)).map(p => ParamPair(p.asInstanceOf[Param[Any]], model.getOrDefault(p)))
-      val defaults = model.params.filter(p => model.hasDefault(p)).map(p =>
-        ParamPair(p.asInstanceOf[Param[Any]], model.getDefault(p).get))
+      val spark = sparkSession
+      val extra = CanonicalJson.write(JObj("architectureKind" -> JStr(model.architectureKind)))
+      val base = JsonParser.parse(ParamsMetadata.toJson(model, spark, extra)).asInstanceOf[JObj]
       val history = JsonParser.parse(if (model.historyJson.isEmpty) "{}" else model.historyJson)
-      val metadata = JObj(
-        "class" -> JStr(PythonClass),
-        "timestamp" -> JInt(System.currentTimeMillis()),
-        "sparkVersion" -> JStr(sparkSession.version),
-        "uid" -> JStr(model.uid),
-        "paramMap" -> entries(set.toSeq),
-        "defaultParamMap" -> entries(defaults.toSeq),
-        "architectureKind" -> JStr(model.architectureKind),
-        "history" -> history)
-      writeBytes(sparkSession, s"$path/metadata/part-00000", (pyJson(metadata) + "\n").getBytes(UTF_8))
-      writeBytes(sparkSession, s"$path/metadata/_SUCCESS", Array.emptyByteArray)
-      writeBytes(sparkSession, s"$path/$ArchitectureFile", model.architecture)
-      writeBytes(sparkSession, s"$path/$WeightsFile", model.weights)
+      val metadata = JObj(base.fields.map {
+        case ("class", _) => "class" -> JStr(PythonClass)
+        case other => other
+      } :+ ("history" -> history))
+      SavedFiles.write(spark, s"$path/metadata/part-00000", (pyJson(metadata) + "\n").getBytes(UTF_8))
+      SavedFiles.write(spark, s"$path/metadata/_SUCCESS", Array.emptyByteArray)
+      SavedFiles.write(spark, s"$path/${SavedFiles.architectureFile(model.architectureKind)}", model.architecture)
+      SavedFiles.write(spark, s"$path/$WeightsFile", model.weights)
     }
   }
 
+  /** Reads models saved by either language. The metadata is parsed here, not with Spark's
+    * json4s reader, because Python writes non-finite history metrics as `NaN`; each param is
+    * decoded with its own `jsonDecode`, as `getAndSetParams` does. Params this class does not
+    * have (Python-only ones such as `modelVersionCol` or `checkpointDir`) are skipped.
+    */
   private class Reader extends MLReader[TorchModel] {
     override def load(path: String): TorchModel = {
       val text = sparkSession.read.text(s"$path/metadata").first().getString(0)
@@ -266,13 +248,18 @@ object TorchModel extends MLReadable[TorchModel] {
       }
       def str(key: String) = metadata.get(key).collect { case JStr(s) => s }.getOrElse(
         throw new IllegalArgumentException(s"$path/metadata has no '$key'; is this a sparkdl TorchModel?"))
+      val kind = str("architectureKind")
       val history = metadata.get("history").map(pyJson).getOrElse("{}")
-      val model = new TorchModel(str("uid"), str("architectureKind"),
-        readBytes(sparkSession, s"$path/$ArchitectureFile"), readBytes(sparkSession, s"$path/$WeightsFile"), history)
+      val model = new TorchModel(str("uid"), kind, SavedFiles.readArchitecture(sparkSession, path, kind),
+        SavedFiles.read(sparkSession, s"$path/$WeightsFile"), history)
       for (section <- Seq("defaultParamMap", "paramMap"); JObj(fields) <- metadata.get(section).toSeq;
            (name, value) <- fields if model.hasParam(name) && value != JNull) {
         val param = model.getParam(name).asInstanceOf[Param[Any]]
-        model.setSaved(param, paramValue(param, value), isDefault = section == "defaultParamMap")
+        val decoded = try param.jsonDecode(CanonicalJson.write(value)) catch {
+          case scala.util.control.NonFatal(e) => throw new IllegalArgumentException(
+            s"$path/metadata: cannot read param $name from its saved value ${CanonicalJson.write(value)}: ${e.getMessage}", e)
+        }
+        model.setSaved(param, decoded, isDefault = section == "defaultParamMap")
       }
       model
     }

@@ -29,15 +29,21 @@ trait TorchScoringParams extends Params with HasFeaturesCol with HasPredictionCo
   def getBatchSize: Int = $(batchSize)
 }
 
-/** Training params: the names and defaults of Python's `sparkdl.ml.params.TrainingParams`
-  * (JSON-valued `optimizerParams` and `backendOptions` are JSON object strings here).
+/** Training params: the names and defaults of Python's `sparkdl.ml.params.TrainingParams`,
+  * shared by [[TorchEstimator]] and the [[TorchModel]] it fits (which carries the values it
+  * was fitted with, as Spark ML models do). `optimizerParams` and `backendOptions` are JSON
+  * objects ([[JsonObjectParam]]): canonical JSON text here, a dict in Python, the object
+  * itself in saved metadata.
+  *
+  * `loss` and `optimizer` also accept Python's `"custom"` (a callable), so a model Python
+  * fitted with one still loads here; the Scala estimator trains with the named ones only.
   */
 trait TorchTrainingParams extends TorchScoringParams with HasLabelCol with HasSeed {
   final val loss = new Param[String](this, "loss", "loss name: cross_entropy, nll, bce_with_logits or mse",
-    ParamValidators.inArray(TorchTrainingParams.Losses.keys.toArray))
+    ParamValidators.inArray((TorchTrainingParams.Losses.keys.toSeq :+ TorchTrainingParams.Custom).toArray))
   final val optimizer = new Param[String](this, "optimizer", "optimizer name: sgd, adam, adamw or rmsprop",
-    ParamValidators.inArray(TorchTrainingParams.Optimizers.toArray))
-  final val optimizerParams = new Param[String](this, "optimizerParams",
+    ParamValidators.inArray((TorchTrainingParams.Optimizers :+ TorchTrainingParams.Custom).toArray))
+  final val optimizerParams = new JsonObjectParam(this, "optimizerParams",
     "keyword arguments of the optimizer, as a JSON object, e.g. {\"lr\": 0.001}")
   final val epochs = new IntParam(this, "epochs", "passes over the training data", ParamValidators.gt(0))
   final val numWorkers = new IntParam(this, "numWorkers", "ranks (barrier tasks) that train", ParamValidators.gt(0))
@@ -47,20 +53,32 @@ trait TorchTrainingParams extends TorchScoringParams with HasLabelCol with HasSe
   final val backend = new Param[String](this, "backend",
     "collective backend: auto (horovod where the executors' Python has it, else torch, as Python's default), " +
       "torch or horovod", ParamValidators.inArray(Array("auto", "torch", "horovod")))
-  final val backendOptions = new Param[String](this, "backendOptions", "backend settings, as a JSON object")
+  final val backendOptions = new JsonObjectParam(this, "backendOptions", "backend settings, as a JSON object")
   final val backwardPassesPerStep = new IntParam(this, "backwardPassesPerStep",
     "batches accumulated locally per optimizer step", ParamValidators.gt(0))
   final val shuffle = new BooleanParam(this, "shuffle", "reshuffle each worker's rows every epoch")
   final val timeout = new DoubleParam(this, "timeout", "rendezvous and collective timeout in seconds",
     ParamValidators.gt(0.0))
 
-  final val pythonExec = new Param[String](this, "pythonExec",
-    "Python for the executors' workers; default: spark.pyspark.python, else PYSPARK_PYTHON, else python3")
-
-  setDefault(pythonExec -> "")
   setDefault(labelCol -> "label", loss -> "cross_entropy", optimizer -> "adam", optimizerParams -> "{\"lr\":0.001}",
     epochs -> 5, numWorkers -> 1, validationFraction -> 0.0, backend -> "auto", backendOptions -> "{}",
     backwardPassesPerStep -> 1, shuffle -> true, timeout -> 600.0, seed -> 42L)
+
+  def getLoss: String = $(loss)
+  def getOptimizer: String = $(optimizer)
+  /** The optimizer's keyword arguments, as canonical JSON object text, e.g. `{"lr":0.001}`. */
+  def getOptimizerParams: String = $(optimizerParams)
+  def getEpochs: Int = $(epochs)
+  def getNumWorkers: Int = $(numWorkers)
+  def getValidationFraction: Double = $(validationFraction)
+  /** The boolean column marking validation rows, if set. */
+  def getValidationCol: Option[String] = get(validationCol)
+  def getBackend: String = $(backend)
+  /** The backend settings, as canonical JSON object text. */
+  def getBackendOptions: String = $(backendOptions)
+  def getBackwardPassesPerStep: Int = $(backwardPassesPerStep)
+  def getShuffle: Boolean = $(shuffle)
+  def getTimeout: Double = $(timeout)
 }
 
 object TorchTrainingParams {
@@ -68,4 +86,6 @@ object TorchTrainingParams {
   val Losses: Map[String, String] = Map("cross_entropy" -> "multiclass", "nll" -> "multiclass",
     "bce_with_logits" -> "binary", "mse" -> "regression")
   val Optimizers: Seq[String] = Seq("sgd", "adam", "adamw", "rmsprop")
+  /** Python's name for a loss or optimizer given as a callable. */
+  val Custom = "custom"
 }

@@ -1,0 +1,222 @@
+package sparkdl.ml
+
+import java.nio.charset.StandardCharsets.UTF_8
+import java.nio.file.{Files, Path}
+
+import org.apache.spark.ml.{Pipeline, PipelineModel}
+import org.apache.spark.ml.evaluation.MulticlassClassificationEvaluator
+import org.apache.spark.ml.param.ParamMap
+import org.apache.spark.ml.tuning.{CrossValidator, ParamGridBuilder, TrainValidationSplit}
+import org.scalatest.BeforeAndAfterAll
+import org.scalatest.funsuite.AnyFunSuite
+
+import sparkdl.json.JsonParser
+import sparkdl.json.Json._
+import sparkdl.nn._
+
+/** Saving and loading the estimator and the model, alone and inside Spark ML's meta stages,
+  * in the files Python reads and writes. Training end to end is in
+  * `tests/integration/test_scala_estimator.py`.
+  */
+class PersistenceSuite extends AnyFunSuite with BeforeAndAfterAll {
+
+  // Readers and writers use the active session.
+  private lazy val spark = LocalSpark.session
+
+  override def beforeAll(): Unit = spark
+
+  private def network: Network = Sequential(Input(Seq(5)), Dense(8, activation = "tanh"), Dense(3))
+
+  private def estimator: TorchEstimator = new TorchEstimator().setNetwork(network).setOptimizer("sgd")
+    .setOptimizerParams("""{"lr": 0.5, "momentum": 0.9}""").setEpochs(3).setNumWorkers(2).setBatchSize(16)
+    .setSeed(3L).setBackend("torch").setFeaturesCol("x").setPythonExec("/opt/python")
+
+  private def model(kind: String = "spec"): TorchModel = {
+    val arch = if (kind == "spec") network.toJson.getBytes(UTF_8) else Array[Byte](1, 2, 3)
+    val m = new TorchModel("TorchModel_test", kind, arch, Array[Byte](9, 8, 7),
+      """{"backend":"torch","epochs":[{"epoch":1,"loss":0.5}],"num_workers":2,"workers":[]}""")
+    m.set(m.task, "multiclass").set(m.outputShape, Array(3)).set(m.featureShape, Array(5))
+      .set(m.epochs, 7).set(m.optimizerParams, """{"lr":0.01}""").set(m.numWorkers, 2)
+  }
+
+  private def tempDir(): Path = {
+    val dir = Files.createTempDirectory("sparkdl-persistence")
+    dir.toFile.deleteOnExit()
+    dir
+  }
+
+  /** The files saved in `path`, without the local file system's `.crc` checksums. */
+  private def files(path: Path): Set[String] = path.toFile.list().toSet.filterNot(_.startsWith("."))
+
+  private def metadata(path: Path): JObj = {
+    val part = path.resolve("metadata").toFile.listFiles().filter(_.getName.startsWith("part-")).head
+    JsonParser.parse(new String(Files.readAllBytes(part.toPath), UTF_8).trim).asInstanceOf[JObj]
+  }
+
+  private def values(p: org.apache.spark.ml.param.Params): Map[String, Any] =
+    p.extractParamMap().toSeq.map(pair => pair.param.name -> (pair.value match {
+      case a: Array[_] => a.toSeq
+      case v => v
+    })).toMap
+
+  test("an estimator saves its params and network, and loads as it was") {
+    val path = tempDir().resolve("est")
+    val est = estimator
+    est.write.save(path.toString)
+    assert(files(path) == Set("metadata", "network.json"))
+    val meta = metadata(path)
+    assert(meta.get("class").contains(JStr("sparkdl.ml.TorchEstimator")))
+    assert(meta.get("architectureKind").contains(JStr("spec")))
+    val saved = meta.get("paramMap").get.asInstanceOf[JObj]
+    assert(saved.get("optimizerParams").contains(JsonParser.parse("""{"lr":0.5,"momentum":0.9}""")),
+      "a JSON object param is saved as the object, as Python saves a dict")
+    val loaded = TorchEstimator.load(path.toString)
+    assert(loaded.uid == est.uid)
+    assert(loaded.getNetwork.contains(network))
+    assert(values(loaded) == values(est))
+    assert(loaded.getPythonExec.contains("/opt/python") && loaded.getOptimizerParams == """{"lr":0.5,"momentum":0.9}""")
+    assert(!loaded.isSet(loaded.loss) && loaded.getLoss == "cross_entropy", "defaults stay defaults")
+  }
+
+  test("an estimator without a network saves and loads without one") {
+    val path = tempDir().resolve("bare")
+    new TorchEstimator().setEpochs(2).write.save(path.toString)
+    assert(files(path) == Set("metadata"))
+    val loaded = TorchEstimator.load(path.toString)
+    assert(loaded.getNetwork.isEmpty && loaded.getEpochs == 2 && loaded.getPythonExec.isEmpty)
+  }
+
+  test("loading something else as an estimator names the class found") {
+    val path = tempDir().resolve("model")
+    model().write.save(path.toString)
+    val e = intercept[IllegalArgumentException](TorchEstimator.load(path.toString))
+    assert(e.getMessage.contains("Expected class name sparkdl.ml.TorchEstimator but found class name " +
+      "sparkdl.ml.model.TorchModel"))
+  }
+
+  test("an unfitted Pipeline holding the estimator saves and loads") {
+    val path = tempDir().resolve("pipeline")
+    val est = estimator
+    new Pipeline().setStages(Array(est)).write.save(path.toString)
+    val stage = Pipeline.load(path.toString).getStages.head.asInstanceOf[TorchEstimator]
+    assert(stage.uid == est.uid && stage.getNetwork.contains(network) && values(stage) == values(est))
+  }
+
+  private def grid(est: TorchEstimator): Array[ParamMap] = new ParamGridBuilder()
+    .addGrid(est.optimizerParams, Seq("""{"lr":1e-06}""", """{"lr":0.5}"""))
+    .addGrid(est.epochs, Array(1, 3))
+    .addGrid(est.batchSize, Array(8))
+    .addGrid(est.numWorkers, Array(1, 2))
+    .build()
+
+  private def named(maps: Array[ParamMap]): Seq[Set[(String, Any)]] =
+    maps.toSeq.map(_.toSeq.map(p => p.param.name -> p.value).toSet)
+
+  test("CrossValidator and TrainValidationSplit over a grid of training params save and load") {
+    val est = estimator
+    val maps = grid(est)
+    assert(maps.length == 8)
+    val eval = new MulticlassClassificationEvaluator().setMetricName("accuracy")
+    val cvPath = tempDir().resolve("cv").toString
+    new CrossValidator().setEstimator(est).setEvaluator(eval).setEstimatorParamMaps(maps).setNumFolds(2)
+      .setParallelism(2).write.save(cvPath)
+    val cv = CrossValidator.load(cvPath)
+    val cvEst = cv.getEstimator.asInstanceOf[TorchEstimator]
+    assert(cvEst.getNetwork.contains(network) && values(cvEst) == values(est))
+    assert(named(cv.getEstimatorParamMaps) == named(maps))
+    assert(cv.getEstimatorParamMaps.head.toSeq.forall(_.param.parent == cvEst.uid))
+    assert(cv.getNumFolds == 2 && cv.getParallelism == 2)
+
+    val tvsPath = tempDir().resolve("tvs").toString
+    new TrainValidationSplit().setEstimator(est).setEvaluator(eval).setEstimatorParamMaps(maps).write.save(tvsPath)
+    val tvs = TrainValidationSplit.load(tvsPath)
+    assert(named(tvs.getEstimatorParamMaps) == named(maps))
+    assert(tvs.getEstimator.asInstanceOf[TorchEstimator].getNetwork.contains(network))
+  }
+
+  test("a spec model is saved as network.json, a pickled one as architecture.pkl") {
+    val dir = tempDir()
+    val spec = model()
+    spec.write.save(dir.resolve("spec").toString)
+    assert(files(dir.resolve("spec")) == Set("metadata", "network.json", "weights.safetensors"))
+    assert(Files.readString(dir.resolve("spec/network.json")) == network.toJson)
+    model("module").write.save(dir.resolve("module").toString)
+    assert(files(dir.resolve("module")) == Set("metadata", "architecture.pkl", "weights.safetensors"))
+    val back = TorchModel.load(dir.resolve("module").toString)
+    assert(back.architectureKind == "module" && back.architecture.toSeq == Seq[Byte](1, 2, 3))
+  }
+
+  test("a model keeps its training params and metadata Python reads") {
+    val path = tempDir().resolve("m")
+    val m = model()
+    m.write.save(path.toString)
+    val meta = metadata(path)
+    assert(meta.get("class").contains(JStr(TorchModel.PythonClass)))
+    val saved = meta.get("paramMap").get.asInstanceOf[JObj]
+    assert(saved.get("optimizerParams").contains(JsonParser.parse("""{"lr":0.01}""")))
+    assert(saved.get("epochs").contains(JInt(7)))
+    val defaults = meta.get("defaultParamMap").get.asInstanceOf[JObj]
+    assert(defaults.get("backendOptions").contains(JObj()) && !defaults.contains("pythonExec"))
+    val loaded = TorchModel.load(path.toString)
+    assert(values(loaded) == values(m))
+    assert(loaded.getEpochs == 7 && loaded.getOptimizerParams == """{"lr":0.01}""" && loaded.getNumWorkers == 2)
+    assert(loaded.networkJson.contains(network.toJson) && loaded.weightsBytes.toSeq == Seq[Byte](9, 8, 7))
+    assert(loaded.historyJson == m.historyJson)
+    val copied = loaded.copy(ParamMap(loaded.epochs -> 9))
+    assert(copied.getEpochs == 9 && copied.getOptimizerParams == """{"lr":0.01}""")
+  }
+
+  test("a model saved before files were named by kind, with Python-only params, loads") {
+    val path = tempDir().resolve("old")
+    Files.createDirectories(path.resolve("metadata"))
+    // As Python wrote it: every architecture in architecture.pkl, params Scala does not have,
+    // a dict-valued optimizerParams, a NaN metric.
+    Files.writeString(path.resolve("metadata/part-00000"),
+      """{"class":"sparkdl.ml.model.TorchModel","timestamp":1,"sparkVersion":"4.3.0","uid":"TorchModel_py",""" +
+        """"paramMap":{"featureShape":[5],"task":"multiclass","outputShape":[3],"optimizerParams":{"lr":0.5},""" +
+        """"epochs":3,"loss":"custom","checkpointDir":"/tmp/ck"},"defaultParamMap":{"featuresCol":"features",""" +
+        """"modelVersionCol":"","backend":"torch","timeout":600.0,"seed":42,"shuffle":true},""" +
+        """"architectureKind":"spec","history":{"backend":"torch","epochs":[{"epoch":1,"loss":NaN}],""" +
+        """"num_workers":1,"workers":[]}}""" + "\n")
+    Files.write(path.resolve("architecture.pkl"), network.toJson.getBytes(UTF_8))
+    Files.write(path.resolve("weights.safetensors"), Array[Byte](4, 2))
+    val loaded = TorchModel.load(path.toString)
+    assert(loaded.uid == "TorchModel_py" && loaded.networkJson.contains(network.toJson))
+    assert(loaded.getOptimizerParams == """{"lr":0.5}""" && loaded.getEpochs == 3 && loaded.getLoss == "custom")
+    assert(loaded.getBackend == "torch" && !loaded.isSet(loaded.backend) && loaded.getTimeout == 600.0)
+    assert(loaded.historyJson.contains("NaN"))
+  }
+
+  test("a PipelineModel holding a model saves and loads it through the class name Python gives it") {
+    import spark.implicits._
+    val df = Seq((Array(1f, 2f, 3f, 4f, 5f), 0L)).toDF("features", "label")
+    val path = tempDir().resolve("pm").toString
+    val m = model()
+    new Pipeline().setStages(Array(m)).fit(df).write.save(path)
+    val stage = PipelineModel.load(path).stages.head.asInstanceOf[TorchModel]
+    assert(stage.uid == m.uid && values(stage) == values(m))
+  }
+
+  test("the Scala estimator refuses Python's custom loss and optimizer by name") {
+    import spark.implicits._
+    val df = Seq((Array(1f, 2f, 3f, 4f, 5f), 0L)).toDF("x", "label")
+    val custom = estimator
+    val loss = intercept[IllegalArgumentException](custom.set(custom.loss, "custom").transformSchema(df.schema))
+    assert(loss.getMessage.startsWith("loss='custom' needs a Python callable; the Scala TorchEstimator trains with " +
+      "one of [bce_with_logits, cross_entropy, mse, nll]. Received: loss=custom"))
+    val other = estimator
+    val opt = intercept[IllegalArgumentException](other.set(other.optimizer, "custom").transformSchema(df.schema))
+    assert(opt.getMessage.contains("optimizer='custom' needs a Python callable"))
+    val bad = intercept[IllegalArgumentException](estimator.setOptimizerParams("[0.1]"))
+    assert(bad.getMessage == "optimizerParams must be a JSON object. Received: optimizerParams=[0.1]")
+  }
+
+  test("a JSON object param encodes as the object and decodes an object or a string holding one") {
+    val est = new TorchEstimator()
+    val p = est.optimizerParams
+    assert(p.jsonEncode("""{"momentum": 0.9, "lr": 0.1}""") == """{"lr":0.1,"momentum":0.9}""")
+    assert(p.jsonDecode("""{"lr": 0.1}""") == """{"lr":0.1}""")
+    assert(p.jsonDecode("\"{\\\"lr\\\": 0.1}\"") == """{"lr":0.1}""")
+    assert(!p.isValid("not json") && !p.isValid("[1]") && p.isValid("{}"))
+  }
+}
