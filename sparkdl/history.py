@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 
@@ -49,10 +50,40 @@ class TrainingHistory:
         return self.epochs[i]
 
     def to_dict(self) -> dict:
-        """A JSON-friendly dict."""
-        return asdict(self)
+        """A dict of strict JSON: a diverged run's NaN or infinite loss becomes
+        ``"NaN"``/``"Infinity"``/``"-Infinity"``, as Spark writes non-finite double
+        Params, since Spark's JVM metadata reader refuses bare ``NaN``.
+
+        Example:
+            >>> TrainingHistory([{"train_loss": float("nan")}]).to_dict()["epochs"]
+            [{'train_loss': 'NaN'}]
+        """
+        data = asdict(self)
+        data["epochs"] = _map_floats(data["epochs"], _encode)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainingHistory:
         """Inverse of :meth:`to_dict`."""
-        return cls(**data)
+        return cls(**{**data, "epochs": _map_floats(data.get("epochs", []), _decode)})
+
+
+_NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def _encode(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def _decode(value):
+    return _NON_FINITE.get(value, value) if isinstance(value, str) else value
+
+
+def _map_floats(value, fn):
+    if isinstance(value, dict):
+        return {k: _map_floats(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_floats(v, fn) for v in value]
+    return fn(value)
