@@ -20,7 +20,7 @@ tensors, gradients. See ``spill_rank.py``.
 Why not a whole ``TorchEstimator.fit``: the cgroup must hold the rank's process
 and nothing else, while PySpark forks its workers from one daemon per executor
 shared by every job of the session. The rank code here is the one a Spark task runs
-(:func:`~sparkdl.worker.train_task.run_train_task`) on the record batches a Spark
+(:func:`~sparkdl.worker.rank.train_rank`) on the record batches a Spark
 task's Python worker reads, an Arrow IPC stream of 10,000-row batches.
 
 Without a writable memory cgroup (not root, or cgroup v2 without the memory
