@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable
-from functools import partial
 
 import torch
 from pyspark import keyword_only
@@ -17,7 +15,7 @@ from pyspark.sql import functions as F
 
 from sparkdl.architecture import Architecture, weights_to_bytes
 from sparkdl.checkpoints import RunOutputs, latest_checkpoint
-from sparkdl.cluster import barrier_slots, check_capacity
+from sparkdl.cluster import check_capacity
 from sparkdl.collective import check_backend, default_backend
 from sparkdl.data.columns import (
     as_float_tensor,
@@ -27,19 +25,19 @@ from sparkdl.data.columns import (
 )
 from sparkdl.data.partitioning import one_partition_per_rank
 from sparkdl.data.shard import ShardLayout
-from sparkdl.errors import ConfigError, SchemaError, WorkerFailedError
+from sparkdl.errors import ConfigError, SchemaError
 from sparkdl.history import TrainingHistory
 from sparkdl.losses import resolve_loss
 from sparkdl.ml import preflight
 from sparkdl.ml.model import TorchModel
 from sparkdl.ml.params import TrainingParams
 from sparkdl.ml.persistence import TorchEstimatorReader, TorchEstimatorWriter
+from sparkdl.ml.training_job import run_training_job
 from sparkdl.optimizers import check_optimizer
-from sparkdl.rendezvous import rendezvous_for, rendezvous_mode
+from sparkdl.rendezvous import rendezvous_mode
 from sparkdl.storage.resolve import resolve_location
 from sparkdl.validation import require_fraction, require_positive, require_positive_int
 from sparkdl.worker.spec import TrainSpec
-from sparkdl.worker.train_task import RESULT_DDL, ShippedSpec, train_task
 
 log = logging.getLogger(__name__)
 
@@ -308,13 +306,8 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         else:
             log.info("sparkdl: training on %d workers with backend=%s%s", num_workers,
                      spec.backend, f", resuming after epoch {resume.epoch}" if resume else "")
-            with barrier_slots(spark.sparkContext, num_workers, slots), \
-                    rendezvous_for(spark, meet, num_workers, spec.timeout_s) as address:
-                rows = _run_barrier(prepared, dataclasses.replace(spec, rendezvous=address))
-            weights = next(r.payload for r in rows if r.kind == "weights")
-            epochs = json.loads(next(r.payload for r in rows if r.kind == "history"))
-            workers = sorted((json.loads(r.payload) for r in rows if r.kind == "worker"),
-                             key=lambda w: w["rank"])
+            job = run_training_job(prepared, spec, slots, meet)
+            weights, epochs, workers = job.weights, job.epochs, job.workers
         for record in epochs:
             log.info("sparkdl epoch %s", record)
         history = TrainingHistory((resume.history if resume else []) + epochs, spec.backend,
@@ -334,23 +327,3 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
             else None,
             interval=self.getOrDefault(self.checkpointInterval),
             logs=resolve_location(spark, log_url, "logDir") if log_url else None)
-
-
-def _run_barrier(prepared: DataFrame, spec: TrainSpec) -> list:
-    job = prepared.mapInArrow(partial(train_task, ShippedSpec.of(spec)), RESULT_DDL,
-                              barrier=True)
-    try:
-        return job.collect()
-    except Exception as exc:
-        raise WorkerFailedError(_worker_error(exc)) from exc
-
-
-def _worker_error(exc: Exception) -> str:
-    """The Python worker's own traceback out of Spark's error text, without JVM frames."""
-    text = str(exc)
-    marker = "An exception was thrown from the Python worker:"
-    if marker in text:
-        text = text[text.index(marker) + len(marker):]
-        text = text.split("\n\tat ")[0].split(" SQLSTATE")[0]
-        return "A training worker failed:" + text.rstrip()
-    return f"The training job failed: {text.split(chr(10) + chr(9) + 'at ')[0][:4000]}"
