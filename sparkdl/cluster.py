@@ -94,7 +94,7 @@ class _SlotLedger:
             if self._held.get(app_id, 0) + num_workers > slots:
                 log.info("sparkdl: waiting for another fit's barrier job to free task "
                          "slots (%d needed, %d held, %d in the cluster)", num_workers,
-                         self._held[app_id], slots)
+                         self._held.get(app_id, 0), slots)
             while 0 < self._held.get(app_id, 0) and \
                     self._held.get(app_id, 0) + num_workers > slots:
                 self._changed.wait()

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from sparkdl.collective.base import Collective, PeerInfo
 from sparkdl.errors import ConfigError
+from sparkdl.validation import require_positive
 
 if TYPE_CHECKING:  # torch is imported where used: the Spark task only advertises and hands over
     import torch
@@ -126,9 +127,8 @@ def check_options(options: dict) -> None:
         if choices is not None and value not in choices:
             raise ConfigError(f"backendOptions[{key!r}] must be one of {list(choices)}. "
                               f"Received: {key}={value!r}")
-        if choices is None and (not isinstance(value, (int, float)) or value <= 0):
-            raise ConfigError(f"backendOptions[{key!r}] must be a positive number. "
-                              f"Received: {key}={value!r}")
+        if choices is None:
+            require_positive(f"backendOptions[{key!r}]", value)
 
 
 def horovod_env(me: SlotPlan, rendezvous_host: str, rendezvous_port: int, options: dict,

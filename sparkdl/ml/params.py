@@ -71,15 +71,19 @@ class ScoringParams(HasFeaturesCol, HasPredictionCol):
         return self.getOrDefault(self.featureShape) if self.isDefined(self.featureShape) else None
 
     def getProbabilityCol(self) -> str:
+        """The class-probability output column (``""``: none)."""
         return self.getOrDefault(self.probabilityCol)
 
     def getRawPredictionCol(self) -> str:
+        """The raw-output column (``""``: none)."""
         return self.getOrDefault(self.rawPredictionCol)
 
     def getBatchSize(self) -> int:
+        """Rows per batch, per worker."""
         return self.getOrDefault(self.batchSize)
 
     def getModelVersionCol(self) -> str:
+        """The model-version output column (``""``: none)."""
         return self.getOrDefault(self.modelVersionCol)
 
     def setFeaturesCol(self, value: str):
@@ -113,6 +117,12 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
     :class:`~sparkdl.TorchEstimator` sets them; the :class:`~sparkdl.TorchModel` it
     fits carries them too, as Spark ML models do, so ``cvModel.bestModel.getEpochs()``
     and ``bestModel.extractParamMap()`` show which setting won.
+
+    Example:
+        >>> from sparkdl import TorchEstimator
+        >>> est = TorchEstimator(epochs=3, optimizerParams={"lr": 0.01})
+        >>> est.getEpochs(), est.getOptimizerParams(), est.getNumWorkers()
+        (3, {'lr': 0.01}, 1)
     """
 
     loss = Param(Params._dummy(), "loss",
@@ -186,12 +196,15 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
         return dict(self.getOrDefault(self.optimizerParams))
 
     def getEpochs(self) -> int:
+        """Passes over the training data."""
         return self.getOrDefault(self.epochs)
 
     def getNumWorkers(self) -> int:
+        """Ranks (Spark barrier tasks) that train in parallel."""
         return self.getOrDefault(self.numWorkers)
 
     def getValidationFraction(self) -> float:
+        """Fraction of rows held out for validation."""
         return self.getOrDefault(self.validationFraction)
 
     def getValidationCol(self) -> str | None:
@@ -200,25 +213,33 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
             else None
 
     def getBackend(self) -> str:
+        """The allreduce backend: ``"horovod"`` or ``"torch"``."""
         return self.getOrDefault(self.backend)
 
     def getBackendOptions(self) -> dict:
+        """The backend's settings."""
         return dict(self.getOrDefault(self.backendOptions))
 
     def getBackwardPassesPerStep(self) -> int:
+        """Batches whose gradients accumulate before each optimizer step."""
         return self.getOrDefault(self.backwardPassesPerStep)
 
     def getShuffle(self) -> bool:
+        """Whether each worker reshuffles its rows every epoch."""
         return self.getOrDefault(self.shuffle)
 
     def getTimeout(self) -> float:
+        """Seconds to wait at rendezvous and in collectives."""
         return self.getOrDefault(self.timeout)
 
     def getCheckpointDir(self) -> str:
+        """Where checkpoints go (``""``: none)."""
         return self.getOrDefault(self.checkpointDir)
 
     def getCheckpointInterval(self) -> int:
+        """Epochs between checkpoints."""
         return self.getOrDefault(self.checkpointInterval)
 
     def getLogDir(self) -> str:
+        """Where ``metrics.jsonl`` goes (``""``: none)."""
         return self.getOrDefault(self.logDir)
