@@ -229,7 +229,9 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
       throw new SparkException("The training job returned no weights from rank 0."))
     val epochsJson = results.collectFirst { case (_, "history", h) => new String(h, UTF_8) }.getOrElse("[]")
     val workers = results.filter(_._2 == "worker").sortBy(_._1).map(r => new String(r._3, UTF_8))
-    val history = s"""{"backend":${CanonicalJson.write(JStr(backendName))},"epochs":$epochsJson,""" +
+    // Rank 0's epochs are Python's json.dumps: a diverged run's loss is a bare NaN there.
+    val historyEpochs = TorchModel.pyJson(TorchModel.strictEpochs(JsonParser.parse(epochsJson)))
+    val history = s"""{"backend":${CanonicalJson.write(JStr(backendName))},"epochs":$historyEpochs,""" +
       s""""num_workers":$n,"workers":${workers.mkString("[", ",", "]")}}"""
     val model = new TorchModel(uid.replace("TorchEstimator", "TorchModel"), "spec", net.toJson.getBytes(UTF_8),
       weights, history)
@@ -240,7 +242,7 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
   }
 }
 
-/** Reads estimators saved with `TorchEstimator.write`: `TorchEstimator.load(path)`. */
+/** Reads estimators saved with `TorchEstimator.write`, or from Python: `TorchEstimator.load(path)`. */
 object TorchEstimator extends MLReadable[TorchEstimator] {
   private[ml] val Feature = "__sparkdl_f"
   private[ml] val Label = "__sparkdl_label"
@@ -248,6 +250,14 @@ object TorchEstimator extends MLReadable[TorchEstimator] {
   private[ml] val Order = "__sparkdl_row"
   private[ml] val BatchRows = 4096
 
+  /** The class name Python's `sparkdl.TorchEstimator` saves; the reader accepts it (see
+    * [[sparkdl.ml.estimator.TorchEstimator]]) as well as this class's name.
+    */
+  val PythonClass = "sparkdl.ml.estimator.TorchEstimator"
+
+  /** Reads an estimator saved from Scala or from Python (one whose network is a `sparkdl.nn`
+    * network, with a named loss and optimizer).
+    */
   override def read: MLReader[TorchEstimator] = new TorchEstimatorReader
 
   override def load(path: String): TorchEstimator = super.load(path)

@@ -24,20 +24,41 @@ private[ml] class TorchEstimatorWriter(estimator: TorchEstimator) extends MLWrit
   }
 }
 
-/** Reads what [[TorchEstimatorWriter]] wrote. */
+/** Reads what [[TorchEstimatorWriter]] wrote, and what Python's `TorchEstimatorWriter`
+  * writes (class `sparkdl.ml.estimator.TorchEstimator`) when the network is a `sparkdl.nn`
+  * network (`network.json`) and the loss and optimizer are named. Python-only params
+  * (`checkpointDir`, `checkpointInterval`, `logDir`, `modelVersionCol`) are skipped, as
+  * [[TorchModel]]'s reader skips them.
+  *
+  * @throws IllegalArgumentException for an estimator whose network is pickled Python code
+  *                                  (architecture kind "module" or "factory") or that has
+  *                                  custom code (a Python loss or optimizer callable)
+  */
 private[ml] class TorchEstimatorReader extends MLReader[TorchEstimator] {
   override def load(path: String): TorchEstimator = {
-    val (estimator, metadataJson) = ParamsMetadata.load(path, sparkSession, classOf[TorchEstimator].getName,
-      uid => new TorchEstimator(uid))
+    val (estimator, metadataJson) = ParamsMetadata.load(path, sparkSession,
+      Seq(classOf[TorchEstimator].getName, TorchEstimator.PythonClass), uid => new TorchEstimator(uid))
     val metadata = JsonParser.parse(metadataJson).asInstanceOf[JObj]
-    metadata.get("architectureKind") match {
-      case Some(JStr("spec")) =>
-        val spec = new String(SavedFiles.read(sparkSession, s"$path/${SavedFiles.NetworkFile}"), UTF_8)
-        estimator.setNetwork(Network.fromJson(spec))
-      case None | Some(JNull) => estimator
-      case Some(other) => throw new IllegalArgumentException(s"$path holds an estimator whose network is a " +
-        s"${CanonicalJson.write(other)} architecture; the Scala TorchEstimator trains sparkdl.nn networks " +
-        "(architectureKind \"spec\") only.")
+    val kind = metadata.get("architectureKind").filter(_ != JNull)
+    val custom = metadata.get("customCode") match {
+      case Some(JArr(items)) => items.map { case JStr(s) => s; case other => CanonicalJson.write(other) }
+      case _ => Vector.empty
     }
+    val pythonOnly = kind.filter(_ != JStr("spec")).map {
+      case JStr(k @ ("module" | "factory")) =>
+        s"architecture kind ${CanonicalJson.write(JStr(k))} (a cloudpickled torch ${if (k == "module") "module" else "model factory"} in " +
+          s"${SavedFiles.ArchitectureFile})"
+      case other => s"architecture kind ${CanonicalJson.write(other)}"
+    }.toSeq ++ (if (custom.isEmpty) Nil else Seq(s"custom code for ${custom.mkString(" and ")} (cloudpickled " +
+      s"Python callables in ${custom.map(c => s"$c.pkl").mkString(", ")})"))
+    if (pythonOnly.nonEmpty)
+      throw new IllegalArgumentException(s"$path holds a Python TorchEstimator with ${pythonOnly.mkString(" and ")}, " +
+        "which cannot be loaded in Scala: only an estimator whose network is a sparkdl.nn network (architectureKind " +
+        "\"spec\", saved as network.json) and whose loss and optimizer are named loads in Scala. Load it with Python's " +
+        "sparkdl.TorchEstimator.load, or save it from Python with a sparkdl.nn network and named loss and optimizer.")
+    if (kind.contains(JStr("spec"))) {
+      val spec = new String(SavedFiles.read(sparkSession, s"$path/${SavedFiles.NetworkFile}"), UTF_8)
+      estimator.setNetwork(Network.fromJson(spec))
+    } else estimator
   }
 }

@@ -43,7 +43,9 @@ class TorchModel private[ml] (
     val architectureKind: String,
     private[ml] val architecture: Array[Byte],
     private[ml] val weights: Array[Byte],
-    /** Per-epoch metrics, backend and workers, as Python's `TrainingHistory.to_dict()` JSON. */
+    /** Per-epoch metrics, backend and workers, as Python's `TrainingHistory.to_dict()` JSON:
+      * a non-finite metric in `epochs` (a diverged run's loss) is the string `"NaN"`,
+      * `"Infinity"` or `"-Infinity"` ([[TorchModel.strictHistory]]). */
     val historyJson: String)
     extends Model[TorchModel] with TorchTrainingParams with MLWritable {
 
@@ -204,7 +206,9 @@ object TorchModel extends MLReadable[TorchModel] {
 
   // -- persistence: the files Python's TorchModelWriter / TorchModelReader use ----------
 
-  /** JSON text like Python's `json.dumps`: NaN and infinities allowed (history metrics). */
+  /** JSON text like Python's `json.dumps`: NaN and infinities written bare. Saved metadata
+    * holds none in `epochs` ([[strictHistory]]); elsewhere, as in Python, they stay bare.
+    */
   private[ml] def pyJson(value: Json): String = value match {
     case JFloat(d) if d.isNaN      => "NaN"
     case JFloat(d) if d.isInfinite => if (d > 0) "Infinity" else "-Infinity"
@@ -214,15 +218,40 @@ object TorchModel extends MLReadable[TorchModel] {
     case other                     => CanonicalJson.write(other)
   }
 
+  /** A history as Python's `TrainingHistory.to_dict()` gives it: each NaN or infinite float
+    * in its `epochs` list becomes the string `"NaN"`, `"Infinity"` or `"-Infinity"` (as Spark
+    * writes a non-finite double param), since Spark's JVM metadata reader refuses bare `NaN`;
+    * Python's `TrainingHistory.from_dict` turns them back into floats. Other fields and
+    * values are kept; applying it twice changes nothing.
+    */
+  private[ml] def strictHistory(history: Json): Json = history match {
+    case JObj(fields) => JObj(fields.map {
+      case ("epochs", epochs) => "epochs" -> strictEpochs(epochs)
+      case other => other
+    })
+    case other => other
+  }
+
+  /** A history's `epochs` list (or any value in it) with each NaN or infinite float as a string. */
+  private[ml] def strictEpochs(value: Json): Json = value match {
+    case JFloat(d) if d.isNaN      => JStr("NaN")
+    case JFloat(d) if d.isInfinite => JStr(if (d > 0) "Infinity" else "-Infinity")
+    case JArr(items)               => JArr(items.map(strictEpochs))
+    case JObj(fields)              => JObj(fields.map { case (k, v) => k -> strictEpochs(v) })
+    case other                     => other
+  }
+
   /** Spark ML metadata (`DefaultParamsWriter`'s, every param `jsonEncode`d) naming Python's
-    * class, which both languages resolve, plus `architectureKind` and `history`.
+    * class, which both languages resolve, plus `architectureKind` and `history`, whose
+    * epochs' non-finite metrics are written as strings ([[strictHistory]]), so Spark's own
+    * reader (a `PipelineModel`'s or `CrossValidatorModel`'s stages) loads a diverged model.
     */
   private class Writer(model: TorchModel) extends MLWriter {
     override protected def saveImpl(path: String): Unit = {
       val spark = sparkSession
       val extra = CanonicalJson.write(JObj("architectureKind" -> JStr(model.architectureKind)))
       val base = JsonParser.parse(ParamsMetadata.toJson(model, spark, extra)).asInstanceOf[JObj]
-      val history = JsonParser.parse(if (model.historyJson.isEmpty) "{}" else model.historyJson)
+      val history = strictHistory(JsonParser.parse(if (model.historyJson.trim.isEmpty) "{}" else model.historyJson))
       val metadata = JObj(base.fields.map {
         case ("class", _) => "class" -> JStr(PythonClass)
         case other => other
@@ -234,10 +263,13 @@ object TorchModel extends MLReadable[TorchModel] {
     }
   }
 
-  /** Reads models saved by either language. The metadata is parsed here, not with Spark's
-    * json4s reader, because Python writes non-finite history metrics as `NaN`; each param is
-    * decoded with its own `jsonDecode`, as `getAndSetParams` does. Params this class does not
-    * have (Python-only ones such as `modelVersionCol` or `checkpointDir`) are skipped.
+  /** Reads models saved by either language. Both now write the history's non-finite epoch
+    * metrics as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`, but older saves (either
+    * language) hold them as bare `NaN`/`Infinity`, which Spark's json4s reader refuses; so the
+    * metadata is parsed here, accepting both, and `historyJson` gets the strings
+    * ([[strictHistory]]). Each param is decoded with its own `jsonDecode`, as
+    * `getAndSetParams` does. Params this class does not have (Python-only ones such as
+    * `modelVersionCol` or `checkpointDir`) are skipped.
     */
   private class Reader extends MLReader[TorchModel] {
     override def load(path: String): TorchModel = {
@@ -249,7 +281,7 @@ object TorchModel extends MLReadable[TorchModel] {
       def str(key: String) = metadata.get(key).collect { case JStr(s) => s }.getOrElse(
         throw new IllegalArgumentException(s"$path/metadata has no '$key'; is this a sparkdl TorchModel?"))
       val kind = str("architectureKind")
-      val history = metadata.get("history").map(pyJson).getOrElse("{}")
+      val history = metadata.get("history").map(h => pyJson(strictHistory(h))).getOrElse("{}")
       val model = new TorchModel(str("uid"), kind, SavedFiles.readArchitecture(sparkSession, path, kind),
         SavedFiles.read(sparkSession, s"$path/$WeightsFile"), history)
       for (section <- Seq("defaultParamMap", "paramMap"); JObj(fields) <- metadata.get(section).toSeq;

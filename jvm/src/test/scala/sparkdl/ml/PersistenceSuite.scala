@@ -10,7 +10,7 @@ import org.apache.spark.ml.tuning.{CrossValidator, ParamGridBuilder, TrainValida
 import org.scalatest.BeforeAndAfterAll
 import org.scalatest.funsuite.AnyFunSuite
 
-import sparkdl.json.JsonParser
+import sparkdl.json.{CanonicalJson, JsonParser}
 import sparkdl.json.Json._
 import sparkdl.nn._
 
@@ -31,10 +31,11 @@ class PersistenceSuite extends AnyFunSuite with BeforeAndAfterAll {
     .setOptimizerParams("""{"lr": 0.5, "momentum": 0.9}""").setEpochs(3).setNumWorkers(2).setBatchSize(16)
     .setSeed(3L).setBackend("torch").setFeaturesCol("x").setPythonExec("/opt/python")
 
-  private def model(kind: String = "spec"): TorchModel = {
+  private def model(kind: String = "spec",
+                    history: String = """{"backend":"torch","epochs":[{"epoch":1,"loss":0.5}],"num_workers":2,"workers":[]}"""
+                   ): TorchModel = {
     val arch = if (kind == "spec") network.toJson.getBytes(UTF_8) else Array[Byte](1, 2, 3)
-    val m = new TorchModel("TorchModel_test", kind, arch, Array[Byte](9, 8, 7),
-      """{"backend":"torch","epochs":[{"epoch":1,"loss":0.5}],"num_workers":2,"workers":[]}""")
+    val m = new TorchModel("TorchModel_test", kind, arch, Array[Byte](9, 8, 7), history)
     m.set(m.task, "multiclass").set(m.outputShape, Array(3)).set(m.featureShape, Array(5))
       .set(m.epochs, 7).set(m.optimizerParams, """{"lr":0.01}""").set(m.numWorkers, 2)
   }
@@ -90,8 +91,8 @@ class PersistenceSuite extends AnyFunSuite with BeforeAndAfterAll {
     val path = tempDir().resolve("model")
     model().write.save(path.toString)
     val e = intercept[IllegalArgumentException](TorchEstimator.load(path.toString))
-    assert(e.getMessage.contains("Expected class name sparkdl.ml.TorchEstimator but found class name " +
-      "sparkdl.ml.model.TorchModel"))
+    assert(e.getMessage.contains("Expected class name sparkdl.ml.TorchEstimator or " +
+      "sparkdl.ml.estimator.TorchEstimator but found class name sparkdl.ml.model.TorchModel"))
   }
 
   test("an unfitted Pipeline holding the estimator saves and loads") {
@@ -184,7 +185,137 @@ class PersistenceSuite extends AnyFunSuite with BeforeAndAfterAll {
     assert(loaded.uid == "TorchModel_py" && loaded.networkJson.contains(network.toJson))
     assert(loaded.getOptimizerParams == """{"lr":0.5}""" && loaded.getEpochs == 3 && loaded.getLoss == "custom")
     assert(loaded.getBackend == "torch" && !loaded.isSet(loaded.backend) && loaded.getTimeout == 600.0)
-    assert(loaded.historyJson.contains("NaN"))
+    assert(loaded.historyJson == """{"backend":"torch","epochs":[{"epoch":1,"loss":"NaN"}],"num_workers":1,""" +
+      """"workers":[]}""", "an old save's bare NaN is read, and kept as Python's to_dict() string")
+  }
+
+  test("a model whose history has non-finite metrics saves strict JSON that Spark's PipelineModel.load reads") {
+    import spark.implicits._
+    // What Spark's own stage reader (json4s) does with a bare NaN: the bug this guards against.
+    intercept[Exception](org.json4s.jackson.JsonMethods.parse("""{"loss":NaN}"""))
+    val df = Seq((Array(1f, 2f, 3f, 4f, 5f), 0L)).toDF("features", "label")
+    val path = tempDir().resolve("diverged")
+    // As the Scala fit got it from rank 0 (Python's json.dumps of a diverged run)
+    val m = model(history = """{"backend":"torch","epochs":[{"epoch":1,"train_loss":NaN,"val_loss":Infinity},""" +
+      """{"epoch":2,"train_loss":-Infinity,"val_loss":0.25,"rows":[NaN,3]}],"num_workers":2,""" +
+      """"workers":[{"rank":0,"seconds":{"train":1.5}}]}""")
+    new Pipeline().setStages(Array(m)).fit(df).write.save(path.toString)
+    val stageDir = path.resolve("stages").toFile.listFiles().filter(_.isDirectory).head.toPath
+    val text = Files.readString(stageDir.resolve("metadata/part-00000"))
+    org.json4s.jackson.JsonMethods.parse(text)   // strict JSON
+    // Python's TrainingHistory.to_dict(): non-finite floats in `epochs` as strings
+    val expected = JsonParser.parse("""{"backend":"torch","epochs":[{"epoch":1,"train_loss":"NaN",""" +
+      """"val_loss":"Infinity"},{"epoch":2,"train_loss":"-Infinity","val_loss":0.25,"rows":["NaN",3]}],""" +
+      """"num_workers":2,"workers":[{"rank":0,"seconds":{"train":1.5}}]}""")
+    assert(metadata(stageDir).get("history").contains(expected))
+    val stage = PipelineModel.load(path.toString).stages.head.asInstanceOf[TorchModel]
+    assert(stage.uid == m.uid && values(stage) == values(m))
+    assert(JsonParser.parse(stage.historyJson) == expected)
+    assert(TorchModel.load(stageDir.toString).historyJson == stage.historyJson)
+  }
+
+  test("the history the Scala fit keeps has rank 0's non-finite epoch metrics as strings") {
+    val epochs = JsonParser.parse("""[{"epoch":1,"train_loss":NaN,"train_accuracy":0.5},{"epoch":2,"train_loss":-Infinity}]""")
+    assert(TorchModel.pyJson(TorchModel.strictEpochs(epochs)) ==
+      """[{"epoch":1,"train_loss":"NaN","train_accuracy":0.5},{"epoch":2,"train_loss":"-Infinity"}]""")
+    val history = JsonParser.parse("""{"epochs":[{"loss":Infinity}],"workers":[{"x":NaN}]}""")
+    assert(TorchModel.pyJson(TorchModel.strictHistory(history)) == """{"epochs":[{"loss":"Infinity"}],"workers":[{"x":NaN}]}""",
+      "only the epochs list is encoded, as Python's to_dict does")
+    assert(TorchModel.strictHistory(TorchModel.strictHistory(history)) == TorchModel.strictHistory(history))
+  }
+
+  private val PythonUid = "TorchEstimator_4b7c1e2f9a3d"
+
+  /** An estimator as Python's `TorchEstimatorWriter` saves it: pyspark's `DefaultParamsWriter`
+    * metadata (`json.dumps`, one line, in `metadata/part-00000` beside `_SUCCESS`) with
+    * `architectureKind` and `customCode`, dict params as objects, Python-only params, and the
+    * architecture's file.
+    */
+  private def writePythonEstimator(dir: Path, kind: String = "spec", customCode: Seq[String] = Nil): Unit = {
+    Files.createDirectories(dir.resolve("metadata"))
+    val kindJson = CanonicalJson.write(Option(kind).map(JStr(_)).getOrElse(JNull))
+    val customJson = customCode.map(c => CanonicalJson.write(JStr(c))).mkString("[", ", ", "]")
+    val loss = if (customCode.contains("loss")) "custom" else "nll"
+    Files.writeString(dir.resolve("metadata/part-00000"),
+      s"""{"class": "sparkdl.ml.estimator.TorchEstimator", "timestamp": 1764600000000, "sparkVersion": "4.1.0", """ +
+        s""""uid": "$PythonUid", "paramMap": {"loss": "$loss", "optimizer": "sgd", "optimizerParams": {"lr": 0.5, """ +
+        """"momentum": 0.9}, "epochs": 3, "numWorkers": 2, "batchSize": 16, "featuresCol": "x", "featureShape": [5], """ +
+        """"backend": "horovod", "backendOptions": {"compression": "fp16"}, "checkpointDir": "/tmp/ck", """ +
+        """"checkpointInterval": 2, "logDir": "/tmp/logs", "modelVersionCol": "version"}, "defaultParamMap": """ +
+        """{"featuresCol": "features", "predictionCol": "prediction", "probabilityCol": "probability", """ +
+        """"rawPredictionCol": "rawPrediction", "batchSize": 64, "modelVersionCol": "", "labelCol": "label", """ +
+        """"seed": 42, "loss": "cross_entropy", "optimizer": "adam", "optimizerParams": {"lr": 0.001}, "epochs": 5, """ +
+        """"numWorkers": 1, "validationFraction": 0.0, "backend": "torch", "backendOptions": {}, """ +
+        """"backwardPassesPerStep": 1, "shuffle": true, "timeout": 600.0, "checkpointDir": "", """ +
+        """"checkpointInterval": 1, "logDir": ""}, """ +
+        s""""architectureKind": $kindJson, "customCode": $customJson}""" +
+        "\n")
+    Files.write(dir.resolve("metadata/_SUCCESS"), Array.emptyByteArray)
+    kind match {
+      case "spec" => Files.writeString(dir.resolve("network.json"), network.toJson)
+      case null => ()
+      case _ =>
+        Files.write(dir.resolve("architecture.pkl"), Array[Byte](-128, 4, 46))
+        if (kind == "module") Files.write(dir.resolve("initial_weights.safetensors"), Array[Byte](1))
+    }
+    customCode.foreach(c => Files.write(dir.resolve(s"$c.pkl"), Array[Byte](-128, 4, 46)))
+  }
+
+  private def assertPythonEstimator(est: TorchEstimator): Unit = {
+    assert(est.uid == PythonUid && est.getNetwork.contains(network))
+    assert(est.getLoss == "nll" && est.getOptimizer == "sgd" && est.getOptimizerParams == """{"lr":0.5,"momentum":0.9}""")
+    assert(est.getEpochs == 3 && est.getNumWorkers == 2 && est.getBatchSize == 16 && est.getFeatureColumns == Seq("x"))
+    assert(est.getFeatureShape.map(_.toSeq).contains(Seq(5)) && est.getSeed == 42L && !est.isSet(est.seed))
+    assert(est.getBackend == "horovod" && est.getBackendOptions == """{"compression":"fp16"}""")
+    assert(est.getTimeout == 600.0 && est.getShuffle && est.getPythonExec.isEmpty)
+  }
+
+  test("an estimator saved by Python with a sparkdl.nn network loads, alone and in Pipeline and CrossValidator") {
+    val dir = tempDir()
+    writePythonEstimator(dir.resolve("py"))
+    assertPythonEstimator(TorchEstimator.load(dir.resolve("py").toString))
+    // the class name Python writes resolves on the JVM, as Spark's meta-stage readers need
+    assertPythonEstimator(_root_.sparkdl.ml.estimator.TorchEstimator.load(dir.resolve("py").toString))
+
+    // A Pipeline and a CrossValidator whose estimator stage was saved by Python.
+    def replaceWithPython(stage: Path): Unit = {
+      scala.reflect.io.Directory(stage.toFile).deleteRecursively()
+      writePythonEstimator(stage)
+    }
+    val scalaTwin = new TorchEstimator(PythonUid).setNetwork(network)
+    val pipelinePath = dir.resolve("pipeline")
+    new Pipeline().setStages(Array(scalaTwin)).write.save(pipelinePath.toString)
+    replaceWithPython(pipelinePath.resolve("stages").toFile.listFiles().filter(_.isDirectory).head.toPath)
+    assertPythonEstimator(Pipeline.load(pipelinePath.toString).getStages.head.asInstanceOf[TorchEstimator])
+
+    val cvPath = dir.resolve("cv")
+    new CrossValidator().setEstimator(scalaTwin).setEvaluator(new MulticlassClassificationEvaluator())
+      .setEstimatorParamMaps(grid(scalaTwin)).write.save(cvPath.toString)
+    replaceWithPython(cvPath.resolve("estimator"))
+    val cv = CrossValidator.load(cvPath.toString)
+    assertPythonEstimator(cv.getEstimator.asInstanceOf[TorchEstimator])
+    assert(cv.getEstimatorParamMaps.length == 8 && cv.getEstimatorParamMaps.head.toSeq.forall(_.param.parent == PythonUid))
+  }
+
+  test("a Python estimator whose network or loss is pickled Python code fails to load, saying why") {
+    val dir = tempDir()
+    writePythonEstimator(dir.resolve("module"), kind = "module", customCode = Seq("loss", "optimizer"))
+    val module = intercept[IllegalArgumentException](TorchEstimator.load(dir.resolve("module").toString))
+    assert(module.getMessage.contains("holds a Python TorchEstimator with architecture kind \"module\" (a cloudpickled " +
+      "torch module in architecture.pkl) and custom code for loss and optimizer (cloudpickled Python callables in " +
+      "loss.pkl, optimizer.pkl), which cannot be loaded in Scala: only an estimator whose network is a sparkdl.nn " +
+      "network (architectureKind \"spec\", saved as network.json)"))
+    writePythonEstimator(dir.resolve("factory"), kind = "factory")
+    val factory = intercept[IllegalArgumentException](
+      _root_.sparkdl.ml.estimator.TorchEstimator.load(dir.resolve("factory").toString))
+    assert(factory.getMessage.contains("architecture kind \"factory\"") && !factory.getMessage.contains("custom code"))
+    writePythonEstimator(dir.resolve("custom"), customCode = Seq("optimizer"))
+    val custom = intercept[IllegalArgumentException](TorchEstimator.load(dir.resolve("custom").toString))
+    assert(custom.getMessage.contains("with custom code for optimizer (cloudpickled Python callables in optimizer.pkl)"))
+    assert(custom.getMessage.contains("only an estimator whose network is a sparkdl.nn network"))
+    // without a network, Python's estimator loads with none
+    writePythonEstimator(dir.resolve("none"), kind = null)
+    assert(TorchEstimator.load(dir.resolve("none").toString).getNetwork.isEmpty)
   }
 
   test("a PipelineModel holding a model saves and loads it through the class name Python gives it") {
