@@ -87,7 +87,7 @@ class FramedSocket:
             self.sock.sendall(payload)
 
     def recv(self, *expected: int, timeout_s: float | None = None,
-             max_bytes: int | None = None) -> tuple[int, bytes]:
+             max_bytes: int | None = None, as_bytes: bool = True) -> tuple[int, bytes]:
         """The next frame as ``(kind, payload)``.
 
         Args:
@@ -95,6 +95,10 @@ class FramedSocket:
             timeout_s: the whole frame must arrive within this many seconds
                 (``None``: wait for it to begin as long as it takes).
             max_bytes: a tighter cap than the socket's for this frame.
+            as_bytes: ``False`` lets the payload come back as the ``bytearray`` it
+                was read into; converting it to ``bytes`` copies it, doubling the
+                peak memory of a large frame. For callers that take any bytes-like
+                object (not safetensors' ``load``, which wants ``bytes``).
 
         Raises:
             PeerClosed: the peer closed the connection before the frame began.
@@ -109,11 +113,16 @@ class FramedSocket:
         if expected and kind not in expected:
             raise FrameError(f"Protocol error: expected frame kind {expected} from "
                              f"{self.peer}, received {kind}")
-        return kind, self._read(length, deadline, begun=True)
+        payload = self._read(length, deadline, begun=True)
+        if as_bytes and isinstance(payload, bytearray):
+            payload = bytes(payload)
+        return kind, payload
 
-    def _read(self, n: int, deadline: float | None, begun: bool) -> bytes:
+    def _read(self, n: int, deadline: float | None, begun: bool) -> bytes | bytearray:
         if deadline is None and self.stall_s is None:
             return self._read_untimed(n, begun)
+        # Timed, the socket is read in parts as they come, into one buffer of the
+        # full length; :meth:`recv` decides whether it becomes ``bytes``.
         buffer = bytearray(n)
         view = memoryview(buffer)
         got = 0
@@ -127,7 +136,7 @@ class FramedSocket:
             if not received:
                 raise self._closed(begun or got > 0)
             got += received
-        return bytes(buffer)
+        return buffer
 
     def _read_untimed(self, n: int, begun: bool) -> bytes:
         # Nothing to time: the kernel fills one bytes object of the full length,

@@ -41,8 +41,11 @@ if TYPE_CHECKING:
 
 
 def _result(rank: int, kind: str, payload: bytes) -> pa.RecordBatch:
-    return pa.record_batch([pa.array([rank], pa.int32()), pa.array([kind]),
-                            pa.array([payload], pa.binary())], schema=RESULT_SCHEMA)
+    # The payload's own memory, not a copy: rank 0's weights may be near 2 GiB.
+    offsets = pa.array([0, len(payload)], pa.int32()).buffers()[1]
+    value = pa.Array.from_buffers(pa.binary(), 1, [None, offsets, pa.py_buffer(payload)])
+    return pa.record_batch([pa.array([rank], pa.int32()), pa.array([kind]), value],
+                           schema=RESULT_SCHEMA)
 
 
 def train_rank(spec: ShippedSpec, batches: Iterator[pa.RecordBatch],
@@ -93,10 +96,12 @@ def train_rank(spec: ShippedSpec, batches: Iterator[pa.RecordBatch],
         messages = ctx.gather(json.dumps(me))
         seconds["meet"] = lap()
         peers = sorted((PeerInfo(**json.loads(m)) for m in messages), key=lambda p: p.rank)
-        spare = child is not None and child.spare
+        warm = False
         if child is not None:
-            result, child = child.train(spec.payload, shard.path, rank, peers, ctx.gpus,
-                                        ctx.cpus), None
+            result = child.train(spec.payload, shard.path, rank, peers, ctx.gpus, ctx.cpus)
+            # Asked after training: a spare that died before it got its work was
+            # replaced by a fresh child, which paid the imports.
+            warm, child = child.spare, None
         else:
             ctx.limit_threads()
             result = train_in_process(spec.load(), shard, collective, rank, peers,
@@ -104,7 +109,7 @@ def train_rank(spec: ShippedSpec, batches: Iterator[pa.RecordBatch],
         seconds["rank"] = lap()
         me.pop("extra")
         me.update(pid=result.pid, device=result.device, backend_size=result.backend_size,
-                  warm_process=spare, seconds={**seconds, **result.seconds})
+                  warm_process=warm, seconds={**seconds, **result.seconds})
         yield _result(rank, "worker", json.dumps(me).encode())
         if rank == 0:
             yield _result(rank, "weights", result.weights)

@@ -19,6 +19,12 @@ RESULT (3)   child->task  JSON: the :class:`~sparkdl.worker.rank_process.RankRes
 WEIGHTS (4)  child->task  rank 0's weights (safetensors); empty on other ranks
 ===========  ===========  =====================================================
 
+Each end checks who the other is before anything is read or sent: the child
+drops a peer of another OS user at once (:func:`trusted_peer`), and the task sends
+the key only to the very process it started or claimed, by its pid and user
+(``SO_PEERCRED``). An abstract socket name is free again once its child exits, so
+another local user may hold it by the time a task connects.
+
 The task never unpickles what the child sends. Lifetimes, so that nothing is
 left behind: a child bound to a task (it received the key) exits when the task's
 socket closes, mid-training or not; before that it watches the task's process
@@ -32,6 +38,7 @@ import json
 import os
 import secrets
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -47,10 +54,59 @@ KEY, WORK, SPEC, RESULT, WEIGHTS = range(5)
 
 #: Cap on the frame a child reads before the peer has proven its key.
 KEY_MAX_BYTES = 1024
-#: Cap on every later frame. Weights reach the driver as one Arrow binary value
-#: (under 2 GiB), and the spec holds at most the network and its initial weights
-#: besides small fields; the cap keeps a corrupt length from allocating terabytes.
-MAX_BYTES = 8 << 30
+#: Cap on the work: a few paths and one line per peer.
+WORK_MAX_BYTES = 1 << 20
+#: Cap on the result without its weights: mostly the history, a line per epoch.
+RESULT_MAX_BYTES = 64 << 20
+#: Cap on rank 0's weights: they reach the driver as one Arrow binary value, whose
+#: offsets are 32-bit.
+WEIGHTS_MAX_BYTES = (1 << 31) - 1
+#: Cap on any frame, the spec the largest: initial weights (no larger than the
+#: weights that must come back) and the pickled network and code. The caps keep a
+#: corrupt length from allocating more than could ever be used.
+MAX_BYTES = 4 << 30
+
+#: How long a task waits for its child to accept the connection.
+CONNECT_TIMEOUT_S = 60.0
+#: How long a task waits for its child to exit after the result (or its failure).
+EXIT_TIMEOUT_S = 30.0
+
+# struct ucred: pid, uid, gid.
+_UCRED = struct.Struct("3i")
+
+
+class NotOurChild(ConnectionError):
+    """The process at a child's address is not that child: the name was free
+    (the child had exited) and another process bound it."""
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int] | None:
+    """``(pid, uid, gid)`` of the process at the other end of a Unix socket, as
+    the kernel recorded them (not as the peer claims); ``None`` where the platform
+    has no ``SO_PEERCRED`` (the socket is then a path in this user's temp directory).
+    """
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    return _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+
+
+def trusted_peer(credentials: tuple[int, int, int] | None, uid: int,
+                 pid: int | None = None) -> bool:
+    """Whether a peer is this OS user's process (and, given ``pid``, that very process).
+
+    ``None`` credentials (no ``SO_PEERCRED``, off Linux) pass: the socket is then a
+    path in this user's temp directory, not a name any user can bind.
+
+    Example:
+        >>> trusted_peer((42, 1000, 1000), uid=1000), trusted_peer((42, 0, 0), uid=1000)
+        (True, False)
+        >>> trusted_peer((42, 1000, 1000), uid=1000, pid=43)
+        False
+    """
+    if credentials is None:
+        return True
+    peer_pid, peer_uid, _ = credentials
+    return peer_uid == uid and (pid is None or peer_pid == pid)
 
 
 @dataclass(frozen=True)
@@ -162,31 +218,59 @@ class RankChild:
         return self._proc.pid if self._proc is not None else self._address.pid
 
     def _connect(self, deadline: float) -> socket.socket:
-        # A child binds its socket right after the interpreter starts; until
-        # then (a few ms) connecting is refused.
+        """A connection to this child, proven by the kernel to be that process.
+
+        Raises:
+            FileNotFoundError, ConnectionRefusedError: nothing listens there and
+                the child is gone (or the deadline passed).
+            NotOurChild: another process holds the address; nothing was sent to it.
+            TimeoutError: the address stayed busy (full backlog) past the deadline.
+        """
         while True:
             conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            # With a timeout the socket is non-blocking: a full backlog fails at
+            # once (retried below) instead of blocking for as long as a stalled
+            # or hostile listener never accepts.
+            conn.settimeout(max(deadline - time.monotonic(), 0.001))
             try:
                 conn.connect(self._address.address)
-                return conn
-            except (FileNotFoundError, ConnectionRefusedError):
+            except (FileNotFoundError, ConnectionRefusedError, BlockingIOError) as exc:
+                # Refused: a child binds its socket right after the interpreter
+                # starts, a few ms away. Busy (BlockingIOError): its backlog is full.
                 conn.close()
-                if not liveness.is_alive(self.pid) or time.monotonic() > deadline:
+                if time.monotonic() > deadline:
+                    if isinstance(exc, BlockingIOError):
+                        raise TimeoutError(f"Rank child {self.pid} did not accept a "
+                                           "connection in time.") from exc
                     raise
+                if not liveness.is_alive(self.pid):
+                    raise ConnectionRefusedError(f"Rank child {self.pid} exited.") from exc
                 time.sleep(0.02)
+                continue
+            except BaseException:
+                conn.close()
+                raise
+            conn.settimeout(None)
+            credentials = peer_credentials(conn)
+            if not trusted_peer(credentials, os.getuid(), self.pid):
+                conn.close()  # before a byte is sent: the key lets its holder run code
+                raise NotOurChild(f"The process at rank child {self.pid}'s address is "
+                                  f"not that child (pid, uid, gid: {credentials}).")
+            return conn
 
     def _connect_or_replace(self) -> socket.socket:
         try:
-            return self._connect(time.monotonic() + 60)
-        except (FileNotFoundError, ConnectionRefusedError):
+            return self._connect(time.monotonic() + CONNECT_TIMEOUT_S)
+        except (FileNotFoundError, ConnectionRefusedError, NotOurChild, TimeoutError):
             if self._proc is not None:
                 raise
-        # The spare died between the claim and now (it crashed, or was killed):
-        # start a child of our own, paying the imports this once.
+        # The spare is gone since the claim (it crashed, was killed, or its
+        # address is someone else's now): start a child of our own, paying the
+        # imports this once.
         workdir = os.path.dirname(self._log_path)
         fresh = RankChild.start(self._backend, workdir, idle_s=self._idle_s)
         self._address, self._proc = fresh._address, fresh._proc
-        return self._connect(time.monotonic() + 60)
+        return self._connect(time.monotonic() + CONNECT_TIMEOUT_S)
 
     def _open(self) -> FramedSocket:
         """Connect and prove the key: from here on the child is bound to this task."""
@@ -219,8 +303,9 @@ class RankChild:
             conn = self._open()
             conn.send(WORK, json.dumps(work).encode())
             conn.send(SPEC, spec_payload)
-            _, meta = conn.recv(RESULT)  # as long as training takes
-            _, weights = conn.recv(WEIGHTS)
+            _, meta = conn.recv(RESULT, max_bytes=RESULT_MAX_BYTES)  # as long as training takes
+            # Kept as read (a bytearray): a copy would double the peak for large weights.
+            _, weights = conn.recv(WEIGHTS, max_bytes=WEIGHTS_MAX_BYTES, as_bytes=False)
             fields = json.loads(meta)
             result = RankResult(**{**fields, "weights": weights if fields["weights"] else None})
         except PeerClosed:
@@ -229,8 +314,7 @@ class RankChild:
             error = exc
         finally:
             self.close()
-        if self._proc is not None:
-            self._proc.wait()
+        self._wait_exit()
         log = self._read_log()
         if result is None:
             tail = "\n".join(log.strip().splitlines()[-20:])
@@ -238,6 +322,17 @@ class RankChild:
             raise WorkerFailedError(f"Rank {rank}'s training process (pid {self.pid}) "
                                     f"{reason}:\n{tail}")
         return result
+
+    def _wait_exit(self) -> None:
+        """Wait for the child to exit (it does, once it sent its result or failed);
+        kill one that does not within :data:`EXIT_TIMEOUT_S` (stuck in teardown)."""
+        if self._proc is None:
+            return
+        try:
+            self._proc.wait(timeout=EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
 
     def _read_log(self) -> str:
         try:

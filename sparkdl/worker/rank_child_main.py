@@ -30,6 +30,9 @@ from sparkdl.worker.rank_child import (
     SPEC,
     WEIGHTS,
     WORK,
+    WORK_MAX_BYTES,
+    peer_credentials,
+    trusted_peer,
 )
 from sparkdl.worker.spares import retire
 
@@ -76,9 +79,12 @@ def _accept(listener: socket.socket, key: bytes, owner: int, idle_s: float,
         ready, _, _ = select.select([listener], [], [], 1.0)
         if ready:
             conn, _ = listener.accept()
-            framed = _prove(conn, key)
-            if framed is not None:
-                return framed
+            # Another OS user is dropped unread: it cannot hold the key, and
+            # waiting for its frame would stall this loop for the key's timeout.
+            if trusted_peer(peer_credentials(conn), os.getuid()):
+                framed = _prove(conn, key)
+                if framed is not None:
+                    return framed
             conn.close()
             continue
         if not is_alive(owner) or (parent is not None and not is_alive(parent)):
@@ -126,8 +132,9 @@ def main() -> None:
     if not config["address"].startswith("\0"):
         os.unlink(config["address"])
     try:
-        _, work = conn.recv(WORK, timeout_s=WORK_TIMEOUT_S)
-        _, spec_payload = conn.recv(SPEC, timeout_s=WORK_TIMEOUT_S)
+        _, work = conn.recv(WORK, timeout_s=WORK_TIMEOUT_S, max_bytes=WORK_MAX_BYTES)
+        # Left a bytearray (pickle takes one): a copy would double the spec's peak.
+        _, spec_payload = conn.recv(SPEC, timeout_s=WORK_TIMEOUT_S, as_bytes=False)
     except FrameError:  # the task hung up (PeerClosed) or broke the protocol
         os._exit(1)
     work = json.loads(work)

@@ -39,9 +39,26 @@ def test_small_large_and_empty_frames_round_trip(pair, stall_s):
     sender.start()
     reader = FramedSocket(b, "peer", stall_s=stall_s)
     assert reader.recv(1) == (1, b"x")
-    assert reader.recv(2, timeout_s=30) == (2, large)
+    kind, payload = reader.recv(2, timeout_s=30)
+    assert (kind, payload) == (2, large) and type(payload) is bytes
     assert reader.recv(3) == (3, b"")
     sender.join()
+
+
+def test_a_large_timed_frame_can_be_kept_as_read_without_a_copy(pair):
+    a, b = pair
+    large = bytes(range(256)) * (32 << 10)  # 8 MiB
+    sender = threading.Thread(target=FramedSocket(a, "peer").send, args=(1, large))
+    tracemalloc.start()
+    try:
+        sender.start()
+        _, payload = FramedSocket(b, "peer").recv(1, timeout_s=30, as_bytes=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        sender.join()
+    assert isinstance(payload, bytearray) and payload == large
+    assert peak < 1.5 * len(large)  # one buffer, not that and a bytes copy
 
 
 def test_a_length_over_the_cap_fails_before_anything_is_allocated(pair):

@@ -7,19 +7,23 @@ integration tests), with the executor local directory pointed at ``tmp_path``.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
+import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from sparkdl.errors import WorkerFailedError
-from sparkdl.worker import liveness
-from sparkdl.worker.rank_child import RankChild
+from sparkdl.worker import liveness, rank_child_main
+from sparkdl.worker.frames import FramedSocket
+from sparkdl.worker.rank_child import KEY, ChildAddress, RankChild, trusted_peer
 from sparkdl.worker.spares import keep_spare, take_child
 
 
@@ -150,3 +154,111 @@ def test_a_child_that_cannot_train_fails_the_task_with_its_log(tmp_path, executo
     with pytest.raises(WorkerFailedError, match=r"Rank 0's training process .*\n(.|\n)*Error"):
         child.train(spec_payload=b"not a pickled spec", shard_path=str(tmp_path / "missing"),
                   rank=0, peers=[], gpus=(), threads=1)
+
+
+@pytest.fixture
+def sleeper():
+    """A live process of this user that is not a rank child (a claimed spare's pid)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _listener(address: str, backlog: int = 4) -> socket.socket:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen(backlog)
+    return listener
+
+
+def test_a_task_sends_nothing_to_another_process_at_its_spares_address(tmp_path, executor,
+                                                                        sleeper):
+    # The spare exited and this process (not the spare's pid) bound its name.
+    address = dataclasses.replace(ChildAddress.new(), pid=sleeper.pid)
+    impostor = _listener(address.address)
+    child = RankChild("torch", address, os.path.join(_task_dir(tmp_path, "a"), "rank.log"))
+    try:
+        child._open()  # falls back to a fresh child of its own, and proves the key to it
+        assert child._proc is not None and child.pid != sleeper.pid
+        impostor.settimeout(10)
+        peer, _ = impostor.accept()  # the task's connection, waiting in the backlog
+        with peer:
+            peer.settimeout(10)
+            assert peer.recv(1024) == b""  # hung up on without the key or anything else
+        time.sleep(0.5)
+        assert child._proc.poll() is None  # the fresh child took the key and waits for work
+    finally:
+        impostor.close()
+        child.kill()
+
+
+def test_connecting_to_an_address_that_never_accepts_gives_up_at_the_deadline(tmp_path):
+    address = dataclasses.replace(ChildAddress.new(), pid=os.getpid())
+    listener = _listener(address.address, backlog=0)
+    fillers = []
+    try:
+        while True:  # fill the backlog: a blocking connect would now wait for ever
+            filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            fillers.append(filler)
+            filler.setblocking(False)
+            try:
+                filler.connect(address.address)
+            except BlockingIOError:
+                break
+        child = RankChild("torch", address, str(tmp_path / "rank.log"))
+        began = time.monotonic()
+        with pytest.raises(TimeoutError, match="did not accept a connection in time"):
+            child._connect(time.monotonic() + 0.5)
+        assert time.monotonic() - began < 5
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def test_only_this_users_processes_and_only_the_expected_pid_are_trusted():
+    me = os.getuid()
+    assert trusted_peer((42, me, 0), me) and trusted_peer((42, me, 0), me, pid=42)
+    assert not trusted_peer((42, me + 1, 0), me)
+    assert not trusted_peer((42, me + 1, 0), me, pid=42)
+    assert not trusted_peer((43, me, 0), me, pid=42)
+
+
+def test_a_child_drops_a_peer_of_another_user_unread_even_with_the_key(monkeypatch):
+    address = ChildAddress.new()
+    listener = _listener(address.address)
+    key = address.key.encode()
+    real = rank_child_main.peer_credentials
+    calls = []
+
+    def credentials(conn):  # the first peer looks like another OS user to the child
+        pid, uid, gid = real(conn)
+        calls.append(uid)
+        return (pid, uid + 1, gid) if len(calls) == 1 else (pid, uid, gid)
+    monkeypatch.setattr(rank_child_main, "peer_credentials", credentials)
+    accepted = []
+    accepter = threading.Thread(target=lambda: accepted.append(rank_child_main._accept(
+        listener, key, owner=os.getpid(), idle_s=600, marker=None, parent=None)), daemon=True)
+    accepter.start()
+    stranger = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    task = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        stranger.connect(address.address)
+        stranger.settimeout(10)
+        try:
+            FramedSocket(stranger, "the child").send(KEY, key)
+            # Hung up on: a reset if the key was still unread at the close.
+            assert stranger.recv(1) == b""
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        task.connect(address.address)
+        FramedSocket(task, "the child").send(KEY, key)
+        accepter.join(30)
+        assert len(accepted) == 1 and len(calls) == 2  # the second peer, not the first
+    finally:
+        stranger.close()
+        task.close()
+        listener.close()
+        for framed in accepted:
+            framed.close()
