@@ -219,6 +219,11 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
     def _optimizer(self):
         return self._custom_code("optimizer") or self.getOptimizer()
 
+    def _backend(self) -> str:
+        # "auto" is the Scala estimator's default (an estimator saved there loads here).
+        backend = self.getBackend()
+        return default_backend() if backend == "auto" else backend
+
     def _check_params(self) -> None:
         if self._model is None:
             raise ConfigError("No model: pass model=<torch.nn.Module or factory> to "
@@ -236,7 +241,7 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
                 raise ConfigError(f"{name}='custom' needs a callable: pass {name}=<callable>.")
         resolve_loss(self._loss())
         check_optimizer(self._optimizer(), self.getOrDefault(self.optimizerParams))
-        check_backend(self.getOrDefault(self.backend), self.getOrDefault(self.backendOptions))
+        check_backend(self._backend(), self.getBackendOptions())
 
     def _fit(self, dataset: DataFrame) -> TorchModel:
         self._check_params()
@@ -292,7 +297,7 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
                                tuple(feature_shape), _VALID if (val_col or frac > 0) else None,
                                _ORDER),
             batch_size=self.getBatchSize(), epochs=self.getOrDefault(self.epochs),
-            seed=seed, num_workers=num_workers, backend=self.getOrDefault(self.backend),
+            seed=seed, num_workers=num_workers, backend=self._backend(),
             shuffle=self.getOrDefault(self.shuffle), timeout_s=self.getOrDefault(self.timeout),
             backend_options=dict(self.getOrDefault(self.backendOptions)),
             backward_passes_per_step=self.getOrDefault(self.backwardPassesPerStep),

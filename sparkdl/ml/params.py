@@ -146,7 +146,8 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
                           "boolean column marking validation rows (instead of a fraction)",
                           typeConverter=TypeConverters.toString)
     backend = Param(Params._dummy(), "backend",
-                    "allreduce backend: horovod (default where installed) or torch",
+                    "allreduce backend: horovod (default where installed), torch, or auto "
+                    "(horovod where installed, else torch)",
                     typeConverter=TypeConverters.toString)
     backendOptions = Param(Params._dummy(), "backendOptions",
                            "backend settings; horovod: compression ('none'|'fp16'), op "
@@ -213,7 +214,7 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
             else None
 
     def getBackend(self) -> str:
-        """The allreduce backend: ``"horovod"`` or ``"torch"``."""
+        """The allreduce backend: ``"horovod"``, ``"torch"`` or ``"auto"``."""
         return self.getOrDefault(self.backend)
 
     def getBackendOptions(self) -> dict:

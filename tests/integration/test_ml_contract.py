@@ -236,3 +236,43 @@ def test_grid_with_more_workers_than_slots_fails_fast(full_batch):
                         evaluator=MulticlassClassificationEvaluator())
     with pytest.raises(ClusterCapacityError, match="numWorkers=3 needs 3 concurrent task slots"):
         cv.fit(full_batch.df)
+
+
+def test_an_estimator_saved_from_scala_loads_and_fits_in_python(spark, full_batch, tmp_path):
+    from sparkdl.jvm import jar_path
+
+    jar_path()  # a clear error naming `make jvm` when the jar was never built
+    net = Sequential([Dense(8, activation="tanh"), Dense(3)], input_shape=(5,))
+    path = str(tmp_path / "scala_est")
+    (spark._jvm.sparkdl.ml.TorchEstimator().setNetworkJson(net.to_json())
+     .setOptimizer("sgd").setLearningRate(0.5).setBatchSize(full_batch.rows).setEpochs(2)
+     .setNumWorkers(2).setSeed(3).write().save(path))
+    loaded = TorchEstimator.load(path)
+    assert loaded.getModel().to_json() == net.to_json()
+    assert (loaded.getOptimizer(), loaded.getOptimizerParams(), loaded.getEpochs(),
+            loaded.getSeed(), loaded.getBackend()) == ("sgd", {"lr": 0.5}, 2, 3, "auto")
+    python = TorchEstimator(model=net, optimizer="sgd", optimizerParams={"lr": 0.5},
+                            batchSize=full_batch.rows, epochs=2, numWorkers=2, seed=3)
+    _assert_same_weights(python.fit(full_batch.df), loaded.fit(full_batch.df))
+
+
+def test_an_estimator_saved_from_python_loads_and_fits_in_scala(spark, full_batch, tmp_path):
+    from safetensors.numpy import load as st_load
+
+    from sparkdl.jvm import jar_path
+
+    jar_path()
+    net = Sequential([Dense(8, activation="tanh"), Dense(3)], input_shape=(5,))
+    est = TorchEstimator(model=net, optimizer="sgd", optimizerParams={"lr": 0.5},
+                         batchSize=full_batch.rows, epochs=2, numWorkers=2, seed=3,
+                         backend="torch")
+    path = str(tmp_path / "python_est")
+    est.save(path)
+    scala = spark._jvm.sparkdl.ml.TorchEstimator.load(path)
+    assert (scala.getEpochs(), scala.getNumWorkers(), scala.getSeed()) == (2, 2, 3)
+    scala_model = scala.fit(full_batch.df._jdf)
+    weights = st_load(bytes(scala_model.weightsBytes()))
+    expected = _weights(est.fit(full_batch.df))
+    assert weights.keys() == expected.keys()
+    for name in weights:
+        np.testing.assert_array_equal(weights[name], expected[name], err_msg=name)

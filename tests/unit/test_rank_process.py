@@ -23,7 +23,7 @@ def test_horovod_ranks_train_in_fresh_processes_kept_warm_unless_told_otherwise(
 
 
 def test_bad_process_options_are_refused_with_the_backends_words():
-    with pytest.raises(ConfigError, match=r"backendOptions\['warm_idle_s'\] must be a positive"):
+    with pytest.raises(ConfigError, match=r"backendOptions\['warm_idle_s'\] must be > 0"):
         ProcessPolicy.of("horovod", {"warm_idle_s": 0})
     with pytest.raises(ConfigError, match="keep_warm needs fresh_process"):
         ProcessPolicy(fresh_process=False, keep_warm=True)
