@@ -9,8 +9,11 @@ every executor can already reach, hosts a tiny service for the duration of one
 ``fit``; each rank connects once, posts its message and receives all of them in
 rank order as soon as the last one arrives.
 
-Connections are authenticated with a per-fit random key (``multiprocessing``'s
-HMAC challenge, so the key never crosses the wire). Ranks meet per task
+Both ends of a connection prove they hold a per-fit random key
+(``multiprocessing``'s HMAC challenge, so the key never crosses the wire) within
+:data:`HANDSHAKE_S` seconds, on a thread of its own per connection (at most
+:data:`MAX_PENDING` at once), so a silent or hostile connection cannot stall
+the ranks; messages travel as size-capped JSON, never pickles. Ranks meet per task
 attempt number, and a rank that connects again replaces its earlier, dead
 connection, so a retried barrier stage meets again.
 
@@ -31,20 +34,74 @@ Example:
 
 from __future__ import annotations
 
+import json
 import secrets
 import socket
+import struct
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import AuthenticationError
-from multiprocessing.connection import Client, Connection, Listener
+from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 
 from sparkdl.errors import ConfigError, WorkerFailedError
 
 #: Spark setting choosing how ranks meet: ``driver`` (default) or ``barrier``.
 MODE_CONF = "spark.sparkdl.rendezvous"
 MODES = ("driver", "barrier")
+
+#: Seconds a peer has to connect and finish the key handshake.
+HANDSHAKE_S = 10.0
+#: Largest rendezvous message one rank may post (addresses and row counts: tiny).
+MAX_MESSAGE_BYTES = 1 << 20
+#: Handshakes in progress at once; connections beyond it are closed unread.
+MAX_PENDING = 64
+
+
+def _open(sock: socket.socket, authkey: bytes, driver: bool) -> Connection:
+    """Both ends prove they hold ``authkey`` (multiprocessing's HMAC challenge, so
+    the key never crosses the wire), each read bounded by :data:`HANDSHAKE_S`.
+
+    The challenge is multiprocessing's, but run here rather than by its
+    ``Listener``/``Client``: those read with no deadline, so one silent
+    connection would stall the driver's accept loop and every rank behind it.
+    """
+    # A kernel-level receive timeout: Connection reads the descriptor directly,
+    # where a Python socket timeout would not apply.
+    seconds = int(HANDSHAKE_S)
+    timeval = struct.pack("ll", seconds, int((HANDSHAKE_S - seconds) * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    sock.settimeout(None)
+    conn = Connection(sock.detach())
+    try:
+        if driver:
+            deliver_challenge(conn, authkey)
+            answer_challenge(conn, authkey)
+        else:
+            answer_challenge(conn, authkey)
+            deliver_challenge(conn, authkey)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _clear_timeouts(conn: Connection) -> None:
+    # After the handshake a waiting rank legitimately blocks for minutes (poll
+    # bounds it); the descriptor is shared with the Connection, so set it there.
+    sock = socket.socket(fileno=conn.fileno())
+    try:
+        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+            sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("ll", 0, 0))
+    finally:
+        sock.detach()
+
+
+def _dumps(value) -> bytes:
+    return json.dumps(value).encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -63,28 +120,43 @@ class RendezvousAddress:
             WorkerFailedError: if the driver cannot be reached or the other ranks
                 do not all arrive within ``timeout_s``.
         """
-        try:
-            conn = Client((self.host, self.port), authkey=self.authkey)
-        except OSError as exc:
-            raise WorkerFailedError(
-                f"Rank {rank} cannot reach the driver's rendezvous at {self.host}:{self.port} "
-                f"({exc}). If executors cannot connect to the driver, set "
-                f"{MODE_CONF}=barrier.") from exc
-        except AuthenticationError as exc:
-            raise WorkerFailedError(
-                f"Rank {rank} was refused by the rendezvous at {self.host}:{self.port}: "
-                "wrong key (a task of another fit?).") from exc
+        conn = self._connect(rank)
         with conn:
-            conn.send((attempt, rank, message))
+            conn.send_bytes(_dumps([attempt, rank, message]))
             if not conn.poll(self.timeout_s):
                 raise WorkerFailedError(
                     f"Rank {rank} waited {self.timeout_s:g} s at the rendezvous for the "
                     "other ranks; some never started (see the other tasks' logs).")
             try:
-                return conn.recv()
+                reply = conn.recv_bytes(MAX_MESSAGE_BYTES * 1024)
             except EOFError as exc:
                 raise WorkerFailedError("The driver closed the rendezvous before all ranks "
                                         "arrived (the fit was cancelled).") from exc
+            return json.loads(reply)
+
+    def _connect(self, rank: int) -> Connection:
+        deadline = time.monotonic() + HANDSHAKE_S * 3
+        while True:
+            try:
+                sock = socket.create_connection((self.host, self.port), timeout=HANDSHAKE_S)
+                conn = _open(sock, self.authkey, driver=False)
+            except AuthenticationError as exc:
+                raise WorkerFailedError(
+                    f"Rank {rank} was refused by the rendezvous at {self.host}:{self.port}: "
+                    "wrong key (a task of another fit?), or it is not this fit's "
+                    "driver.") from exc
+            except (OSError, EOFError) as exc:
+                # Refused outright: no driver there. Dropped mid-handshake: the
+                # driver was busy with other connections; try again while time is left.
+                if isinstance(exc, ConnectionRefusedError) or time.monotonic() > deadline:
+                    raise WorkerFailedError(
+                        f"Rank {rank} cannot reach the driver's rendezvous at "
+                        f"{self.host}:{self.port} ({exc}). If executors cannot connect to "
+                        f"the driver, set {MODE_CONF}=barrier.") from exc
+                time.sleep(0.2)
+                continue
+            _clear_timeouts(conn)
+            return conn
 
 
 def _hung_up(conn: Connection) -> bool:
@@ -108,10 +180,13 @@ class DriverRendezvous:
     def __init__(self, num_ranks: int, host: str, bind: str | None = None,
                  timeout_s: float = 600.0) -> None:
         self.num_ranks = num_ranks
-        authkey = secrets.token_bytes(32)
+        self._authkey = secrets.token_bytes(32)
         self._bind = bind or host
-        self._listener = Listener((self._bind, 0), authkey=authkey)
-        self.address = RendezvousAddress(host, self._listener.address[1], authkey, timeout_s)
+        self._listener = socket.create_server((self._bind, 0))
+        self._listener.settimeout(0.5)  # so that close() is seen without a wake-up call
+        self.address = RendezvousAddress(host, self._listener.getsockname()[1], self._authkey,
+                                         timeout_s)
+        self._pending = threading.BoundedSemaphore(MAX_PENDING)
         # attempt -> rank -> (accept order, connection, message)
         self._waiting: dict[int, dict[int, tuple[int, Connection, str]]] = {}
         self._closed = False
@@ -124,16 +199,33 @@ class DriverRendezvous:
         accepted = 0
         while not self._closed:
             try:
-                conn = self._listener.accept()
-            except Exception:  # noqa: BLE001 - closed, or a client that failed authentication
+                sock, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._closed:
+                    return
+                continue
+            if not self._pending.acquire(blocking=False):
+                sock.close()  # a flood of connections: ranks retry theirs
                 continue
             accepted += 1
-            threading.Thread(target=self._receive, args=(conn, accepted), daemon=True).start()
+            threading.Thread(target=self._receive, args=(sock, accepted), daemon=True,
+                             name="sparkdl-rendezvous-peer").start()
 
-    def _receive(self, conn: Connection, order: int) -> None:
+    def _receive(self, sock: socket.socket, order: int) -> None:
+        conn = None
         try:
-            attempt, rank, message = conn.recv()
-        except (EOFError, OSError, ValueError, TypeError):
+            conn = _open(sock, self._authkey, driver=True)
+            attempt, rank, message = json.loads(conn.recv_bytes(MAX_MESSAGE_BYTES))
+            _clear_timeouts(conn)
+        except (EOFError, OSError, ValueError, TypeError, AuthenticationError):
+            (conn or sock).close()
+            return
+        finally:
+            self._pending.release()
+        if not (isinstance(attempt, int) and isinstance(rank, int) and 0 <= rank < self.num_ranks
+                and isinstance(message, str)):
             conn.close()
             return
         ready = None
@@ -156,9 +248,10 @@ class DriverRendezvous:
                     ready = self._waiting.pop(attempt)
         if ready is not None:
             messages = [ready[r][2] for r in sorted(ready)]
+            reply = _dumps(messages)
             for _, peer, _ in ready.values():
                 try:
-                    peer.send(messages)
+                    peer.send_bytes(reply)
                 except OSError:
                     pass  # that rank died; Spark fails the barrier stage
                 peer.close()
@@ -166,11 +259,6 @@ class DriverRendezvous:
     def close(self) -> None:
         """Stop listening and drop ranks still waiting (they see the rendezvous closed)."""
         self._closed = True
-        try:  # wakes the accept() call; this unauthenticated connection is refused
-            socket.create_connection(("127.0.0.1" if self._bind in ("0.0.0.0", "") else
-                                      self._bind, self.address.port), timeout=1).close()
-        except OSError:
-            pass
         self._thread.join(timeout=5)
         self._listener.close()
         with self._lock:

@@ -93,3 +93,75 @@ def test_an_unreachable_driver_names_the_setting_to_change():
         address = rdv.address
     with pytest.raises(WorkerFailedError, match="spark.sparkdl.rendezvous=barrier"):
         address.gather(0, "late", 0)
+
+
+def test_a_silent_connection_does_not_stall_the_ranks():
+    import socket
+
+    with DriverRendezvous(2, "127.0.0.1", timeout_s=30) as rdv:
+        squatters = [socket.create_connection(("127.0.0.1", rdv.address.port))
+                     for _ in range(3)]  # connect, then say nothing
+        began = time.monotonic()
+        out, errors = _gather_all(rdv.address, [0, 1])
+        took = time.monotonic() - began
+        for s in squatters:
+            s.close()
+    assert not errors and out[0] == ["m0", "m1"]
+    assert took < 5, f"ranks waited {took:.1f} s behind silent connections"
+
+
+def test_a_driver_that_never_answers_fails_the_rank_in_bounded_time(monkeypatch):
+    import socket
+
+    from sparkdl import rendezvous
+    from sparkdl.rendezvous import RendezvousAddress
+
+    monkeypatch.setattr(rendezvous, "HANDSHAKE_S", 0.3)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (backlog), never speaks
+        address = RendezvousAddress("127.0.0.1", silent.getsockname()[1], b"k" * 32, 60)
+        began = time.monotonic()
+        with pytest.raises(WorkerFailedError, match="cannot reach the driver's rendezvous"):
+            address.gather(0, "hello", 0)
+    assert time.monotonic() - began < 10
+
+
+_UNPICKLED = []
+
+
+class _RunsCodeWhenUnpickled:
+    def __reduce__(self):
+        return (_UNPICKLED.append, ("ran",))
+
+
+def test_a_pickled_message_is_never_unpickled():
+    import pickle
+    import socket
+
+    from sparkdl.rendezvous import _open
+
+    with DriverRendezvous(1, "127.0.0.1", timeout_s=5) as rdv:
+        sock = socket.create_connection(("127.0.0.1", rdv.address.port), timeout=5)
+        conn = _open(sock, rdv.address.authkey, driver=False)  # holds the key, even
+        conn.send_bytes(pickle.dumps((0, 0, _RunsCodeWhenUnpickled())))
+        with pytest.raises((EOFError, OSError)):
+            conn.recv_bytes()  # dropped, not answered
+        conn.close()
+        out, errors = _gather_all(rdv.address, [0])
+    assert _UNPICKLED == [] and not errors and out[0] == ["m0"]
+
+
+def test_an_oversized_message_is_dropped_before_it_is_read():
+    import socket
+
+    from sparkdl.rendezvous import MAX_MESSAGE_BYTES, _open
+
+    with DriverRendezvous(1, "127.0.0.1", timeout_s=5) as rdv:
+        sock = socket.create_connection(("127.0.0.1", rdv.address.port), timeout=5)
+        conn = _open(sock, rdv.address.authkey, driver=False)
+        try:
+            conn.send_bytes(b"x" * (MAX_MESSAGE_BYTES + 1))
+        except OSError:
+            pass  # the driver may hang up while we still write
+        with pytest.raises((EOFError, OSError)):
+            conn.recv_bytes()
+        conn.close()
