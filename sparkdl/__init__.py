@@ -14,6 +14,7 @@ from sparkdl.errors import (
     ConfigError,
     SchemaError,
     SparkDLError,
+    UntrustedCodeError,
     WorkerFailedError,
 )
 from sparkdl.history import TrainingHistory
@@ -28,6 +29,7 @@ __all__ = [
     "TorchEstimator",
     "TorchModel",
     "TrainingHistory",
+    "UntrustedCodeError",
     "WorkerFailedError",
 ]
 

@@ -46,3 +46,12 @@ class ClusterCapacityError(SparkDLError, RuntimeError):
 
 class WorkerFailedError(SparkDLError, RuntimeError):
     """A training or scoring worker failed; the message carries the worker's error."""
+
+
+class UntrustedCodeError(SparkDLError, PermissionError):
+    """Loading would run pickled code from a source not marked as trusted.
+
+    Example:
+        >>> issubclass(UntrustedCodeError, PermissionError)
+        True
+    """

@@ -147,5 +147,25 @@ class TorchModel(Model, TrainingParams, MLWritable, MLReadable):
         return TorchModelWriter(self)
 
     @classmethod
-    def read(cls) -> MLReader:
-        return TorchModelReader(cls)
+    def read(cls, trusted: bool = True) -> MLReader:
+        """A reader; ``trusted=False`` refuses models whose architecture is pickled code."""
+        return TorchModelReader(cls, trusted)
+
+    @classmethod
+    def load(cls, path: str, trusted: bool = True) -> TorchModel:
+        """Load a model saved with :meth:`save`.
+
+        Args:
+            path: any Spark path (local, ``hdfs://``, ...).
+            trusted: ``False`` loads only a ``sparkdl.nn`` network (``network.json``)
+                and refuses a cloudpickled module or factory, which would run its
+                code on load.
+
+        Raises:
+            UntrustedCodeError: with ``trusted=False``, for a pickled architecture.
+
+        Example::
+
+            TorchModel.load("hdfs:///models/digits", trusted=False)
+        """
+        return cls.read(trusted).load(path)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReader, MLWriter
 
 from sparkdl.architecture import Architecture, dumps_code, loads_code, weights_to_bytes
+from sparkdl.errors import UntrustedCodeError
 from sparkdl.history import TrainingHistory
 from sparkdl.ml.files import exists, read_bytes, write_bytes
 
@@ -79,13 +80,21 @@ class TorchModelWriter(MLWriter):
 class TorchModelReader(MLReader):
     """Reads what :class:`TorchModelWriter` (or the Scala ``TorchModel``) wrote."""
 
-    def __init__(self, cls) -> None:
+    def __init__(self, cls, trusted: bool = True) -> None:
         super().__init__()
         self.cls = cls
+        self.trusted = trusted
 
     def load(self, path: str):
         metadata = DefaultParamsReader.loadMetadata(path, self.sc)
-        arch = _read_architecture(self.sc, path, metadata["architectureKind"])
+        kind = metadata["architectureKind"]
+        if not self.trusted and kind != "spec":
+            raise UntrustedCodeError(
+                f"The model at {path} stores its architecture as pickled Python code "
+                f"(architectureKind={kind!r}, {ARCHITECTURE_FILES[kind]}), which runs when "
+                "loaded; trusted=False loads only sparkdl.nn networks (network.json). Load "
+                "it with trusted=True only if you trust whoever wrote that path.")
+        arch = _read_architecture(self.sc, path, kind)
         model = self.cls(arch, read_bytes(self.sc, f"{path}/{WEIGHTS_FILE}"),
                          TrainingHistory.from_dict(metadata.get("history") or {}))
         model._resetUid(metadata["uid"])

@@ -109,9 +109,19 @@ def test_a_spec_model_saved_before_files_were_named_by_kind_loads(full_batch, tm
     path = tmp_path / "model"
     model.save(str(path))
     (path / "network.json").rename(path / "architecture.pkl")
-    loaded = TorchModel.load(str(path))
+    loaded = TorchModel.load(str(path), trusted=False)  # a spec runs no pickled code
     assert loaded._architecture.payload == net.to_json().encode()
     _assert_same_weights(model, loaded)
+
+
+def test_untrusted_load_refuses_pickled_architectures(full_batch, tmp_path):
+    from sparkdl import UntrustedCodeError
+
+    model = TorchEstimator(model=full_batch.net(), epochs=1, backend="torch").fit(full_batch.df)
+    model.save(str(tmp_path / "m"))
+    with pytest.raises(UntrustedCodeError, match=r"architectureKind='module'.*trusted=True"):
+        TorchModel.load(str(tmp_path / "m"), trusted=False)
+    assert TorchModel.load(str(tmp_path / "m")).uid == model.uid  # trusted by default
 
 
 def test_unfitted_pipeline_with_the_estimator_saves_and_loads(spark, tmp_path):

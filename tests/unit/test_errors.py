@@ -14,6 +14,7 @@ from sparkdl.errors import (
     ConfigError,
     SchemaError,
     SparkDLError,
+    UntrustedCodeError,
     WorkerFailedError,
 )
 
@@ -23,7 +24,7 @@ ALL = [obj for _, obj in inspect.getmembers(errors, inspect.isclass)
 
 def test_all_known_classes_are_found():
     assert set(ALL) == {SparkDLError, ConfigError, SchemaError, ClusterCapacityError,
-                        WorkerFailedError}
+                        WorkerFailedError, UntrustedCodeError}
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
