@@ -68,14 +68,9 @@ def _open(sock: socket.socket, authkey: bytes, driver: bool) -> Connection:
     ``Listener``/``Client``: those read with no deadline, so one silent
     connection would stall the driver's accept loop and every rank behind it.
     """
-    # A kernel-level receive timeout: Connection reads the descriptor directly,
-    # where a Python socket timeout would not apply.
-    seconds = int(HANDSHAKE_S)
-    timeval = struct.pack("ll", seconds, int((HANDSHAKE_S - seconds) * 1e6))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
     sock.settimeout(None)
     conn = Connection(sock.detach())
+    _kernel_timeouts(conn, HANDSHAKE_S)
     try:
         if driver:
             deliver_challenge(conn, authkey)
@@ -89,13 +84,20 @@ def _open(sock: socket.socket, authkey: bytes, driver: bool) -> Connection:
     return conn
 
 
-def _clear_timeouts(conn: Connection) -> None:
-    # After the handshake a waiting rank legitimately blocks for minutes (poll
-    # bounds it); the descriptor is shared with the Connection, so set it there.
+def _kernel_timeouts(conn: Connection, seconds: float) -> None:
+    """Bound each read and write on ``conn``'s descriptor (0: no bound).
+
+    Kernel-level (SO_RCVTIMEO/SO_SNDTIMEO): Connection reads the descriptor
+    directly, where a Python socket timeout would not apply. After the handshake
+    a waiting rank legitimately blocks for minutes (``poll`` bounds that), so the
+    bound is lifted again.
+    """
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
     sock = socket.socket(fileno=conn.fileno())
     try:
         for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
-            sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("ll", 0, 0))
+            sock.setsockopt(socket.SOL_SOCKET, option, timeval)
     finally:
         sock.detach()
 
@@ -155,7 +157,7 @@ class RendezvousAddress:
                         f"the driver, set {MODE_CONF}=barrier.") from exc
                 time.sleep(0.2)
                 continue
-            _clear_timeouts(conn)
+            _kernel_timeouts(conn, 0)
             return conn
 
 
@@ -218,7 +220,7 @@ class DriverRendezvous:
         try:
             conn = _open(sock, self._authkey, driver=True)
             attempt, rank, message = json.loads(conn.recv_bytes(MAX_MESSAGE_BYTES))
-            _clear_timeouts(conn)
+            _kernel_timeouts(conn, 0)
         except (EOFError, OSError, ValueError, TypeError, AuthenticationError):
             (conn or sock).close()
             return

@@ -236,8 +236,7 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
             raise ConfigError("Set validationFraction or validationCol, not both.")
         require_positive("timeout", self.getTimeout())
         for name in ("loss", "optimizer"):
-            if self.getOrDefault(getattr(self, name)) == "custom" and \
-                    getattr(self, f"_{name}_fn") is None:
+            if self.getOrDefault(name) == "custom" and self._custom_code(name) is None:
                 raise ConfigError(f"{name}='custom' needs a callable: pass {name}=<callable>.")
         resolve_loss(self._loss())
         check_optimizer(self._optimizer(), self.getOrDefault(self.optimizerParams))
