@@ -10,10 +10,22 @@ its input frames, and this process's answers up to DONE. It exits when the JVM
 closes the socket (an idle timeout, reuse turned off, the executor stopping), when
 its parent process dies, and after any failed request (the JVM never reuses it).
 
+The port is visible to every local user, so before anything else both ends prove
+they hold the secret (:func:`authenticate`): three AUTH frames, each with a fixed
+size and within :data:`HANDSHAKE_S` seconds, HMAC-SHA256 over both ends' random
+nonces with a label per direction, so the secret never crosses the wire and a
+proof cannot be replayed or reflected. The JVM keeps listening until its own
+worker has proved itself (a stranger that connects first is dropped, whatever it
+sends), and this process reads no REQUEST or BLOB (which may carry a pickled
+architecture) from a peer that has not proved itself.
+
 =============  =========  ========================================================
 kind           direction  payload
 =============  =========  ========================================================
-AUTH (0)       py -> jvm  the secret (UTF-8); the JVM drops a peer that gets it wrong
+AUTH (0)       jvm -> py  handshake 1: the JVM's challenge, 32 random bytes ``c``
+AUTH (0)       py -> jvm  handshake 2: a nonce ``n`` (32 random bytes), then
+                          ``HMAC(secret, "sparkdl-worker py->jvm" + c + n)``
+AUTH (0)       jvm -> py  handshake 3: ``HMAC(secret, "sparkdl-worker jvm->py" + n + c)``
 REQUEST (1)    jvm -> py  JSON: mode (``train``/``score``), task facts, the run spec
 BLOB (9)       jvm -> py  scoring only: architecture bytes, then weights bytes
 BATCH (2)      jvm -> py  one Arrow IPC stream holding one record batch
@@ -35,8 +47,11 @@ executor log.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
+import secrets
 import socket
 import sys
 import threading
@@ -46,7 +61,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from sparkdl.worker.frames import FramedSocket, PeerClosed
+from sparkdl.worker.frames import FramedSocket, FrameError, PeerClosed
 
 AUTH, REQUEST, BATCH, END, GATHER, GATHERED, RESULT, ERROR, DONE, BLOB = range(10)
 SECRET_ENV = "SPARKDL_WORKER_SECRET"
@@ -55,6 +70,22 @@ SECRET_ENV = "SPARKDL_WORKER_SECRET"
 MAX_BYTES = (1 << 31) - 1
 #: How long the JVM may take to send what it sends right after a request (BLOB).
 PROMPT_S = 300.0
+#: Seconds each end has for the whole AUTH handshake of one connection.
+HANDSHAKE_S = 10.0
+#: Seconds to connect and authenticate, retries included (the JVM's own connect
+#: deadline is 120 s from the start of this process).
+CONNECT_S = 100.0
+#: Size of each end's random challenge or nonce, and of an HMAC-SHA256 proof.
+NONCE_BYTES = 32
+PROOF_BYTES = 32
+#: HMAC labels, one per direction, so that one end's proof never passes for the other's.
+TO_JVM = b"sparkdl-worker py->jvm"
+TO_WORKER = b"sparkdl-worker jvm->py"
+
+
+class HandshakeError(FrameError):
+    """The peer on the JVM's port did not prove that it holds this worker's secret,
+    or it refused this worker's proof; nothing it sent is read."""
 
 
 class Channel(FramedSocket):
@@ -92,6 +123,88 @@ class Channel(FramedSocket):
         self.send(GATHER, message.encode("utf-8"))
         _, payload = self.recv(GATHERED)
         return json.loads(payload)
+
+
+def proof(key: bytes, label: bytes, *nonces: bytes) -> bytes:
+    """HMAC-SHA256 of ``label`` and the nonces under ``key``: one end's proof that it
+    holds the key, bound to both ends' fresh nonces.
+
+    Example:
+        >>> len(proof(b"key", TO_JVM, b"c" * 32, b"n" * 32))
+        32
+    """
+    return hmac.new(key, label + b"".join(nonces), hashlib.sha256).digest()
+
+
+def authenticate(channel: FramedSocket, key: bytes, timeout_s: float = HANDSHAKE_S) -> None:
+    """The worker's side of the AUTH handshake (the table above): answer the JVM's
+    challenge, then check the JVM's proof, all within ``timeout_s`` seconds.
+
+    Every frame has a fixed size and is capped before it is read, so a peer that is
+    not the JVM can neither make this process allocate nor keep it waiting.
+
+    Raises:
+        PeerClosed: the peer hung up before its challenge (a busy JVM drops
+            connections beyond its handshake limit; connecting again may succeed).
+        HandshakeError: the peer's proof is wrong, or it refused this worker's.
+        FrameError: a malformed frame, or none within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    _, challenge = channel.recv(AUTH, timeout_s=timeout_s, max_bytes=NONCE_BYTES)
+    if len(challenge) != NONCE_BYTES:
+        raise HandshakeError(f"{channel.peer} sent a {len(challenge)}-byte challenge, "
+                             f"not {NONCE_BYTES} bytes: it is not a sparkdl JVM task.")
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    channel.send(AUTH, nonce + proof(key, TO_JVM, challenge, nonce))
+    try:
+        _, answer = channel.recv(AUTH, timeout_s=max(0.0, deadline - time.monotonic()),
+                                 max_bytes=PROOF_BYTES)
+    except PeerClosed as exc:
+        raise HandshakeError(
+            f"{channel.peer} refused this worker's proof: its {SECRET_ENV} differs from the "
+            "JVM's (this process must be started by the sparkdl JVM task).") from exc
+    if not hmac.compare_digest(answer, proof(key, TO_WORKER, nonce, challenge)):
+        raise HandshakeError(
+            f"{channel.peer} did not prove that it holds this worker's secret: another "
+            "process holds the JVM's port; nothing it sends is read.")
+
+
+def connect(port: int, key: bytes, handshake_s: float = HANDSHAKE_S,
+            connect_s: float = CONNECT_S) -> Channel:
+    """Connect to the JVM task at loopback ``port`` and authenticate both ends.
+
+    A connection dropped before the JVM's challenge is tried again while
+    ``connect_s`` lasts (the JVM drops connections beyond its handshake limit when
+    strangers flood its port); any other failure ends the attempt.
+
+    Example::
+
+        channel = connect(41234, os.environ.pop(SECRET_ENV).encode())
+
+    Raises:
+        OSError: nothing listens at ``port``.
+        HandshakeError: the peer is not the JVM that started this process.
+        FrameError: the peer broke the handshake or did not answer in time.
+    """
+    deadline = time.monotonic() + connect_s
+    while True:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=handshake_s)
+        sock.settimeout(None)  # frame deadlines bound every read from here on
+        channel = Channel(sock)
+        try:
+            authenticate(channel, key, handshake_s)
+        except PeerClosed:
+            channel.close()
+            if time.monotonic() > deadline:
+                raise HandshakeError(
+                    f"The JVM task at port {port} kept dropping this worker's connection for "
+                    f"{connect_s:g} s before its challenge (too many other connections).") from None
+            time.sleep(0.2)
+            continue
+        except BaseException:
+            channel.close()
+            raise
+        return channel
 
 
 def train_spec(request: dict):
@@ -215,12 +328,22 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m sparkdl.worker <port>  (started by the sparkdl JVM task)",
               file=sys.stderr)
         return 2
+    secret = os.environ.pop(SECRET_ENV, "")
+    if not secret:
+        print(f"sparkdl worker: {SECRET_ENV} is not set; only the sparkdl JVM task starts "
+              "this process.", file=sys.stderr)
+        return 2
     # Results travel on the socket; keep stray prints (user code, Horovod) off it.
     os.dup2(2, 1)
     exit_with_parent()
-    channel = Channel(socket.create_connection(("127.0.0.1", int(argv[0]))))
     try:
-        channel.send(AUTH, os.environ.pop(SECRET_ENV, "").encode("utf-8"))
+        channel = connect(int(argv[0]), secret.encode("utf-8"))
+    except (OSError, FrameError) as exc:
+        # Nothing goes back on an unauthenticated connection, not even the error.
+        print(f"sparkdl worker: cannot open the connection to the JVM task: {exc}",
+              file=sys.stderr)
+        return 1
+    try:
         serve(channel)
     except BaseException:  # noqa: BLE001 - every failure goes back to the JVM task
         text = traceback.format_exc()

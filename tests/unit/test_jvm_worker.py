@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 import pyarrow as pa
+import pytest
 import torch
 
 from sparkdl.architecture import weights_from_bytes, weights_to_bytes
 from sparkdl.nn import Dense, Input, Sequential
+from sparkdl.worker.frames import FrameError, PeerClosed
 from sparkdl.worker.jvm_worker import (
     AUTH,
     BATCH,
@@ -25,10 +29,16 @@ from sparkdl.worker.jvm_worker import (
     ERROR,
     GATHER,
     GATHERED,
+    NONCE_BYTES,
     REQUEST,
     RESULT,
     SECRET_ENV,
+    TO_JVM,
+    TO_WORKER,
     Channel,
+    HandshakeError,
+    connect,
+    proof,
     train_spec,
 )
 from sparkdl.worker.liveness import is_alive
@@ -48,8 +58,23 @@ def ipc(batch: pa.RecordBatch) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def jvm_handshake(channel: Channel, key: bytes, answer: bytes | None = None) -> bool:
+    """The JVM's side of the AUTH handshake, as PythonWorker.scala runs it: challenge,
+    check the worker's proof, then prove itself (with ``answer`` instead, if given).
+    Whether the worker's proof was right."""
+    challenge = secrets.token_bytes(NONCE_BYTES)
+    channel.send(AUTH, challenge)
+    kind, payload = channel.recv(timeout_s=30, max_bytes=64)
+    assert kind == AUTH and len(payload) == 64
+    nonce, worker_proof = payload[:NONCE_BYTES], payload[NONCE_BYTES:]
+    if worker_proof != proof(key, TO_JVM, challenge, nonce):
+        return False
+    channel.send(AUTH, proof(key, TO_WORKER, nonce, challenge) if answer is None else answer)
+    return True
+
+
 class FakeJvm:
-    """Listens, starts the worker, checks its secret: what PythonWorker.scala does."""
+    """Listens, starts the worker, runs the handshake: what PythonWorker.scala does."""
 
     def __init__(self, secret="s3cret", sent_secret=None):
         self.server = socket.create_server(("127.0.0.1", 0))
@@ -61,9 +86,7 @@ class FakeJvm:
         self.conn, _ = self.server.accept()
         self.conn.settimeout(120)
         self.channel = Channel(self.conn)
-        kind, payload = self.channel.recv()
-        assert kind == AUTH
-        self.authenticated = payload == secret.encode()
+        self.authenticated = jvm_handshake(self.channel, secret.encode())
 
     def close(self):
         """Hang up, as the JVM pool does to retire a worker; the worker then exits."""
@@ -188,7 +211,8 @@ def test_worker_exits_when_its_parent_dies():
          "print(p.pid, flush=True); time.sleep(600)", str(server.getsockname()[1])],
         stdout=subprocess.PIPE, env=dict(os.environ, **{SECRET_ENV: "x"}))
     worker = int(parent.stdout.readline())
-    conn, _ = server.accept()  # the worker is connected and idle, between requests
+    conn, _ = server.accept()
+    assert jvm_handshake(Channel(conn), b"x")  # the worker is connected and idle
     try:
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
@@ -229,6 +253,88 @@ def test_worker_reports_its_error_to_the_jvm():
 def test_the_jvm_sees_a_wrong_secret():
     jvm = FakeJvm(sent_secret="wrong")
     assert not jvm.authenticated
+    jvm.conn.close()  # the JVM drops it; the worker reads nothing more and exits
+    assert jvm.proc.wait(30) == 1
     jvm.server.close()
-    jvm.proc.kill()
-    jvm.proc.wait()
+
+
+def test_a_jvm_without_the_secret_is_refused_before_any_request_is_read(capfd):
+    # A local user who took the JVM's port answers the handshake without the key, then
+    # sends a request: the worker must stop at the bad proof, read nothing, answer nothing.
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(60)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparkdl.worker", str(server.getsockname()[1])],
+        env=dict(os.environ, **{SECRET_ENV: "s3cret"}))
+    conn, _ = server.accept()
+    conn.settimeout(60)
+    channel = Channel(conn)
+    forged = proof(b"a guess", TO_WORKER, b"n" * NONCE_BYTES, b"c" * NONCE_BYTES)
+    jvm_handshake(channel, b"s3cret", answer=forged)  # the worker's proof is checked by then
+    try:
+        channel.send(REQUEST, json.dumps({"mode": "dance", "task": TASK}).encode())
+    except OSError:
+        pass  # the worker may have hung up already
+    assert proc.wait(30) == 1
+    with pytest.raises((PeerClosed, ConnectionError)):
+        channel.recv(timeout_s=10)  # no ERROR frame, no answer of any kind
+    assert "did not prove that it holds this worker's secret" in capfd.readouterr().err
+    conn.close()
+    server.close()
+
+
+def _serve_once(server: socket.socket, behave) -> threading.Thread:
+    def run():
+        conn, _ = server.accept()
+        with conn:
+            behave(conn)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_silent_server_times_out_the_handshake():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        thread = _serve_once(server, lambda conn: conn.recv(1))  # says nothing, waits
+        began = time.monotonic()
+        with pytest.raises(FrameError, match="sent no whole frame in time"):
+            connect(server.getsockname()[1], b"k", handshake_s=0.5, connect_s=5)
+        assert time.monotonic() - began < 5
+    thread.join(5)
+
+
+def test_a_server_that_declares_a_huge_challenge_is_refused_before_reading_it():
+    def huge(conn):
+        conn.sendall(AUTH.to_bytes(4, "big") + (1 << 40).to_bytes(8, "big"))
+        conn.recv(1)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        thread = _serve_once(server, huge)
+        with pytest.raises(FrameError, match="over the 32-byte cap"):
+            connect(server.getsockname()[1], b"k", handshake_s=5, connect_s=5)
+    thread.join(5)
+
+
+def test_a_connection_dropped_before_the_challenge_is_tried_again():
+    # A JVM busy with strangers' handshakes closes new connections; the worker retries.
+    key = b"k" * 16
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        def jvm():
+            first, _ = server.accept()
+            first.close()
+            conn, _ = server.accept()
+            with conn:
+                assert jvm_handshake(Channel(conn), key)
+                conn.recv(1)
+        thread = threading.Thread(target=jvm, daemon=True)
+        thread.start()
+        channel = connect(server.getsockname()[1], key, handshake_s=5, connect_s=10)
+        channel.close()
+    thread.join(5)
+
+
+def test_a_jvm_that_refuses_the_proof_is_not_retried():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        thread = _serve_once(server, lambda conn: jvm_handshake(Channel(conn), b"other key"))
+        with pytest.raises(HandshakeError, match="refused this worker's proof"):
+            connect(server.getsockname()[1], b"k", handshake_s=5, connect_s=10)
+    thread.join(5)
