@@ -4,6 +4,8 @@ import java.io._
 import java.net.{InetSocketAddress, ServerSocket, Socket, SocketTimeoutException}
 import java.nio.charset.StandardCharsets.UTF_8
 import java.security.{MessageDigest, SecureRandom}
+import java.util.concurrent.{LinkedBlockingQueue, Semaphore, ThreadFactory, ThreadPoolExecutor, TimeUnit}
+import java.util.concurrent.atomic.AtomicInteger
 import javax.crypto.Mac
 import javax.crypto.spec.SecretKeySpec
 
@@ -18,12 +20,28 @@ import org.apache.spark.sql.SparkSession
   *
   * Why: `BarrierTaskContext.allGather` waits for its reply in one-second sleeps, about a
   * second added to every fit. Here each rank connects once, posts its message and gets every
-  * rank's, in rank order, as soon as the last one arrives. A connection proves it knows the
-  * per-fit key by answering a random challenge with its HMAC (the key never crosses the
-  * wire). Ranks meet per task attempt number; a rank that connects again replaces its earlier
-  * connection, and a rank that hung up after posting does not complete its group.
-  * `spark.sparkdl.rendezvous=barrier` falls back to `allGather` where executors cannot
-  * connect to the driver.
+  * rank's, in rank order, as soon as the last one arrives. Ranks meet per task attempt
+  * number; a rank that connects again replaces its earlier connection, and a rank that hung
+  * up after posting does not complete its group. `spark.sparkdl.rendezvous=barrier` falls
+  * back to `allGather` where executors cannot connect to the driver.
+  *
+  * The port is open to the network, so both ends of a connection prove they hold the
+  * per-fit key (an HMAC-SHA256 challenge each way, with a label per direction, so the key
+  * never crosses the wire and one end's answer never passes for the other's), as Python's
+  * rendezvous does:
+  *
+  *  1. driver -> rank: a 32-byte random challenge `c`
+  *  1. rank -> driver: `HMAC(key, "sparkdl-rendezvous rank" + c)`, then its own challenge `r`
+  *  1. driver -> rank: `HMAC(key, "sparkdl-rendezvous driver" + r)`; a rank refuses a driver
+  *     that gets it wrong, before it sends its message
+  *  1. rank -> driver: attempt (int32), rank (int32), message (int32 length, UTF-8, at most
+  *     [[DriverRendezvous.MaxMessageBytes]])
+  *
+  * Each connection's handshake and message run on a pool of at most
+  * [[DriverRendezvous.MaxPending]] threads under a deadline of
+  * [[DriverRendezvous.HandshakeTimeoutMs]]; connections beyond it are closed at once (ranks
+  * retry a connection dropped before the challenge), so neither silent connections nor a
+  * flood of them can stall the ranks or exhaust the driver's threads.
   *
   * {{{
   * val rdv = new DriverRendezvous(2, "127.0.0.1", "127.0.0.1")
@@ -40,11 +58,11 @@ private[ml] final class DriverRendezvous(numRanks: Int, host: String, bind: Stri
 
   private val key = {
     val bytes = new Array[Byte](32)
-    new SecureRandom().nextBytes(bytes)
+    random.nextBytes(bytes)
     bytes
   }
   private val server = new ServerSocket()
-  server.bind(new InetSocketAddress(bind, 0))
+  server.bind(new InetSocketAddress(bind, 0), MaxPending)
 
   /** What the tasks need to reach this service. */
   val address: RendezvousAddress = RendezvousAddress(host, server.getLocalPort, key)
@@ -53,42 +71,68 @@ private[ml] final class DriverRendezvous(numRanks: Int, host: String, bind: Stri
   private val waiting = mutable.HashMap.empty[Int, mutable.HashMap[Int, (Long, Socket, String)]]
   @volatile private var closed = false
 
-  private val acceptor = daemon("sparkdl-rendezvous") {
+  // Handshakes in progress: a permit each; the pool's threads time out when idle.
+  private val slots = new Semaphore(MaxPending)
+  private val handshakes = {
+    val pool = new ThreadPoolExecutor(MaxPending, MaxPending, 10, TimeUnit.SECONDS,
+      new LinkedBlockingQueue[Runnable](), daemonThreads("sparkdl-rendezvous-handshake"))
+    pool.allowCoreThreadTimeOut(true)
+    pool
+  }
+
+  private val acceptor = daemonThreads("sparkdl-rendezvous").newThread(() => {
     var accepted = 0L
     while (!closed) {
       try {
         val conn = server.accept()
         accepted += 1
         val order = accepted
-        daemon("sparkdl-rendezvous-rank")(receive(conn, order))
+        if (!slots.tryAcquire()) quietly(conn.close()) // a flood: ranks retry theirs
+        else
+          try handshakes.execute(() => receive(conn, order))
+          catch { case NonFatal(_) => slots.release(); quietly(conn.close()) }
       } catch { case NonFatal(_) => () } // closed, or a failed connection
+    }
+  })
+  acceptor.start()
+
+  // Runs on the handshake pool holding a slot, released once the message is in.
+  private def receive(conn: Socket, order: Long): Unit = {
+    val posted =
+      try handshake(conn)
+      catch { case NonFatal(_) => quietly(conn.close()); None }
+      finally slots.release()
+    posted.foreach { case (attempt, rank, message) =>
+      try join(conn, order, attempt, rank, message)
+      catch { case NonFatal(_) => quietly(conn.close()) }
     }
   }
 
-  private def receive(conn: Socket, order: Long): Unit =
-    try {
-      conn.setSoTimeout(HandshakeTimeoutMs)
-      val in = new DataInputStream(new BufferedInputStream(conn.getInputStream))
-      val out = new DataOutputStream(conn.getOutputStream)
-      val challenge = new Array[Byte](32)
-      new SecureRandom().nextBytes(challenge)
-      out.write(challenge)
-      out.flush()
-      val proof = new Array[Byte](32)
-      in.readFully(proof)
-      if (!MessageDigest.isEqual(proof, hmac(key, challenge))) { conn.close(); return }
-      val attempt = in.readInt()
-      val rank = in.readInt()
-      val message = readString(in)
-      conn.setSoTimeout(0)
-      join(conn, order, attempt, rank, message)
-    } catch { case NonFatal(_) => try conn.close() catch { case _: IOException => () } }
+  /** The driver's side of the handshake, then the rank's post; None for a peer to drop. */
+  private def handshake(conn: Socket): Option[(Int, Int, String)] = {
+    val in = new DataInputStream(new DeadlineInputStream(conn, System.nanoTime() + msToNs(HandshakeTimeoutMs)))
+    val out = new DataOutputStream(new BufferedOutputStream(conn.getOutputStream))
+    val challenge = nonce()
+    out.write(challenge)
+    out.flush()
+    val proof = readBytes(in, ProofBytes)
+    val rankChallenge = readBytes(in, NonceBytes)
+    if (!MessageDigest.isEqual(proof, hmac(key, RankLabel, challenge))) { conn.close(); return None }
+    out.write(hmac(key, DriverLabel, rankChallenge))
+    out.flush()
+    val attempt = in.readInt()
+    val rank = in.readInt()
+    val message = readString(in)
+    if (rank < 0 || rank >= numRanks || attempt < 0) { conn.close(); return None }
+    conn.setSoTimeout(0)
+    Some((attempt, rank, message))
+  }
 
   private def join(conn: Socket, order: Long, attempt: Int, rank: Int, message: String): Unit = {
     val ready = waiting.synchronized {
       val group = waiting.getOrElseUpdate(attempt, mutable.HashMap.empty)
       val stale = group.get(rank).exists(_._1 > order) // an older connection of this rank, read late
-      if (stale) {
+      if (stale || closed) {
         conn.close()
         None
       } else {
@@ -120,8 +164,9 @@ private[ml] final class DriverRendezvous(numRanks: Int, host: String, bind: Stri
   /** Stops listening; ranks still waiting see the rendezvous closed. */
   override def close(): Unit = {
     closed = true
-    try server.close() catch { case _: IOException => () }
+    quietly(server.close())
     acceptor.join(5000)
+    handshakes.shutdownNow()
     waiting.synchronized {
       waiting.values.foreach(_.values.foreach(_._2.close()))
       waiting.clear()
@@ -135,17 +180,18 @@ private[ml] final case class RendezvousAddress(host: String, port: Int, key: Arr
 
   /** Posts this rank's message and waits for every rank's, in rank order.
     *
-    * @throws SparkException if the driver cannot be reached, the other ranks do not all
-    *                        arrive within `timeoutMs`, or the task is killed meanwhile
+    * @throws SparkException if the driver cannot be reached or does not prove it holds the
+    *                        fit's key, the other ranks do not all arrive within `timeoutMs`,
+    *                        or the task is killed meanwhile
     */
   def gather(rank: Int, attempt: Int, message: String, timeoutMs: Long): Seq[String] = {
-    val conn = new Socket()
+    val conn = open(rank)
     try {
-      try conn.connect(new InetSocketAddress(host, port), ConnectTimeoutMs)
-      catch {
-        case e: IOException => throw new SparkException(s"Rank $rank cannot reach the driver's rendezvous at " +
-          s"$host:$port (${e.getMessage}). If executors cannot connect to the driver, set $ModeConf=barrier.", e)
-      }
+      val out = new DataOutputStream(new BufferedOutputStream(conn.getOutputStream))
+      out.writeInt(attempt)
+      out.writeInt(rank)
+      writeString(out, message)
+      out.flush()
       val deadline = System.currentTimeMillis() + timeoutMs
       conn.setSoTimeout(1000)
       val in = new DataInputStream(new PatientInputStream(conn.getInputStream, () => {
@@ -156,23 +202,78 @@ private[ml] final case class RendezvousAddress(host: String, port: Int, key: Arr
           throw new SparkException(s"Rank $rank waited ${timeoutMs / 1000.0} s at the rendezvous for the other " +
             "ranks; some never started (see the other tasks' logs).")
       }))
-      val out = new DataOutputStream(new BufferedOutputStream(conn.getOutputStream))
       try {
-        val challenge = new Array[Byte](32)
-        in.readFully(challenge)
-        out.write(hmac(key, challenge))
-        out.writeInt(attempt)
-        out.writeInt(rank)
-        writeString(out, message)
-        out.flush()
         val count = in.readInt()
+        if (count < 0 || count > MaxRanks)
+          throw new SparkException(s"The driver's rendezvous at $host:$port answered rank $rank with $count " +
+            "messages; the connection is corrupt.")
         (0 until count).map(_ => readString(in))
       } catch {
         case _: EOFException => throw new SparkException(s"The driver closed the rendezvous before all ranks " +
-          s"arrived (the fit was cancelled, or rank $rank's key was refused).")
+          s"arrived (the fit was cancelled).")
       }
     } finally conn.close()
   }
+
+  /** A connection on which the driver has proved it holds the key, and this rank too.
+    *
+    * A connection the driver closes before its challenge (too many handshakes at once: a
+    * flood of strangers' connections) is opened again for up to [[HandshakeTimeoutMs]] times
+    * [[HandshakeTries]]; a refused connection, a wrong key and a silent or wrong driver fail
+    * at once.
+    */
+  private def open(rank: Int): Socket = {
+    val giveUp = System.nanoTime() + msToNs(HandshakeTimeoutMs * HandshakeTries)
+    def unreachable(e: IOException) = new SparkException(s"Rank $rank cannot reach the driver's rendezvous at " +
+      s"$host:$port (${e.getMessage}). If executors cannot connect to the driver, set $ModeConf=barrier.", e)
+    while (true) {
+      val conn = new Socket()
+      try {
+        try conn.connect(new InetSocketAddress(host, port), ConnectTimeoutMs)
+        catch { case e: IOException => throw unreachable(e) }
+        val in = new DataInputStream(new DeadlineInputStream(conn, System.nanoTime() + msToNs(HandshakeTimeoutMs)))
+        val out = new DataOutputStream(new BufferedOutputStream(conn.getOutputStream))
+        val challenge =
+          try Some(readBytes(in, NonceBytes))
+          catch {
+            case e: SocketTimeoutException => throw silent(rank, e)
+            case _: IOException if System.nanoTime() < giveUp => None // dropped: the driver is busy
+            case e: IOException => throw unreachable(e)
+          }
+        challenge match {
+          case None =>
+            conn.close()
+            Thread.sleep(200)
+          case Some(c) =>
+            val mine = nonce()
+            out.write(hmac(key, RankLabel, c))
+            out.write(mine)
+            out.flush()
+            val proof =
+              try readBytes(in, ProofBytes)
+              catch {
+                case e: SocketTimeoutException => throw silent(rank, e)
+                case e: IOException => throw new SparkException(s"Rank $rank was refused by the rendezvous at " +
+                  s"$host:$port: wrong key (a task of another fit?), or it is not this fit's driver.", e)
+              }
+            if (!MessageDigest.isEqual(proof, hmac(key, DriverLabel, mine)))
+              throw new SparkException(s"The rendezvous at $host:$port did not prove it holds this fit's key: " +
+                s"it is not this fit's driver (another process took its address?). Rank $rank sent it nothing.")
+            conn.setSoTimeout(0)
+            return conn
+        }
+      } catch {
+        case NonFatal(e) =>
+          quietly(conn.close())
+          throw e
+      }
+    }
+    throw new IllegalStateException("unreachable")
+  }
+
+  private def silent(rank: Int, e: IOException) = new SparkException(s"The rendezvous at $host:$port did not " +
+    s"answer rank $rank's handshake within ${HandshakeTimeoutMs / 1000} s: it is not this fit's driver, or the " +
+    "driver is overloaded.", e)
 }
 
 private[ml] object DriverRendezvous {
@@ -180,8 +281,20 @@ private[ml] object DriverRendezvous {
   val ModeConf = "spark.sparkdl.rendezvous"
   val Modes: Seq[String] = Seq("driver", "barrier")
   private[ml] val ConnectTimeoutMs = 10000
-  private val HandshakeTimeoutMs = 30000
-  private val MaxMessageBytes = 64 << 20
+  /** Milliseconds each end has for the handshake and the rank's message (Python's `HANDSHAKE_S`). */
+  val HandshakeTimeoutMs = 10000
+  /** Handshakes in progress at once; connections beyond it are closed unread (Python's `MAX_PENDING`). */
+  val MaxPending = 64
+  /** How many handshake deadlines a rank keeps trying while the driver drops its connections. */
+  private[ml] val HandshakeTries = 3
+  /** The largest rendezvous message (addresses and row counts: tiny; Python's `MAX_MESSAGE_BYTES`). */
+  val MaxMessageBytes: Int = 1 << 20
+  private[ml] val MaxRanks = 1 << 16
+  private[ml] val NonceBytes = 32
+  private[ml] val ProofBytes = 32
+  private[ml] val RankLabel = "sparkdl-rendezvous rank".getBytes(UTF_8)
+  private[ml] val DriverLabel = "sparkdl-rendezvous driver".getBytes(UTF_8)
+  private val random = new SecureRandom()
 
   /** The session's `spark.sparkdl.rendezvous`, checked (Python's `rendezvous_mode`).
     *
@@ -202,10 +315,24 @@ private[ml] object DriverRendezvous {
       Some(new DriverRendezvous(numRanks, host, sc.getConf.get("spark.driver.bindAddress", host)))
     }
 
-  private[ml] def hmac(key: Array[Byte], challenge: Array[Byte]): Array[Byte] = {
+  /** HMAC-SHA256 of `label` and `challenge` under `key`: one end's answer to the other's challenge. */
+  private[ml] def hmac(key: Array[Byte], label: Array[Byte], challenge: Array[Byte]): Array[Byte] = {
     val mac = Mac.getInstance("HmacSHA256")
     mac.init(new SecretKeySpec(key, "HmacSHA256"))
+    mac.update(label)
     mac.doFinal(challenge)
+  }
+
+  private[ml] def nonce(): Array[Byte] = {
+    val bytes = new Array[Byte](NonceBytes)
+    random.nextBytes(bytes)
+    bytes
+  }
+
+  private[ml] def readBytes(in: DataInputStream, n: Int): Array[Byte] = {
+    val bytes = new Array[Byte](n)
+    in.readFully(bytes)
+    bytes
   }
 
   private[ml] def writeString(out: DataOutputStream, s: String): Unit = {
@@ -217,9 +344,7 @@ private[ml] object DriverRendezvous {
   private[ml] def readString(in: DataInputStream): String = {
     val length = in.readInt()
     if (length < 0 || length > MaxMessageBytes) throw new IOException(s"a rendezvous message of $length bytes")
-    val bytes = new Array[Byte](length)
-    in.readFully(bytes)
-    new String(bytes, UTF_8)
+    new String(readBytes(in, length), UTF_8)
   }
 
   // A waiting rank sends nothing after its message, so anything readable is the end of the stream.
@@ -231,10 +356,31 @@ private[ml] object DriverRendezvous {
       finally conn.setSoTimeout(0)
     } catch { case _: IOException => true }
 
-  private def daemon(name: String)(body: => Unit): Thread = {
-    val t = new Thread(() => body, name)
-    t.setDaemon(true)
-    t.start()
-    t
+  private[ml] def msToNs(ms: Long): Long = TimeUnit.MILLISECONDS.toNanos(ms)
+
+  private[ml] def quietly(body: => Unit): Unit = try body catch { case _: IOException => () }
+
+  private def daemonThreads(name: String): ThreadFactory = {
+    val count = new AtomicInteger()
+    (body: Runnable) => {
+      val t = new Thread(body, s"$name-${count.incrementAndGet()}")
+      t.setDaemon(true)
+      t
+    }
+  }
+
+  /** A socket's input under one deadline for all its reads, not one per read: each read may
+    * wait only for the time left, so a peer that trickles a byte now and then cannot stretch
+    * a handshake past it. A read past the deadline throws `SocketTimeoutException`.
+    */
+  private[ml] final class DeadlineInputStream(socket: Socket, deadlineNs: Long) extends InputStream {
+    private val in = socket.getInputStream
+    private def arm(): Unit = {
+      val left = TimeUnit.NANOSECONDS.toMillis(deadlineNs - System.nanoTime())
+      if (left <= 0) throw new SocketTimeoutException("the handshake deadline passed")
+      socket.setSoTimeout(math.min(left, Int.MaxValue).toInt)
+    }
+    override def read(): Int = { arm(); in.read() }
+    override def read(b: Array[Byte], off: Int, len: Int): Int = { arm(); in.read(b, off, len) }
   }
 }

@@ -1,10 +1,12 @@
 package sparkdl.ml
 
-import java.net.{InetSocketAddress, Socket}
+import java.io.DataInputStream
+import java.net.{InetSocketAddress, ServerSocket, Socket}
 import java.util.concurrent.Executors
 
 import scala.concurrent.duration._
 import scala.concurrent.{Await, ExecutionContext, Future}
+import scala.jdk.CollectionConverters._
 
 import org.apache.spark.SparkException
 import org.scalatest.funsuite.AnyFunSuite
@@ -35,7 +37,8 @@ class DriverRendezvousSuite extends AnyFunSuite {
     try {
       val wrong = rdv.address.copy(key = new Array[Byte](32))
       val refused = intercept[SparkException](wrong.gather(0, 0, "x", timeoutMs = 20000))
-      assert(refused.getMessage.contains("closed the rendezvous"))
+      assert(refused.getMessage == s"Rank 0 was refused by the rendezvous at 127.0.0.1:${rdv.address.port}: " +
+        "wrong key (a task of another fit?), or it is not this fit's driver.")
       val alone = intercept[SparkException](rdv.address.gather(0, 0, "x", timeoutMs = 1500))
       assert(alone.getMessage == "Rank 0 waited 1.5 s at the rendezvous for the other ranks; some never " +
         "started (see the other tasks' logs).")
@@ -72,6 +75,100 @@ class DriverRendezvousSuite extends AnyFunSuite {
       junk.getOutputStream.write(Array.fill[Byte](64)(7))
       junk.close()
       assert(gatherAll(rdv.address, Seq(0, 1))(0).size == 2)
+    } finally rdv.close()
+  }
+
+  private def rendezvousThreads: Seq[String] =
+    Thread.getAllStackTraces.keySet.asScala.toSeq.map(_.getName).filter(_.startsWith("sparkdl-rendezvous"))
+
+  private def silentConnections(port: Int, n: Int): Seq[Socket] = (1 to n).map { _ =>
+    val s = new Socket()
+    s.connect(new InetSocketAddress("127.0.0.1", port), 5000)
+    s
+  }
+
+  test("silent connections do not stall the ranks, and a flood of them neither exhausts threads nor stops the ranks") {
+    val rdv = new DriverRendezvous(2, "127.0.0.1", "127.0.0.1")
+    val squatters = scala.collection.mutable.Buffer.empty[Socket]
+    try {
+      squatters ++= silentConnections(rdv.address.port, 3)
+      val began = System.nanoTime()
+      assert(gatherAll(rdv.address, Seq(0, 1))(0) == Seq("hello from 0", "hello from 1"))
+      assert((System.nanoTime() - began) / 1e9 < 5, "ranks waited behind silent connections")
+      // Far more connections than handshakes allowed at once: the extra ones are closed at
+      // once, the others time out, and the ranks (retrying dropped connections) still meet.
+      squatters ++= silentConnections(rdv.address.port, 300)
+      Thread.sleep(500)
+      val threads = rendezvousThreads
+      assert(threads.size <= DriverRendezvous.MaxPending + 1, s"${threads.size} rendezvous threads")
+      val retried = gatherAll(rdv.address, Seq(1, 0), attempt = 1)
+      assert(retried(1) == Seq("hello from 0", "hello from 1"))
+    } finally {
+      squatters.foreach(_.close())
+      rdv.close()
+    }
+  }
+
+  /** A stand-in driver on a port of its own: `behave` gets each accepted connection. */
+  private def fakeDriver(behave: Socket => Unit): (ServerSocket, Future[Unit]) = {
+    val server = new ServerSocket(0)
+    (server, Future { val conn = server.accept(); try behave(conn) finally conn.close() })
+  }
+
+  test("a rank refuses a driver that cannot prove it holds the key, and sends it nothing") {
+    var afterProof = -1
+    val (server, driver) = fakeDriver { conn =>
+      val in = new DataInputStream(conn.getInputStream)
+      conn.getOutputStream.write(Array.fill[Byte](32)(1)) // a challenge
+      in.readFully(new Array[Byte](64)) // the rank's answer and its own challenge
+      conn.getOutputStream.write(Array.fill[Byte](32)(2)) // a guessed proof
+      var n = 0
+      try while (in.read() >= 0) n += 1 catch { case _: java.io.IOException => () }
+      afterProof = n
+    }
+    try {
+      val address = RendezvousAddress("127.0.0.1", server.getLocalPort, Array.fill[Byte](32)(3))
+      val e = intercept[SparkException](address.gather(0, 0, "the rank's address " * 10, timeoutMs = 20000))
+      assert(e.getMessage == s"The rendezvous at 127.0.0.1:${server.getLocalPort} did not prove it holds this " +
+        "fit's key: it is not this fit's driver (another process took its address?). Rank 0 sent it nothing.")
+      Await.result(driver, 10.seconds)
+      assert(afterProof == 0, s"the rank sent $afterProof bytes to a driver that did not prove itself")
+    } finally server.close()
+  }
+
+  test("a driver that never answers fails the rank within the handshake deadline, not the rendezvous timeout") {
+    val (server, driver) = fakeDriver { conn =>
+      try conn.getInputStream.read() catch { case _: java.io.IOException => () } // silent until the rank leaves
+    }
+    try {
+      val address = RendezvousAddress("127.0.0.1", server.getLocalPort, Array.fill[Byte](32)(3))
+      val began = System.nanoTime()
+      val e = intercept[SparkException](address.gather(0, 0, "x", timeoutMs = 120000))
+      val took = (System.nanoTime() - began) / 1e9
+      assert(e.getMessage.startsWith(s"The rendezvous at 127.0.0.1:${server.getLocalPort} did not answer rank 0's " +
+        "handshake within 10 s"), e.getMessage)
+      assert(took < 20, s"the rank waited $took s")
+      Await.result(driver, 10.seconds)
+    } finally server.close()
+  }
+
+  test("a peer that trickles its handshake is dropped at the handshake deadline, however prompt each byte") {
+    val rdv = new DriverRendezvous(1, "127.0.0.1", "127.0.0.1")
+    try {
+      val slow = new Socket("127.0.0.1", rdv.address.port)
+      val in = new DataInputStream(slow.getInputStream)
+      in.readFully(new Array[Byte](32))
+      val began = System.nanoTime()
+      val closed =
+        try {
+          // one byte of the answer every half second: each read is prompt, the whole is not
+          (1 to 64).foreach { _ => slow.getOutputStream.write(0); Thread.sleep(500) }
+          false
+        } catch { case _: java.io.IOException => true }
+      val dropped = closed || (try in.read() < 0 catch { case _: java.io.IOException => true })
+      assert(dropped && (System.nanoTime() - began) / 1e9 < 15)
+      slow.close()
+      assert(gatherAll(rdv.address, Seq(0))(0) == Seq("hello from 0"))
     } finally rdv.close()
   }
 }
