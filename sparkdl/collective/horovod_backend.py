@@ -1,7 +1,8 @@
 """The ``horovod`` backend: Horovod's allreduce (gloo on CPU, NCCL when built with it).
 
 No mpirun, no ssh, no extra Spark job: rank 0 hosts Horovod's own gloo
-rendezvous server (``RendezvousServer``) and its port travels to the other ranks
+rendezvous server (``RendezvousServer``, bound to rank 0's executor address:
+:mod:`sparkdl.collective.horovod_rendezvous`) and its port travels to the other ranks
 through the barrier ``allGather``. Each rank then sets the variables ``horovodrun``
 would set (``HOROVOD_RANK``, ``HOROVOD_GLOO_RENDEZVOUS_ADDR``, ...) and calls
 ``hvd.init()``. Ranks keep Spark's numbering; ranks on the same host get
@@ -197,9 +198,12 @@ class HorovodCollective(Collective):
         if rank != 0:
             return {}
         from horovod.runner.common.util.hosts import SlotInfo
-        from horovod.runner.http.http_server import RendezvousServer
 
-        self._server = RendezvousServer()
+        from sparkdl.collective.horovod_rendezvous import bound_rendezvous_server
+
+        # On the address the other ranks dial (they get peers[0].host), not on
+        # every interface as Horovod's own server would.
+        self._server = bound_rendezvous_server(hosts[0])
         port = self._server.start()
         # The plan must be in place before any peer connects: init() clears the
         # server's key-value store, so a late init would drop early arrivals.

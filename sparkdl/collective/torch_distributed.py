@@ -2,12 +2,16 @@
 
 Rank 0 opens a ``TCPStore`` on a free port (port 0, chosen by the OS, so there is
 no race for a fixed port); the port travels to the other ranks through the barrier
-allGather. Gradients are flattened into one buffer and summed with a single
-allreduce per step, the same fusion Horovod does.
+allGather. The store listens only on rank 0's executor address, the one the other
+ranks dial: left to itself it would bind every interface
+(:mod:`sparkdl.collective.listen`). Gradients are flattened into one buffer and
+summed with a single allreduce per step, the same fusion Horovod does.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import timedelta
 
 import torch
@@ -15,6 +19,43 @@ import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from sparkdl.collective.base import Collective, PeerInfo
+from sparkdl.collective.listen import listen_on
+
+
+def master_store(host: str, world_size: int) -> dist.TCPStore:
+    """Rank 0's ``TCPStore``, listening on ``host``'s address only.
+
+    TCPStore binds every interface unless handed a socket that is already bound
+    (``master_listen_fd``); it then owns that descriptor and closes it with the
+    store.
+
+    Example:
+        >>> store = master_store("127.0.0.1", 1)
+        >>> store.port > 0
+        True
+    """
+    with listen_on(host) as sock:
+        # The store gets a duplicate and this socket closes on leaving the block,
+        # whether the store took its descriptor or failed before it did.
+        fd = os.dup(sock.fileno())
+        try:
+            return dist.TCPStore(host, sock.getsockname()[1], world_size, is_master=True,
+                                 wait_for_workers=False, master_listen_fd=fd)
+        except BaseException:
+            _close_if_same(fd, sock)
+            raise
+
+
+def _close_if_same(fd: int, sock: socket.socket) -> None:
+    """Close ``fd`` if it is still the duplicate of ``sock``: a failed TCPStore closes
+    the descriptor it was given with one backend and not with the other, and a
+    number closed twice may by then name another file."""
+    try:
+        same = os.path.samestat(os.fstat(fd), os.fstat(sock.fileno()))
+    except OSError:
+        return
+    if same:
+        os.close(fd)
 
 
 class TorchDistributedCollective(Collective):
@@ -35,8 +76,7 @@ class TorchDistributedCollective(Collective):
     def advertise(self, rank: int, hosts: list[str]) -> dict:
         if rank != 0:
             return {}
-        self._store = dist.TCPStore(hosts[0], 0, len(hosts), is_master=True,
-                                    wait_for_workers=False)
+        self._store = master_store(hosts[0], len(hosts))
         return {"store_port": self._store.port}
 
     def start(self, rank: int, peers: list[PeerInfo], device: torch.device,
