@@ -3,7 +3,7 @@ package sparkdl.ml
 import java.nio.charset.StandardCharsets.UTF_8
 
 import org.apache.spark.ml.sparkdl.ParamsMetadata
-import org.apache.spark.ml.util.{MLReader, MLWriter}
+import org.apache.spark.ml.util.MLReader
 
 import sparkdl.json.{CanonicalJson, JsonParser}
 import sparkdl.json.Json._
@@ -11,16 +11,17 @@ import sparkdl.nn.Network
 
 /** Saves a [[TorchEstimator]] as Python saves its `TorchEstimator`: Spark ML metadata
   * (`DefaultParamsWriter`: class, uid, every param) with `architectureKind` ("spec", or null
-  * without a network), and the network's JSON spec in `network.json`.
+  * without a network), and the network's JSON spec in `network.json`. Atomic
+  * ([[AtomicMLWriter]]), the network before the metadata.
   */
-private[ml] class TorchEstimatorWriter(estimator: TorchEstimator) extends MLWriter {
+private[ml] class TorchEstimatorWriter(estimator: TorchEstimator) extends AtomicMLWriter {
   override protected def saveImpl(path: String): Unit = {
     val kind = if (estimator.getNetwork.isDefined) JStr("spec") else JNull
-    ParamsMetadata.save(estimator, path, sparkSession,
-      CanonicalJson.write(JObj("architectureKind" -> kind, "customCode" -> JArr(Vector.empty))))
     estimator.getNetwork.foreach { net =>
       SavedFiles.write(sparkSession, s"$path/${SavedFiles.NetworkFile}", net.toJson.getBytes(UTF_8))
     }
+    ParamsMetadata.save(estimator, path, sparkSession,
+      CanonicalJson.write(JObj("architectureKind" -> kind, "customCode" -> JArr(Vector.empty))))
   }
 }
 

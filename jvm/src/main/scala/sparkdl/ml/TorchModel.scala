@@ -245,8 +245,12 @@ object TorchModel extends MLReadable[TorchModel] {
     * class, which both languages resolve, plus `architectureKind` and `history`, whose
     * epochs' non-finite metrics are written as strings ([[strictHistory]]), so Spark's own
     * reader (a `PipelineModel`'s or `CrossValidatorModel`'s stages) loads a diverged model.
+    *
+    * Atomic ([[AtomicMLWriter]]): the files go to a temporary sibling that replaces the path
+    * only once complete, architecture and weights first and the metadata, which makes a
+    * directory look like a model, last.
     */
-  private class Writer(model: TorchModel) extends MLWriter {
+  private class Writer(model: TorchModel) extends AtomicMLWriter {
     override protected def saveImpl(path: String): Unit = {
       val spark = sparkSession
       val extra = CanonicalJson.write(JObj("architectureKind" -> JStr(model.architectureKind)))
@@ -256,10 +260,10 @@ object TorchModel extends MLReadable[TorchModel] {
         case ("class", _) => "class" -> JStr(PythonClass)
         case other => other
       } :+ ("history" -> history))
-      SavedFiles.write(spark, s"$path/metadata/part-00000", (pyJson(metadata) + "\n").getBytes(UTF_8))
-      SavedFiles.write(spark, s"$path/metadata/_SUCCESS", Array.emptyByteArray)
       SavedFiles.write(spark, s"$path/${SavedFiles.architectureFile(model.architectureKind)}", model.architecture)
       SavedFiles.write(spark, s"$path/$WeightsFile", model.weights)
+      SavedFiles.write(spark, s"$path/metadata/part-00000", (pyJson(metadata) + "\n").getBytes(UTF_8))
+      SavedFiles.write(spark, s"$path/metadata/_SUCCESS", Array.emptyByteArray)
     }
   }
 

@@ -1,7 +1,13 @@
 package sparkdl.ml
 
+import java.io.IOException
+import java.net.URI
 import java.nio.charset.StandardCharsets.UTF_8
 import java.nio.file.{Files, Path}
+
+import org.apache.hadoop.fs.{FSDataOutputStream, RawLocalFileSystem, Path => HPath}
+import org.apache.hadoop.fs.permission.FsPermission
+import org.apache.hadoop.util.Progressable
 
 import org.apache.spark.ml.{Pipeline, PipelineModel}
 import org.apache.spark.ml.evaluation.MulticlassClassificationEvaluator
@@ -350,4 +356,83 @@ class PersistenceSuite extends AnyFunSuite with BeforeAndAfterAll {
     assert(p.jsonDecode("\"{\\\"lr\\\": 0.1}\"") == """{"lr":0.1}""")
     assert(!p.isValid("not json") && !p.isValid("[1]") && p.isValid("{}"))
   }
+
+  /** Saves through [[FailingFileSystem]] (`failing:` paths, the local disk underneath). */
+  private def failing(path: Path): String = {
+    val conf = spark.sparkContext.hadoopConfiguration
+    conf.set("fs.failing.impl", classOf[FailingFileSystem].getName)
+    conf.setBoolean("fs.failing.impl.disable.cache", true)
+    s"failing://${path.toAbsolutePath}"
+  }
+
+  private def failingOn[T](name: String)(body: => T): T = {
+    FailingFileSystem.failOn = Some(name)
+    try body finally FailingFileSystem.failOn = None
+  }
+
+  test("a model save that fails midway keeps the previous model and leaves nothing half-written") {
+    val dir = tempDir()
+    val path = dir.resolve("m")
+    model().write.save(failing(path))
+    val next = new TorchModel("TorchModel_next", "spec", network.toJson.getBytes(UTF_8), Array[Byte](1, 1), "{}")
+    next.set(next.task, "multiclass").set(next.outputShape, Array(3))
+    // The disk fills up while the weights are written (a kill there leaves the same).
+    val e = intercept[IOException](failingOn(WeightsFileName)(next.write.overwrite().save(failing(path))))
+    assert(e.getMessage.contains("injected"))
+    assert(files(dir) == Set("m"), "no temporary or half-written directory beside the model")
+    val kept = TorchModel.load(path.toString)
+    assert(kept.uid == "TorchModel_test" && kept.weightsBytes.toSeq == Seq[Byte](9, 8, 7))
+    // A first save that fails leaves nothing at all.
+    intercept[IOException](failingOn(WeightsFileName)(next.write.save(failing(dir.resolve("fresh")))))
+    assert(files(dir) == Set("m"))
+    // Overwriting for real replaces it whole, and leaves no sibling either.
+    next.write.overwrite().save(failing(path))
+    assert(TorchModel.load(path.toString).weightsBytes.toSeq == Seq[Byte](1, 1) && files(dir) == Set("m"))
+    assert(files(path) == Set("metadata", "network.json", "weights.safetensors"))
+  }
+
+  test("an estimator save that fails midway keeps the previous estimator") {
+    val dir = tempDir()
+    val path = dir.resolve("est")
+    estimator.write.save(failing(path))
+    val other = estimator.setEpochs(11).setNetwork(Sequential(Input(Seq(5)), Dense(2)))
+    intercept[IOException](failingOn(SavedFiles.NetworkFile)(other.write.overwrite().save(failing(path))))
+    assert(files(dir) == Set("est"))
+    val kept = TorchEstimator.load(path.toString)
+    assert(kept.getEpochs == 3 && kept.getNetwork.contains(network))
+  }
+
+  test("saving over an existing path without overwrite() fails as Spark's writers do, and keeps it") {
+    val path = tempDir().resolve("m")
+    model().write.save(path.toString)
+    val e = intercept[IOException](model("module").write.save(path.toString))
+    assert(e.getMessage.startsWith(s"Path $path already exists. To overwrite it, please use write.overwrite()"))
+    assert(TorchModel.load(path.toString).architectureKind == "spec")
+  }
+
+  private val WeightsFileName = SavedFiles.WeightsFile
+}
+
+/** The local file system under the `failing:` scheme, failing to create the file named
+  * [[FailingFileSystem.failOn]]: a save that breaks midway (a full disk, a killed writer).
+  */
+class FailingFileSystem extends RawLocalFileSystem {
+  // A def, not a val: the super constructor asks for it before fields are set.
+  override def getUri: URI = URI.create("failing:///")
+
+  override def create(f: HPath, permission: FsPermission, overwrite: Boolean, bufferSize: Int,
+                      replication: Short, blockSize: Long, progress: Progressable): FSDataOutputStream = {
+    if (FailingFileSystem.failOn.contains(f.getName)) throw new IOException(s"No space left writing $f (injected)")
+    super.create(f, permission, overwrite, bufferSize, replication, blockSize, progress)
+  }
+
+  override def create(f: HPath, overwrite: Boolean, bufferSize: Int, replication: Short, blockSize: Long,
+                      progress: Progressable): FSDataOutputStream = {
+    if (FailingFileSystem.failOn.contains(f.getName)) throw new IOException(s"No space left writing $f (injected)")
+    super.create(f, overwrite, bufferSize, replication, blockSize, progress)
+  }
+}
+
+object FailingFileSystem {
+  @volatile var failOn: Option[String] = None
 }
