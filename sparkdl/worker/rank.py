@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -32,7 +31,7 @@ from sparkdl.collective import PeerInfo, get_backend
 from sparkdl.data.shard import LocalShard
 from sparkdl.worker.rank_process import ProcessPolicy, train_in_process
 from sparkdl.worker.spares import keep_spare, take_child
-from sparkdl.worker.task_env import local_dir
+from sparkdl.worker.task_env import new_shard_dir
 from sparkdl.worker.train_task import RESULT_SCHEMA
 
 if TYPE_CHECKING:
@@ -71,7 +70,9 @@ def train_rank(spec: ShippedSpec, batches: Iterator[pa.RecordBatch],
     rank = ctx.rank
     hosts = list(ctx.hosts)
     host = hosts[rank]
-    workdir = tempfile.mkdtemp(prefix="sparkdl-shard-", dir=local_dir())
+    # Named after this process, so that a later task sweeps it should this one be
+    # killed before its finally runs.
+    workdir = new_shard_dir()
     policy = ProcessPolicy.of(spec.backend, spec.backend_options)
     collective = get_backend(spec.backend, spec.backend_options)
     # A child is taken first, so that its imports overlap with the shard's writing.
