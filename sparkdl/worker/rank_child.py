@@ -37,6 +37,7 @@ import dataclasses
 import json
 import os
 import secrets
+import signal
 import socket
 import struct
 import subprocess
@@ -49,6 +50,7 @@ from sparkdl.errors import WorkerFailedError
 from sparkdl.worker import liveness
 from sparkdl.worker.frames import FramedSocket, PeerClosed
 from sparkdl.worker.rank_process import DEFAULT_IDLE_S, RankResult
+from sparkdl.worker.task_env import process_start_time
 
 KEY, WORK, SPEC, RESULT, WEIGHTS = range(5)
 
@@ -116,15 +118,20 @@ class ChildAddress:
     ``address`` is a Linux abstract socket name (no file, so no path-length
     limit from deep Spark local directories) or, elsewhere, a socket path.
 
+    ``pid`` and ``started`` (its :func:`~sparkdl.worker.task_env.process_start_time`)
+    name the child process once it runs: a pid alone may by then be another
+    process's.
+
     Example:
         >>> address = ChildAddress.new()
-        >>> len(address.key), address.pid
-        (32, 0)
+        >>> len(address.key), address.pid, address.started
+        (32, 0, 0)
     """
 
     address: str
     key: str
     pid: int = 0
+    started: int = 0
 
     @classmethod
     def new(cls) -> ChildAddress:
@@ -153,9 +160,13 @@ def spawn(backend: str, address: ChildAddress, owner: int, idle_s: float,
     # A task's own child also watches the task's process until it is claimed: a
     # task killed while writing its shard leaves no idle child behind. A spare
     # (marker set) outlives the process that started it.
+    parent = None if marker else os.getpid()
+    # With their start times, so that the child does not take a process that
+    # reused the pid of its dead owner (or parent) for it.
     config = {"backend": backend, "address": address.address, "key": address.key,
-              "owner": owner, "idle_s": idle_s, "marker": marker,
-              "parent": None if marker else os.getpid()}
+              "owner": owner, "owner_started": process_start_time(owner) or 0,
+              "idle_s": idle_s, "marker": marker, "parent": parent,
+              "parent_started": (process_start_time(parent) or 0) if parent else 0}
     # Its own session: Spark stopping the Python worker that started a spare
     # (idle reaping) must not take the spare with it.
     proc = subprocess.Popen([sys.executable, "-m", "sparkdl.worker.rank_child_main"],
@@ -169,6 +180,41 @@ def spawn(backend: str, address: ChildAddress, owner: int, idle_s: float,
 
 #: Children started by this process, polled so that finished ones are reaped.
 _STARTED: list[subprocess.Popen] = []
+
+
+def kill_process(pid: int, started: int) -> bool:
+    """SIGKILL ``pid`` only if it is still the process that started at ``started``
+    (:func:`~sparkdl.worker.task_env.process_start_time`).
+
+    The process is pinned with a pidfd before its start time is compared, so it
+    cannot exit and hand its pid to another process between the check and the
+    signal. Without pidfds (Linux before 5.3) that window stays, a few
+    microseconds wide. An unknown start time (0) signals nothing.
+
+    Returns:
+        Whether the signal was sent.
+    """
+    if not started:
+        return False
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    except (AttributeError, OSError):  # no pidfd_open here
+        pidfd = None
+    try:
+        if process_start_time(pid) != started:
+            return False  # exited; its pid may be someone else's now
+        if pidfd is None:
+            os.kill(pid, signal.SIGKILL)
+        else:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        return True
+    except OSError:  # gone meanwhile (ProcessLookupError), or not ours to signal
+        return False
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 def reap() -> None:
@@ -350,14 +396,16 @@ class RankChild:
             self._conn = None
 
     def kill(self) -> None:
-        """Stop a child that will not be given work (the task failed first)."""
+        """Stop a child that will not be given work (the task failed first).
+
+        A child this task started is signalled through its ``Popen``, which never
+        signals a reaped pid. A claimed spare (another task started it) is
+        signalled only while its pid is still that spare (:func:`kill_process`).
+        """
         self.close()
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
-        elif self._proc is None and liveness.is_alive(self.pid):
+        elif self._proc is None:
             # A claimed spare never connected to: it would idle to its timeout.
-            try:
-                os.kill(self.pid, 9)
-            except OSError:
-                pass
+            kill_process(self.pid, self._address.started)

@@ -21,7 +21,6 @@ import threading
 import time
 
 from sparkdl.worker.frames import FramedSocket, FrameError
-from sparkdl.worker.liveness import is_alive
 from sparkdl.worker.rank_child import (
     KEY,
     KEY_MAX_BYTES,
@@ -35,6 +34,7 @@ from sparkdl.worker.rank_child import (
     trusted_peer,
 )
 from sparkdl.worker.spares import retire
+from sparkdl.worker.task_env import is_same_process
 
 #: How long a connecting peer has to prove the key.
 KEY_TIMEOUT_S = 10.0
@@ -70,8 +70,15 @@ def _prove(conn: socket.socket, key: bytes) -> FramedSocket | None:
     return FramedSocket(conn, "the task", MAX_BYTES)
 
 
+def _gone(pid: int | None, started: int) -> bool:
+    """Whether the watched process ``pid`` has exited: not running, or its pid now
+    names a process that started at another time."""
+    return pid is not None and not is_same_process(pid, started)
+
+
 def _accept(listener: socket.socket, key: bytes, owner: int, idle_s: float,
-            marker: str | None, parent: int | None) -> FramedSocket:
+            marker: str | None, parent: int | None, owner_started: int = 0,
+            parent_started: int = 0) -> FramedSocket:
     """Wait for the task that proves it holds ``key``; exit if none comes."""
     deadline = time.monotonic() + idle_s
     claimed_grace = None
@@ -87,7 +94,7 @@ def _accept(listener: socket.socket, key: bytes, owner: int, idle_s: float,
                     return framed
             conn.close()
             continue
-        if not is_alive(owner) or (parent is not None and not is_alive(parent)):
+        if _gone(owner, owner_started) or _gone(parent, parent_started):
             retire(marker)
             os._exit(0)
         now = time.monotonic()
@@ -127,7 +134,8 @@ def main() -> None:
         import horovod.torch  # noqa: F401 - the slowest import, done before work arrives
     _warm_up()
     conn = _accept(listener, config["key"].encode(), config["owner"], config["idle_s"],
-                   config["marker"], config["parent"])
+                   config["marker"], config["parent"], config["owner_started"],
+                   config["parent_started"])
     listener.close()
     if not config["address"].startswith("\0"):
         os.unlink(config["address"])

@@ -26,7 +26,7 @@ import subprocess
 from sparkdl.worker import liveness
 from sparkdl.worker.rank_child import ChildAddress, RankChild, reap, spawn
 from sparkdl.worker.rank_process import DEFAULT_IDLE_S
-from sparkdl.worker.task_env import local_dir
+from sparkdl.worker.task_env import is_same_process, local_dir, process_start_time
 
 _SPARE_GLOB = "sparkdl-spare-{backend}-{owner}-*.json"
 
@@ -56,7 +56,9 @@ def take_child(backend: str, workdir: str, spares: bool = True,
             finally:
                 with contextlib.suppress(OSError):
                     os.unlink(claimed)
-            if liveness.is_alive(address.pid):
+            # Its pid and start time: a spare that died leaves a pid that another
+            # process may hold by now.
+            if is_same_process(address.pid, address.started):
                 return RankChild(backend, address, os.path.join(workdir, "rank.log"),
                                  idle_s=idle_s)
     return RankChild.start(backend, workdir, owner, idle_s)
@@ -78,7 +80,9 @@ def keep_spare(backend: str, idle_s: float = DEFAULT_IDLE_S) -> None:
     tmp = f"{marker}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(dataclasses.asdict(dataclasses.replace(address, pid=proc.pid)), f)
+        # Read while the spare is this process's unreaped child: its pid is its own.
+        json.dump(dataclasses.asdict(dataclasses.replace(
+            address, pid=proc.pid, started=process_start_time(proc.pid) or 0)), f)
     os.rename(tmp, marker)
 
 

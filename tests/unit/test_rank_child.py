@@ -21,10 +21,11 @@ import time
 import pytest
 
 from sparkdl.errors import WorkerFailedError
-from sparkdl.worker import liveness, rank_child_main
+from sparkdl.worker import liveness, rank_child, rank_child_main
 from sparkdl.worker.frames import FramedSocket
 from sparkdl.worker.rank_child import KEY, ChildAddress, RankChild, trusted_peer
 from sparkdl.worker.spares import keep_spare, take_child
+from sparkdl.worker.task_env import process_start_time
 
 
 @pytest.fixture
@@ -262,3 +263,57 @@ def test_a_child_drops_a_peer_of_another_user_unread_even_with_the_key(monkeypat
         listener.close()
         for framed in accepted:
             framed.close()
+
+
+def _claimed_spare(tmp_path, pid: int, started: int) -> RankChild:
+    address = dataclasses.replace(ChildAddress.new(), pid=pid, started=started)
+    return RankChild("torch", address, str(tmp_path / "rank.log"))
+
+
+def test_killing_a_claimed_spare_never_signals_a_process_that_reused_its_pid(tmp_path,
+                                                                              sleeper):
+    # The spare exited; its pid now names a process that started at another time.
+    started = process_start_time(sleeper.pid)
+    _claimed_spare(tmp_path, sleeper.pid, started - 1).kill()
+    _claimed_spare(tmp_path, sleeper.pid, 0).kill()  # an advert without a start time
+    time.sleep(0.2)
+    assert sleeper.poll() is None
+    _claimed_spare(tmp_path, sleeper.pid, started).kill()  # still the spare: killed
+    assert sleeper.wait(timeout=10) == -9
+
+
+def test_an_advert_whose_pid_now_names_another_process_is_not_taken(tmp_path, executor,
+                                                                     sleeper):
+    address = dataclasses.replace(ChildAddress.new(), pid=sleeper.pid,
+                                  started=process_start_time(sleeper.pid) - 1)
+    marker = tmp_path / "local" / f"sparkdl-spare-torch-{executor.pid}-1-ab12.json"
+    marker.write_text(json.dumps(dataclasses.asdict(address)))
+    child = take_child("torch", _task_dir(tmp_path, "a"))
+    try:
+        assert child._proc is not None  # a child of its own, not the impostor pid
+        assert _markers(tmp_path) == []  # the advert was consumed
+    finally:
+        child.kill()
+    assert sleeper.poll() is None
+
+
+def test_a_spares_advert_records_its_start_time(tmp_path, executor):
+    keep_spare("torch")
+    [marker] = _markers(tmp_path)
+    advert = json.load(open(marker))
+    assert advert["started"] == process_start_time(advert["pid"]) > 0
+
+
+def test_a_child_whose_owner_pid_was_reused_exits(tmp_path, monkeypatch, sleeper):
+    # The owner executor died and its pid went to another process (the sleeper):
+    # the child was told a start time that the process now under that pid lacks.
+    real = rank_child.process_start_time
+    monkeypatch.setattr(rank_child, "process_start_time",
+                        lambda pid: 1 if pid == sleeper.pid else real(pid))
+    child = RankChild.start("torch", _task_dir(tmp_path, "a"), owner=sleeper.pid,
+                            idle_s=600)
+    try:
+        assert child._proc.wait(timeout=90) == 0  # it left; the idle timeout is far off
+    finally:
+        child.kill()
+    assert sleeper.poll() is None
