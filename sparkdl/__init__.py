@@ -6,12 +6,14 @@ only train (and never touch pyspark.ml) start quickly.
 Example:
     >>> import sparkdl
     >>> sorted(sparkdl.__all__)[:3]
-    ['ClusterCapacityError', 'ConfigError', 'SchemaError']
+    ['ClusterCapacityError', 'ConfigError', 'CorruptModelError']
 """
 
 from sparkdl.errors import (
     ClusterCapacityError,
     ConfigError,
+    CorruptModelError,
+    ModelNotFoundError,
     SchemaError,
     SparkDLError,
     UntrustedCodeError,
@@ -24,6 +26,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ClusterCapacityError",
     "ConfigError",
+    "CorruptModelError",
+    "ModelNotFoundError",
     "SchemaError",
     "SparkDLError",
     "TorchEstimator",

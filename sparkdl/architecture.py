@@ -35,7 +35,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from sparkdl.errors import ConfigError
+from sparkdl.errors import ConfigError, CorruptModelError
 
 if TYPE_CHECKING:
     from sparkdl.nn import Network
@@ -83,9 +83,42 @@ def dumps_code(obj, *defined_by) -> bytes:
             cloudpickle.unregister_pickle_by_value(module)
 
 
-def loads_code(payload: bytes):
-    """Inverse of :func:`dumps_code`. Runs code: only for trusted bytes."""
-    return cloudpickle.loads(payload)
+def loads_code(payload: bytes, source: str = "the pickled code"):
+    """Inverse of :func:`dumps_code`. Runs code: only for trusted bytes.
+
+    Args:
+        payload: what :func:`dumps_code` returned.
+        source: what ``payload`` is (a file path), for error messages.
+
+    Raises:
+        CorruptModelError: naming ``source``, if the bytes do not unpickle: they are
+            damaged, or refer to code this Python cannot import.
+
+    Example:
+        >>> loads_code(dumps_code(len)[:-3], source="loss.pkl")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        sparkdl.errors.CorruptModelError: loss.pkl does not unpickle (28 bytes): ...truncated
+    """
+    try:
+        return cloudpickle.loads(payload)
+    except Exception as e:
+        hint = ""
+        if isinstance(e, (ImportError, AttributeError)):
+            hint = (". It names code this Python cannot import: install the package that "
+                    "defines it wherever the model is loaded (driver and executors), or save "
+                    "the network as a sparkdl.nn network, which pickles no code")
+        raise CorruptModelError(f"{source} does not unpickle ({len(payload)} bytes): "
+                                f"{_reason(e)}{hint}") from e
+
+
+def _reason(error: BaseException) -> str:
+    """``Type: message`` on one line, without a parser's boilerplate prefix."""
+    text = str(error).replace("Error while deserializing: ", "").strip().splitlines()
+    first = text[0] if text else ""
+    if type(error).__name__ == "SafetensorError":
+        return first
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def _with_empty_tensors(module: torch.nn.Module, device: str) -> torch.nn.Module:
@@ -112,9 +145,58 @@ def weights_to_bytes(module: torch.nn.Module) -> bytes:
     return st_save(state_dict_of(module))
 
 
-def weights_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
-    """Parse safetensors bytes back into a state dict."""
-    return st_load(data)
+def weights_from_bytes(data: bytes, source: str = "the weights") -> dict[str, torch.Tensor]:
+    """Parse safetensors bytes back into a state dict.
+
+    Args:
+        data: safetensors bytes (what :func:`weights_to_bytes` returns).
+        source: what ``data`` is (a file path), for error messages.
+
+    Raises:
+        CorruptModelError: naming ``source``, if ``data`` is not a safetensors file
+            (truncated, damaged header, offsets outside the data).
+
+    Example:
+        >>> weights_from_bytes(weights_to_bytes(torch.nn.Linear(3, 2)))["weight"].shape
+        torch.Size([2, 3])
+    """
+    try:
+        return st_load(bytes(data))
+    except Exception as e:
+        raise CorruptModelError(f"{source} is not a valid safetensors file ({len(data)} bytes): "
+                                f"{_reason(e)}") from e
+
+
+def check_weights(state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]],
+                  source: str = "the weights") -> None:
+    """Check that ``state`` has exactly the tensor names and shapes of ``expected``.
+
+    Args:
+        state: a parsed state dict (:func:`weights_from_bytes`).
+        expected: name -> shape, from :meth:`Architecture.expected_shapes`.
+        source: the file ``state`` was read from, for the message.
+
+    Raises:
+        CorruptModelError: listing the missing, unexpected and misshapen tensors.
+
+    Example:
+        >>> check_weights({"w": torch.zeros(2)}, {"w": (3,)}, "w.safetensors")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        sparkdl.errors.CorruptModelError: w.safetensors does not fit the network: w has shape [2]...
+    """
+    problems = []  # in the network's order
+    for name, shape in expected.items():
+        if name not in state:
+            problems.append(f"missing {name}{list(shape)}")
+        elif tuple(state[name].shape) != tuple(shape):
+            problems.append(f"{name} has shape {list(state[name].shape)}, the network needs "
+                            f"{list(shape)}")
+    problems += [f"unexpected {name}" for name in sorted(state) if name not in expected]
+    if problems:
+        shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more"
+                                           if len(problems) > 8 else "")
+        raise CorruptModelError(f"{source} does not fit the network: {shown}")
 
 
 @dataclass(frozen=True)
@@ -128,6 +210,16 @@ class Architecture:
 
     kind: str
     payload: bytes
+
+    KINDS = ("spec", "module", "factory")
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise ConfigError(f"Architecture kind must be one of {list(self.KINDS)}. "
+                              f"Received: kind={self.kind!r}")
+        if not isinstance(self.payload, (bytes, bytearray)):
+            raise ConfigError("Architecture payload must be bytes. "
+                              f"Received: payload={type(self.payload).__name__}")
 
     @classmethod
     def of(cls, model: torch.nn.Module | Callable[[], torch.nn.Module] | Network
@@ -158,32 +250,83 @@ class Architecture:
         if self.kind == "spec":
             from sparkdl.nn import Network  # noqa: F811
 
-            return Network.from_json(self.payload.decode("utf-8"))
+            return Network.from_json(self.payload)
         if self.kind == "factory":
             return loads_code(self.payload)
         if initial_weights is None:
             raise ConfigError("A module architecture needs its weights to be rebuilt.")
         return self.build(weights_from_bytes(initial_weights))
 
-    def build(self, state_dict: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+    def build(self, state_dict: dict[str, torch.Tensor] | None = None,
+              source: str = "the architecture", weights_source: str = "the weights"
+              ) -> torch.nn.Module:
         """Instantiate on CPU, loading ``state_dict`` when given.
 
         A weightless module without ``state_dict`` gets uninitialised memory, so
         callers building a ``"module"`` architecture always pass weights.
+
+        Args:
+            state_dict: the weights to load (strictly: same names and shapes).
+            source: where the payload came from (a file), for error messages.
+            weights_source: where ``state_dict`` came from, for error messages.
+
+        Raises:
+            CorruptModelError: if the payload does not unpickle to a module (or a
+                factory of one), or ``state_dict`` does not fit it.
         """
         if self.kind == "spec":
             from sparkdl.nn import Network  # noqa: F811
 
-            module = Network.from_json(self.payload.decode("utf-8")).build()
+            module = Network.from_json(self.payload).build()
         elif self.kind == "module":
-            module = _with_empty_tensors(loads_code(self.payload), "cpu")
+            skeleton = loads_code(self.payload, source)
+            if not isinstance(skeleton, torch.nn.Module):
+                raise CorruptModelError(f"{source} must hold a torch.nn.Module. "
+                                        f"Received: {type(skeleton).__name__}")
+            module = _with_empty_tensors(skeleton, "cpu")
         else:
-            module = loads_code(self.payload)()
+            factory = loads_code(self.payload, source)
+            if not callable(factory):
+                raise CorruptModelError(f"{source} must hold a model factory (a callable). "
+                                        f"Received: {type(factory).__name__}")
+            module = factory()
             if not isinstance(module, torch.nn.Module):
                 raise ConfigError(
                     "The model factory must return a torch.nn.Module. "
                     f"Received: {type(module).__name__}"
                 )
         if state_dict is not None:
-            module.load_state_dict(state_dict, strict=True)
+            try:
+                module.load_state_dict(state_dict, strict=True)
+            except RuntimeError as e:  # missing/unexpected keys, size mismatches
+                raise CorruptModelError(
+                    f"{weights_source} does not fit {source} ({self.kind}): "
+                    f"{' '.join(str(e).split())}") from e
         return module
+
+    def expected_shapes(self) -> dict[str, tuple[int, ...]] | None:
+        """The state dict's tensor names and shapes, for a ``"spec"`` architecture.
+
+        Computed on the ``meta`` device: nothing is allocated, so a spec asking for
+        huge layers is caught before memory is. None for pickled kinds, whose
+        structure is only known by running their code.
+
+        Raises:
+            ConfigError: if the spec is invalid or cannot be built.
+
+        Example:
+            >>> from sparkdl.nn import Dense, Input, Sequential
+            >>> Architecture.of(Sequential([Input((3,)), Dense(2)])).expected_shapes()
+            {'0.weight': (2, 3), '0.bias': (2,)}
+        """
+        if self.kind != "spec":
+            return None
+        from sparkdl.nn import Network  # noqa: F811
+
+        network = Network.from_json(self.payload)
+        try:
+            with torch.device("meta"):
+                module = network.build()
+        except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as e:
+            raise ConfigError(f"The network spec cannot be built: {_reason(e)}") from e
+        return {name: tuple(t.shape) for name, t in module.state_dict().items()}

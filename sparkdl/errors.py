@@ -55,3 +55,27 @@ class UntrustedCodeError(SparkDLError, PermissionError):
         >>> issubclass(UntrustedCodeError, PermissionError)
         True
     """
+
+class CorruptModelError(SparkDLError, ValueError):
+    """A saved model, estimator, network spec or checkpoint is incomplete or malformed.
+
+    Raised when loading finds a file missing, truncated, of the wrong format or
+    with values that do not fit the rest (weights whose shapes differ from the
+    network's); the message names the file and what is wrong with it.
+
+    Example:
+        >>> from sparkdl.architecture import weights_from_bytes
+        >>> weights_from_bytes(b"junk", source="/m/weights.safetensors")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        sparkdl.errors.CorruptModelError: /m/weights.safetensors is not a valid safetensors file ...
+    """
+
+
+class ModelNotFoundError(SparkDLError, FileNotFoundError):
+    """Nothing is saved at the path given to ``TorchModel.load`` or ``TorchEstimator.load``.
+
+    Example:
+        >>> issubclass(ModelNotFoundError, FileNotFoundError)
+        True
+    """

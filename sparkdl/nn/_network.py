@@ -310,6 +310,19 @@ class Network:
         Raises:
             ConfigError: naming the JSON path and what is wrong there.
         """
+        try:
+            return cls._from_valid_dict(obj)
+        except ConfigError:
+            raise
+        except RecursionError:
+            raise ConfigError("Invalid network spec: it is nested too deeply") from None
+        except (TypeError, KeyError, IndexError, ValueError, OverflowError) as e:
+            # The schema lets through a value a layer cannot take (say, a size no
+            # integer type holds): still a spec error, never a raw one.
+            raise ConfigError(f"Invalid network spec: {type(e).__name__}: {e}") from e
+
+    @classmethod
+    def _from_valid_dict(cls, obj) -> Network:
         from sparkdl.nn._schema import validate
 
         validate(obj)
@@ -336,7 +349,9 @@ class Network:
         """
         try:
             obj = json.loads(text)
-        except ValueError as e:
+        except RecursionError:
+            raise ConfigError("A network spec must be JSON: it is nested too deeply") from None
+        except (ValueError, TypeError) as e:  # TypeError: neither str nor bytes
             raise ConfigError(f"A network spec must be JSON: {e}") from None
         return cls.from_dict(obj)
 

@@ -13,7 +13,7 @@ from sparkdl.architecture import (
     weights_from_bytes,
     weights_to_bytes,
 )
-from sparkdl.errors import ConfigError
+from sparkdl.errors import ConfigError, CorruptModelError
 
 
 class ConvNet(torch.nn.Module):
@@ -100,8 +100,20 @@ def test_architecture_is_picklable():
 
 def test_build_rejects_wrong_state_dict():
     arch = Architecture.of(torch.nn.Linear(3, 2))
-    with pytest.raises(RuntimeError):
-        arch.build(state_dict_of(torch.nn.Linear(4, 2)))
+    with pytest.raises(CorruptModelError, match=r"m/weights.safetensors does not fit "
+                                                r"m/architecture.pkl \(module\): .*size mismatch "
+                                                r"for weight"):
+        arch.build(state_dict_of(torch.nn.Linear(4, 2)), source="m/architecture.pkl",
+                   weights_source="m/weights.safetensors")
+
+
+def test_expected_shapes_of_a_spec_allocate_nothing():
+    from sparkdl.nn import Dense, Input, Sequential
+
+    huge = Architecture.of(Sequential([Input((2**20,)), Dense(2**20), Dense(2)]))
+    shapes = huge.expected_shapes()  # a 4 TiB float32 weight, shaped without memory
+    assert shapes["0.weight"] == (2**20, 2**20) and shapes["1.bias"] == (2,)
+    assert Architecture.of(torch.nn.Linear(2, 2)).expected_shapes() is None  # runs no code
 
 
 def test_factory_returning_non_module():

@@ -12,6 +12,8 @@ from sparkdl import errors
 from sparkdl.errors import (
     ClusterCapacityError,
     ConfigError,
+    CorruptModelError,
+    ModelNotFoundError,
     SchemaError,
     SparkDLError,
     UntrustedCodeError,
@@ -24,7 +26,8 @@ ALL = [obj for _, obj in inspect.getmembers(errors, inspect.isclass)
 
 def test_all_known_classes_are_found():
     assert set(ALL) == {SparkDLError, ConfigError, SchemaError, ClusterCapacityError,
-                        WorkerFailedError, UntrustedCodeError}
+                        WorkerFailedError, UntrustedCodeError, CorruptModelError,
+                        ModelNotFoundError}
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
@@ -47,6 +50,8 @@ def test_builtin_bases():
     assert issubclass(SchemaError, ValueError)
     assert issubclass(ClusterCapacityError, RuntimeError)
     assert issubclass(WorkerFailedError, RuntimeError)
+    assert issubclass(CorruptModelError, ValueError)
+    assert issubclass(ModelNotFoundError, FileNotFoundError)
 
 
 def test_catchable_as_root():
