@@ -4,15 +4,21 @@ Layout under ``checkpointDir`` (the same on local disk and in HDFS)::
 
     epoch-0002/weights.safetensors   the network's state dict
     epoch-0002/optimizer.pt          the optimizer's state dict (torch.save)
-    epoch-0002/state.json            epoch, history so far, parameter shapes;
+    epoch-0002/state.json            epoch, history so far, parameter shapes, the
+                                     size and SHA-256 of the two files above;
                                      written last: a checkpoint without it is incomplete
 
 and under ``logDir``: ``metrics.jsonl``, one JSON object per finished epoch,
 rewritten after every epoch so it can be followed while the fit runs.
 
-Rank 0 writes both (every rank holds the same weights). A fit whose
+Rank 0 writes both (every rank holds the same weights). Each file lands under a
+temporary name and is renamed into place (local disk), and ``state.json`` comes
+last, so an interrupted checkpoint is never taken for a complete one. A fit whose
 ``checkpointDir`` holds a complete checkpoint resumes after its epoch, with the
-weights, the optimizer state and the shuffling of an uninterrupted run.
+weights, the optimizer state and the shuffling of an uninterrupted run. Resuming
+checks the checkpoint first: a damaged one (a file missing, truncated or changed
+since it was written) raises :class:`~sparkdl.errors.CorruptModelError` naming the
+file, before any job starts.
 
 Example:
     >>> checkpoint_name(3)
@@ -23,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -30,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sparkdl.errors import ConfigError
+from sparkdl.errors import ConfigError, CorruptModelError
 from sparkdl.storage import Storage, StorageLocation, open_storage
 
 WEIGHTS = "weights.safetensors"
@@ -113,18 +120,55 @@ class RunWriter:
         name = checkpoint_name(epoch)
         buffer = io.BytesIO()
         torch.save(optimizer.state_dict(), buffer)
-        self._ckpt.write(f"{name}/{WEIGHTS}", weights_to_bytes(module))
-        self._ckpt.write(f"{name}/{OPTIMIZER}", buffer.getvalue())
+        files = {WEIGHTS: weights_to_bytes(module), OPTIMIZER: buffer.getvalue()}
+        for file, data in files.items():
+            self._ckpt.write(f"{name}/{file}", data)
         state = {"epoch": epoch, "history": self._history,
-                 "parameters": parameter_shapes(state_dict_of(module))}
+                 "parameters": parameter_shapes(state_dict_of(module)),
+                 "files": {file: _fingerprint(data) for file, data in files.items()}}
         self._ckpt.write(f"{name}/{STATE}", json.dumps(state).encode())
 
 
+def _fingerprint(data: bytes) -> dict:
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def load_optimizer_state(optimizer: torch.optim.Optimizer, data: bytes,
-                         device: torch.device) -> None:
-    """Restore a checkpoint's optimizer state into ``optimizer``."""
-    optimizer.load_state_dict(torch.load(io.BytesIO(data), map_location=device,
-                                         weights_only=True))
+                         device: torch.device, source: str = OPTIMIZER) -> None:
+    """Restore a checkpoint's optimizer state into ``optimizer``.
+
+    Raises:
+        CorruptModelError: if ``data`` is not an optimizer state dict.
+        ConfigError: if it is another optimizer's (other parameter groups).
+    """
+    state = _optimizer_state(data, source, device)
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise ConfigError(
+            f"{source} holds the state of another optimizer: {type(e).__name__}: {e}. Use "
+            "the optimizer and optimizerParams of the fit that wrote it, or a new "
+            "checkpointDir.") from e
+
+
+def _optimizer_state(data: bytes, source: str, device="cpu") -> dict:
+    """Parse a ``torch.save``-d optimizer state dict, tensors only (no code runs)."""
+    try:
+        state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+    except Exception as e:  # the zip reader and the restricted unpickler raise many kinds
+        raise CorruptModelError(f"{source} is not a saved optimizer state ({len(data)} "
+                                f"bytes): {type(e).__name__}: {_first_line(e)}") from e
+    if not (isinstance(state, dict) and isinstance(state.get("state"), dict)
+            and isinstance(state.get("param_groups"), list)):
+        raise CorruptModelError(f"{source} is not a saved optimizer state: it holds a "
+                                f"{type(state).__name__}, not a dict with 'state' and "
+                                "'param_groups'")
+    return state
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def latest_checkpoint(location: StorageLocation,
@@ -137,23 +181,124 @@ def latest_checkpoint(location: StorageLocation,
 
     Raises:
         ConfigError: if it was taken from a network with other parameters.
+        CorruptModelError: naming the file, if the newest complete checkpoint is
+            damaged: ``state.json`` malformed, a file missing, or a file whose size or
+            SHA-256 differs from what ``state.json`` recorded (or, for checkpoints
+            written before those were recorded, that does not parse).
     """
     store = open_storage(location)
     epochs = sorted(e for e in map(checkpoint_epoch, store.list("")) if e is not None)
     for epoch in reversed(epochs):
         name = checkpoint_name(epoch)
-        if STATE not in store.list(name):
+        present = store.list(name)
+        if STATE not in present:
             continue  # interrupted while writing it
-        state = json.loads(store.read(f"{name}/{STATE}"))
+        where = f"{(location.url or location.root).rstrip('/')}/{name}"
+        state = parse_state(store.read(f"{name}/{STATE}"), f"{where}/{STATE}", epoch)
         if state["parameters"] != shapes:
             raise ConfigError(
                 f"checkpointDir={location.url!r} holds checkpoints of another network: its "
                 f"{name} has parameters {_describe(state['parameters'])}, "
                 f"this model has {_describe(shapes)}. Use a new checkpointDir for this "
                 "model, or delete the old checkpoints.")
-        return Resume(epoch, store.read(f"{name}/{WEIGHTS}"),
-                      store.read(f"{name}/{OPTIMIZER}"), state["history"])
+        files = {}
+        for file in (WEIGHTS, OPTIMIZER):
+            if file not in present:
+                raise CorruptModelError(
+                    f"{where}/{file} is missing, though {STATE} marks the checkpoint "
+                    f"complete. {_DAMAGED.format(where=where)}")
+            files[file] = store.read(f"{name}/{file}")
+        check_checkpoint_files(files, state, where)
+        return Resume(epoch, files[WEIGHTS], files[OPTIMIZER], state["history"])
     return None
+
+
+_DAMAGED = ("Delete {where} to resume from the checkpoint before it, or use a new "
+            "checkpointDir.")
+
+
+def parse_state(data: bytes, source: str, epoch: int) -> dict:
+    """Parse and check a checkpoint's ``state.json``.
+
+    Raises:
+        CorruptModelError: naming ``source`` and what is wrong.
+
+    Example:
+        >>> parse_state(b'{"epoch": 2, "history": []', "ckpt/epoch-0002/state.json", 2)
+        Traceback (most recent call last):
+        ...
+        sparkdl.errors.CorruptModelError: ckpt/epoch-0002/state.json is not valid JSON ...
+    """
+    where = source.rsplit("/", 1)[0] if "/" in source else "the checkpoint directory"
+    damaged = _DAMAGED.format(where=where)
+    try:
+        state = json.loads(data)
+    except RecursionError:
+        raise CorruptModelError(f"{source} is not valid JSON (nested too deeply). "
+                                f"{damaged}") from None
+    except ValueError as e:
+        raise CorruptModelError(f"{source} is not valid JSON ({len(data)} bytes): {e}. "
+                                f"{damaged}") from None
+
+    def bad(field: str, want: str, value) -> CorruptModelError:
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:80] + "..."
+        return CorruptModelError(f"{source} is damaged: {field} must be {want}. "
+                                 f"Received: {field}={shown}. {damaged}")
+
+    if not isinstance(state, dict):
+        raise bad("the state", "a JSON object", state)
+    if type(state.get("epoch")) is not int or state["epoch"] != epoch:
+        raise bad("epoch", f"{epoch}, the epoch of its directory", state.get("epoch"))
+    history = state.get("history")
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        raise bad("history", "a list of objects", history)
+    params = state.get("parameters")
+    if not (isinstance(params, dict) and all(
+            isinstance(v, list) and all(type(d) is int and d >= 0 for d in v)
+            for v in params.values())):
+        raise bad("parameters", "an object of name -> shape (a list of sizes)", params)
+    files = state.get("files")
+    if files is not None and not (isinstance(files, dict) and all(
+            isinstance(files.get(f), dict) and type(files[f].get("bytes")) is int
+            and isinstance(files[f].get("sha256"), str) for f in (WEIGHTS, OPTIMIZER))):
+        raise bad("files", f"an object giving bytes and sha256 of {WEIGHTS} and {OPTIMIZER}",
+                  files)
+    return state
+
+
+def check_checkpoint_files(files: dict[str, bytes], state: dict, where: str) -> None:
+    """Check a checkpoint's weights and optimizer state against its ``state.json``.
+
+    With the sizes and SHA-256 that ``state.json`` records, the bytes must match
+    them; a checkpoint written before those were recorded is parsed instead.
+
+    Raises:
+        CorruptModelError: naming the file that does not match or parse.
+    """
+    from sparkdl.architecture import weights_from_bytes
+
+    damaged = _DAMAGED.format(where=where)
+    recorded = state.get("files")
+    if recorded is not None:
+        for file, data in files.items():
+            want = recorded[file]
+            if len(data) != want["bytes"]:
+                raise CorruptModelError(
+                    f"{where}/{file} has {len(data)} bytes, {STATE} recorded {want['bytes']}: "
+                    f"it was truncated or changed after it was written. {damaged}")
+            if hashlib.sha256(data).hexdigest() != want["sha256"]:
+                raise CorruptModelError(
+                    f"{where}/{file} does not have the SHA-256 {STATE} recorded: it was "
+                    f"damaged or changed after it was written. {damaged}")
+        return
+    weights = weights_from_bytes(files[WEIGHTS], f"{where}/{WEIGHTS}")
+    shapes = parameter_shapes(weights)
+    if shapes != state["parameters"]:
+        raise CorruptModelError(
+            f"{where}/{WEIGHTS} holds parameters {_describe(shapes)}, {STATE} recorded "
+            f"{_describe(state['parameters'])}. {damaged}")
+    _optimizer_state(files[OPTIMIZER], f"{where}/{OPTIMIZER}")
 
 
 def _describe(shapes: dict[str, list[int]]) -> str:

@@ -132,6 +132,31 @@ def test_a_checkpoint_of_another_network_is_refused_before_training(digits, tmp_
         other.fit(train)
 
 
+def test_a_damaged_checkpoint_is_refused_naming_the_file_before_training(spark, digits,
+                                                                          tmp_path):
+    from sparkdl import CorruptModelError
+    from sparkdl.checkpoints import WEIGHTS, RunOutputs, RunWriter
+    from sparkdl.storage import StorageLocation
+
+    train, _ = digits
+    ckpt = str(tmp_path / "ckpt")
+    torch.manual_seed(0)
+    module = net()
+    RunWriter(RunOutputs(checkpoints=StorageLocation("local", ckpt, url=ckpt)), epochs=2) \
+        .after_epoch({"epoch": 1, "train_loss": 1.0}, module,
+                     torch.optim.Adam(module.parameters()))
+    weights = f"{ckpt}/epoch-0001/{WEIGHTS}"
+    with open(weights, "r+b") as f:  # one flipped bit, as a failing disk leaves it
+        f.seek(200)
+        byte = f.read(1)[0]
+        f.seek(200)
+        f.write(bytes([byte ^ 1]))
+    # Raised on the driver (a worker's error would arrive as a WorkerFailedError).
+    with pytest.raises(CorruptModelError, match=rf"{weights} does not have the SHA-256 "
+                                                rf"state.json recorded.*Delete {ckpt}/epoch-0001"):
+        estimator(2, "torch", checkpointDir=ckpt).fit(train)
+
+
 @pytest.mark.parametrize("params, message", [
     ({"checkpointDir": "s3a://bucket/ckpt"}, r"checkpointDir='s3a://bucket/ckpt'.*not supported"),
     ({"logDir": "gs://bucket/logs"}, r"logDir='gs://bucket/logs'.*not supported"),
