@@ -208,8 +208,32 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         return TorchEstimatorWriter(self)
 
     @classmethod
-    def read(cls) -> MLReader:
-        return TorchEstimatorReader(cls)
+    def read(cls, trusted: bool = True) -> MLReader:
+        """A reader; ``trusted=False`` refuses estimators holding pickled code."""
+        return TorchEstimatorReader(cls, trusted)
+
+    @classmethod
+    def load(cls, path: str, trusted: bool = True) -> TorchEstimator:
+        """Load an estimator saved with :meth:`save`.
+
+        Args:
+            path: any Spark path (local, ``hdfs://``, ...).
+            trusted: ``False`` loads only an estimator whose network is a
+                ``sparkdl.nn`` network (``network.json``) and whose loss and optimizer
+                are named, and refuses a cloudpickled module or factory
+                (``architecture.pkl``) or custom loss or optimizer (``loss.pkl``,
+                ``optimizer.pkl``), which would run their code on load.
+
+        Raises:
+            UntrustedCodeError: with ``trusted=False``, for pickled code.
+            ModelNotFoundError: if nothing is at ``path``.
+            CorruptModelError: naming the file, if one is missing or malformed.
+
+        Example::
+
+            TorchEstimator.load("hdfs:///estimators/digits", trusted=False)
+        """
+        return cls.read(trusted).load(path)
 
     # -- fit -----------------------------------------------------------------
 

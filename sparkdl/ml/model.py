@@ -163,6 +163,9 @@ class TorchModel(Model, TrainingParams, MLWritable, MLReadable):
 
         Raises:
             UntrustedCodeError: with ``trusted=False``, for a pickled architecture.
+            ModelNotFoundError: if nothing is at ``path``.
+            CorruptModelError: naming the file, if one is missing or malformed (no
+                metadata, truncated weights, weights that do not fit the network).
 
         Example::
 
