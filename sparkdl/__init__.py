@@ -16,6 +16,7 @@ from sparkdl.errors import (
     ModelNotFoundError,
     SchemaError,
     SparkDLError,
+    TrainingCodeError,
     UntrustedCodeError,
     WorkerFailedError,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "SparkDLError",
     "TorchEstimator",
     "TorchModel",
+    "TrainingCodeError",
     "TrainingHistory",
     "UntrustedCodeError",
     "WorkerFailedError",

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import re
 from dataclasses import dataclass
 
@@ -39,6 +40,8 @@ import torch
 
 from sparkdl.errors import ConfigError, CorruptModelError
 from sparkdl.storage import Storage, StorageLocation, open_storage
+
+log = logging.getLogger(__name__)
 
 WEIGHTS = "weights.safetensors"
 OPTIMIZER = "optimizer.pt"
@@ -173,7 +176,31 @@ def _first_line(error: BaseException) -> str:
 
 def latest_checkpoint(location: StorageLocation,
                       shapes: dict[str, list[int]]) -> Resume | None:
-    """The newest complete checkpoint at ``location`` (read on the driver), or None.
+    """The newest complete and intact checkpoint at ``location`` (read on the driver),
+    or None.
+
+    A damaged checkpoint (see :func:`checkpoint_at`) is skipped with a warning
+    naming the file, falling back to the one before it: one bad write must not
+    block every later fit.
+
+    Raises:
+        ConfigError: if it was taken from a network with other parameters.
+    """
+    store = open_storage(location)
+    epochs = sorted(e for e in map(checkpoint_epoch, store.list("")) if e is not None)
+    for epoch in reversed(epochs):
+        if STATE not in store.list(checkpoint_name(epoch)):
+            continue  # interrupted while writing it
+        try:
+            return checkpoint_at(location, epoch, shapes, store)
+        except CorruptModelError as exc:
+            log.warning("sparkdl: skipping a damaged checkpoint: %s", exc)
+    return None
+
+
+def checkpoint_at(location: StorageLocation, epoch: int, shapes: dict[str, list[int]],
+                  store: Storage | None = None) -> Resume:
+    """The checkpoint taken after ``epoch`` epochs at ``location``, checked.
 
     Read through the workers' own client rather than Hadoop's FileSystem API:
     the Hadoop client bundled with Spark cannot parse WebHDFS error replies
@@ -181,36 +208,34 @@ def latest_checkpoint(location: StorageLocation,
 
     Raises:
         ConfigError: if it was taken from a network with other parameters.
-        CorruptModelError: naming the file, if the newest complete checkpoint is
-            damaged: ``state.json`` malformed, a file missing, or a file whose size or
-            SHA-256 differs from what ``state.json`` recorded (or, for checkpoints
-            written before those were recorded, that does not parse).
+        CorruptModelError: naming the file, if the checkpoint is incomplete or
+            damaged: ``state.json`` missing or malformed, a file missing, or a file
+            whose size or SHA-256 differs from what ``state.json`` recorded (or, for
+            checkpoints written before those were recorded, that does not parse).
     """
-    store = open_storage(location)
-    epochs = sorted(e for e in map(checkpoint_epoch, store.list("")) if e is not None)
-    for epoch in reversed(epochs):
-        name = checkpoint_name(epoch)
-        present = store.list(name)
-        if STATE not in present:
-            continue  # interrupted while writing it
-        where = f"{(location.url or location.root).rstrip('/')}/{name}"
-        state = parse_state(store.read(f"{name}/{STATE}"), f"{where}/{STATE}", epoch)
-        if state["parameters"] != shapes:
-            raise ConfigError(
-                f"checkpointDir={location.url!r} holds checkpoints of another network: its "
-                f"{name} has parameters {_describe(state['parameters'])}, "
-                f"this model has {_describe(shapes)}. Use a new checkpointDir for this "
-                "model, or delete the old checkpoints.")
-        files = {}
-        for file in (WEIGHTS, OPTIMIZER):
-            if file not in present:
-                raise CorruptModelError(
-                    f"{where}/{file} is missing, though {STATE} marks the checkpoint "
-                    f"complete. {_DAMAGED.format(where=where)}")
-            files[file] = store.read(f"{name}/{file}")
-        check_checkpoint_files(files, state, where)
-        return Resume(epoch, files[WEIGHTS], files[OPTIMIZER], state["history"])
-    return None
+    store = store or open_storage(location)
+    name = checkpoint_name(epoch)
+    present = store.list(name)
+    where = f"{(location.url or location.root).rstrip('/')}/{name}"
+    if STATE not in present:
+        raise CorruptModelError(f"{where}/{STATE} is missing: the checkpoint was not "
+                                f"completed. {_DAMAGED.format(where=where)}")
+    state = parse_state(store.read(f"{name}/{STATE}"), f"{where}/{STATE}", epoch)
+    if state["parameters"] != shapes:
+        raise ConfigError(
+            f"checkpointDir={location.url!r} holds checkpoints of another network: its "
+            f"{name} has parameters {_describe(state['parameters'])}, "
+            f"this model has {_describe(shapes)}. Use a new checkpointDir for this "
+            "model, or delete the old checkpoints.")
+    files = {}
+    for file in (WEIGHTS, OPTIMIZER):
+        if file not in present:
+            raise CorruptModelError(
+                f"{where}/{file} is missing, though {STATE} marks the checkpoint "
+                f"complete. {_DAMAGED.format(where=where)}")
+        files[file] = store.read(f"{name}/{file}")
+    check_checkpoint_files(files, state, where)
+    return Resume(epoch, files[WEIGHTS], files[OPTIMIZER], state["history"])
 
 
 _DAMAGED = ("Delete {where} to resume from the checkpoint before it, or use a new "

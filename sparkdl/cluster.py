@@ -76,6 +76,34 @@ def check_capacity(sc: SparkContext, num_workers: int,
     return slots
 
 
+def wait_for_slots(sc: SparkContext, num_workers: int, timeout_s: float) -> int:
+    """Wait until ``num_workers`` barrier tasks fit again (after a lost executor).
+
+    A cluster manager replaces a lost executor within seconds to minutes; a fit
+    that restarts waits for that, but not longer than ``timeout_s``.
+
+    Returns:
+        The number of slots found.
+
+    Raises:
+        ClusterCapacityError: naming the slots seen, if they did not come back.
+    """
+    deadline = time.monotonic() + timeout_s
+    slots = task_slots(sc)
+    seen = {slots}
+    while slots < num_workers and time.monotonic() < deadline:
+        time.sleep(0.5)
+        slots = task_slots(sc)
+        seen.add(slots)
+    if slots < num_workers:
+        raise ClusterCapacityError(
+            f"The training job lost an executor and the cluster did not come back to "
+            f"numWorkers={num_workers} task slots within timeout={timeout_s:g} s (slots "
+            f"seen while waiting: {sorted(seen)}; master {sc.master!r}). Add executors, "
+            f"lower numWorkers, or raise timeout.")
+    return slots
+
+
 class _SlotLedger:
     """Task slots held by this driver's running barrier jobs, per application."""
 

@@ -56,6 +56,20 @@ class UntrustedCodeError(SparkDLError, PermissionError):
         True
     """
 
+
+class TrainingCodeError(SparkDLError, RuntimeError):
+    """The network's forward pass, the loss or the backward pass raised.
+
+    The user's own code failed, so a fit does not restart for it (a lost executor
+    does); the message names the rank, epoch and step, and the original
+    traceback follows it.
+
+    Example:
+        >>> issubclass(TrainingCodeError, RuntimeError)
+        True
+    """
+
+
 class CorruptModelError(SparkDLError, ValueError):
     """A saved model, estimator, network spec or checkpoint is incomplete or malformed.
 

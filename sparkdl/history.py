@@ -31,6 +31,10 @@ class TrainingHistory:
             ``backend_start``, ``train``, ``backend_stop`` where a child reports them).
         resumed_from_epoch: the checkpoint's epoch this fit continued from (0: none);
             ``epochs`` then starts with the epochs recorded in that checkpoint.
+        attempts: one dict per run of the barrier job: ``attempt`` (1, 2, ...),
+            ``started``/``ended`` (UTC, ISO 8601), ``status`` (``finished`` or
+            ``failed``), ``resumed_from_epoch``; a failed one also ``cause`` and,
+            where Spark names them, ``failed_rank`` and ``failed_executor``.
     """
 
     epochs: list[dict] = field(default_factory=list)
@@ -38,6 +42,12 @@ class TrainingHistory:
     num_workers: int = 0
     workers: list[dict] = field(default_factory=list)
     resumed_from_epoch: int = 0
+    attempts: list[dict] = field(default_factory=list)
+
+    @property
+    def restarts(self) -> int:
+        """How many times the barrier job ran again after a failure."""
+        return max(len(self.attempts) - 1, 0)
 
     def metric(self, name: str) -> list:
         """The values of one metric, epoch by epoch (``None`` where absent)."""

@@ -17,8 +17,14 @@ the ranks; messages travel as size-capped JSON, never pickles. Ranks meet per ta
 attempt number, and a rank that connects again replaces its earlier, dead
 connection, so a retried barrier stage meets again.
 
+The same service takes rank reports while the job trains (:meth:`RendezvousAddress.post_state`,
+:meth:`RendezvousAddress.post_failure`): rank 0's state after an epoch, so that a
+fit restarted after a lost executor resumes there, and a rank's failure in the
+user's own code, so that it is never retried. Reports are authenticated the same
+way; a state is size-capped before it is read.
+
 ``spark.sparkdl.rendezvous=barrier`` falls back to ``allGather`` where executors
-cannot open connections to the driver.
+cannot open connections to the driver (and then no report reaches the driver).
 
 Example:
     >>> with DriverRendezvous(2, "127.0.0.1") as rdv:
@@ -40,7 +46,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import AuthenticationError
@@ -114,6 +120,8 @@ class RendezvousAddress:
     port: int
     authkey: bytes
     timeout_s: float = 600.0
+    #: Largest training state the driver takes (0: it takes none).
+    max_state_bytes: int = 0
 
     def gather(self, rank: int, message: str, attempt: int) -> list[str]:
         """Post this rank's message and wait for every rank's, in rank order.
@@ -135,6 +143,43 @@ class RendezvousAddress:
                 raise WorkerFailedError("The driver closed the rendezvous before all ranks "
                                         "arrived (the fit was cancelled).") from exc
             return json.loads(reply)
+
+    def post_state(self, epoch: int, state: bytes) -> bool:
+        """Hand the driver rank 0's training state after ``epoch`` epochs.
+
+        Returns:
+            Whether the driver stored it: False when it takes no states or this one
+            is over its cap (:attr:`max_state_bytes`).
+
+        Raises:
+            WorkerFailedError: if the driver cannot be reached.
+        """
+        if not 0 < len(state) <= self.max_state_bytes:
+            return False
+        conn = self._connect(0)
+        with conn:
+            _kernel_timeouts(conn, HANDSHAKE_S)  # each send and the reply, not the whole
+            conn.send_bytes(_dumps({"kind": "state", "epoch": epoch, "bytes": len(state)}))
+            conn.send_bytes(state)
+            try:
+                return conn.recv_bytes(16) == b"stored"
+            except (EOFError, OSError):
+                return False
+
+    def post_failure(self, rank: int, text: str) -> None:
+        """Tell the driver that ``rank`` failed in the user's own code (never retried).
+
+        Best effort: the task fails with the same text either way.
+        """
+        try:
+            conn = self._connect(rank)
+            with conn:
+                _kernel_timeouts(conn, HANDSHAKE_S)
+                conn.send_bytes(_dumps({"kind": "failure", "rank": rank,
+                                        "text": text[:MAX_MESSAGE_BYTES // 2]}))
+                conn.recv_bytes(16)
+        except (WorkerFailedError, EOFError, OSError):
+            pass
 
     def _connect(self, rank: int) -> Connection:
         deadline = time.monotonic() + HANDSHAKE_S * 3
@@ -177,17 +222,25 @@ class DriverRendezvous:
         host: the driver address executors use (``spark.driver.host``).
         bind: the local address to listen on (``spark.driver.bindAddress``).
         timeout_s: how long a rank waits for the others.
+        on_state: takes rank 0's training states ``(epoch, bytes)``; None: none taken.
+        max_state_bytes: the largest state taken (checked before it is read).
+        on_failure: takes ranks' failures in user code ``(rank, text)``.
     """
 
     def __init__(self, num_ranks: int, host: str, bind: str | None = None,
-                 timeout_s: float = 600.0) -> None:
+                 timeout_s: float = 600.0,
+                 on_state: Callable[[int, bytes], None] | None = None,
+                 max_state_bytes: int = 0,
+                 on_failure: Callable[[int, str], None] | None = None) -> None:
         self.num_ranks = num_ranks
         self._authkey = secrets.token_bytes(32)
         self._bind = bind or host
         self._listener = socket.create_server((self._bind, 0))
         self._listener.settimeout(0.5)  # so that close() is seen without a wake-up call
+        self._on_state = on_state
+        self._on_failure = on_failure
         self.address = RendezvousAddress(host, self._listener.getsockname()[1], self._authkey,
-                                         timeout_s)
+                                         timeout_s, max_state_bytes if on_state else 0)
         self._pending = threading.BoundedSemaphore(MAX_PENDING)
         # attempt -> rank -> (accept order, connection, message)
         self._waiting: dict[int, dict[int, tuple[int, Connection, str]]] = {}
@@ -219,7 +272,11 @@ class DriverRendezvous:
         conn = None
         try:
             conn = _open(sock, self._authkey, driver=True)
-            attempt, rank, message = json.loads(conn.recv_bytes(MAX_MESSAGE_BYTES))
+            head = json.loads(conn.recv_bytes(MAX_MESSAGE_BYTES))
+            if isinstance(head, dict):
+                self._report(conn, head)
+                return
+            attempt, rank, message = head
             _kernel_timeouts(conn, 0)
         except (EOFError, OSError, ValueError, TypeError, AuthenticationError):
             (conn or sock).close()
@@ -258,6 +315,28 @@ class DriverRendezvous:
                     pass  # that rank died; Spark fails the barrier stage
                 peer.close()
 
+    def _report(self, conn: Connection, head: dict) -> None:
+        # Still under the handshake's per-read deadline, and the body is capped by
+        # the size announced and checked here, before anything is allocated.
+        with conn:
+            kind = head.get("kind")
+            if kind == "state" and self._on_state is not None:
+                epoch, size = head.get("epoch"), head.get("bytes")
+                limit = self.address.max_state_bytes
+                if not (isinstance(epoch, int) and isinstance(size, int)
+                        and 0 < size <= limit):
+                    return
+                state = conn.recv_bytes(limit)
+                if len(state) != size:
+                    return
+                self._on_state(epoch, state)
+                conn.send_bytes(b"stored")
+            elif kind == "failure" and self._on_failure is not None:
+                rank, text = head.get("rank"), head.get("text")
+                if isinstance(rank, int) and isinstance(text, str):
+                    self._on_failure(rank, text)
+                conn.send_bytes(b"noted")
+
     def close(self) -> None:
         """Stop listening and drop ranks still waiting (they see the rendezvous closed)."""
         self._closed = True
@@ -290,12 +369,14 @@ def rendezvous_mode(spark) -> str:
 
 
 @contextmanager
-def rendezvous_for(spark, mode: str, num_ranks: int,
-                   timeout_s: float) -> Iterator[RendezvousAddress | None]:
+def rendezvous_for(spark, mode: str, num_ranks: int, timeout_s: float,
+                   **reports) -> Iterator[RendezvousAddress | None]:
     """The rendezvous of one barrier job in ``mode`` (from :func:`rendezvous_mode`).
 
     Yields the driver service's address (closed on exit), or ``None`` for
     ``barrier`` mode, where ranks meet through ``BarrierTaskContext.allGather``.
+    ``reports`` are :class:`DriverRendezvous`'s ``on_state``, ``max_state_bytes``
+    and ``on_failure``.
     """
     if mode == "barrier":
         yield None
@@ -303,5 +384,5 @@ def rendezvous_for(spark, mode: str, num_ranks: int,
     conf = spark.sparkContext.getConf()
     host = conf.get("spark.driver.host")
     with DriverRendezvous(num_ranks, host, conf.get("spark.driver.bindAddress", host),
-                          timeout_s) as service:
+                          timeout_s, **reports) as service:
         yield service.address

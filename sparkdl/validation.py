@@ -34,6 +34,19 @@ def require_positive_int(name: str, value) -> int:
     return value
 
 
+def require_non_negative_int(name: str, value) -> int:
+    """``value`` if it is an integer >= 0.
+
+    Raises:
+        ConfigError: naming ``name`` and echoing ``value``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer. Received: {name}={value!r}")
+    if value < 0:
+        raise ConfigError(f"{name} must be >= 0. Received: {name}={value!r}")
+    return value
+
+
 def require_positive(name: str, value) -> float:
     """``value`` if it is a finite number > 0.
 

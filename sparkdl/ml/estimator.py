@@ -32,7 +32,7 @@ from sparkdl.ml import preflight
 from sparkdl.ml.model import TorchModel
 from sparkdl.ml.params import TrainingParams
 from sparkdl.ml.persistence import TorchEstimatorReader, TorchEstimatorWriter
-from sparkdl.ml.training_job import run_training_job
+from sparkdl.ml.recovery import RestartPolicy, train_with_restarts
 from sparkdl.optimizers import check_optimizer
 from sparkdl.rendezvous import rendezvous_mode
 from sparkdl.storage.resolve import resolve_location
@@ -72,7 +72,8 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         **params: any Param by name (``featuresCol``, ``labelCol``, ``batchSize``,
             ``epochs``, ``numWorkers``, ``seed``, ``validationFraction``, ``backend``,
             ``backendOptions``, ``backwardPassesPerStep``, ``checkpointDir``,
-            ``checkpointInterval``, ``logDir``, ...).
+            ``checkpointInterval``, ``logDir``, ``maxRestarts``,
+            ``driverStateInterval``, ...).
 
     Example:
         >>> import torch
@@ -101,7 +102,7 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
                  validationFraction=None, validationCol=None, backend=None,
                  backendOptions=None, backwardPassesPerStep=None, shuffle=None,
                  timeout=None, checkpointDir=None, checkpointInterval=None,
-                 logDir=None) -> None:
+                 logDir=None, maxRestarts=None, driverStateInterval=None) -> None:
         super().__init__()
         self._setDefault(backend=default_backend())
         self._model = None
@@ -117,7 +118,7 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
                   validationFraction=None, validationCol=None, backend=None,
                   backendOptions=None, backwardPassesPerStep=None, shuffle=None,
                   timeout=None, checkpointDir=None, checkpointInterval=None,
-                  logDir=None) -> TorchEstimator:
+                  logDir=None, maxRestarts=None, driverStateInterval=None) -> TorchEstimator:
         """Set any Param by name, plus ``model``, callable ``loss``/``optimizer``."""
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         if "model" in kwargs:
@@ -201,6 +202,12 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
     def setLogDir(self, value: str) -> TorchEstimator:
         return self._set(logDir=value)
 
+    def setMaxRestarts(self, value: int) -> TorchEstimator:
+        return self._set(maxRestarts=value)
+
+    def setDriverStateInterval(self, value: int) -> TorchEstimator:
+        return self._set(driverStateInterval=value)
+
     # -- persistence -----------------------------------------------------------
 
     def write(self) -> MLWriter:
@@ -259,12 +266,17 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         if frac > 0 and self.isSet(self.validationCol):
             raise ConfigError("Set validationFraction or validationCol, not both.")
         require_positive("timeout", self.getTimeout())
+        self._restart_policy()
         for name in ("loss", "optimizer"):
             if self.getOrDefault(name) == "custom" and self._custom_code(name) is None:
                 raise ConfigError(f"{name}='custom' needs a callable: pass {name}=<callable>.")
         resolve_loss(self._loss())
         check_optimizer(self._optimizer(), self.getOrDefault(self.optimizerParams))
         check_backend(self._backend(), self.getBackendOptions())
+
+    def _restart_policy(self) -> RestartPolicy:
+        return RestartPolicy(self.getMaxRestarts(), self.getDriverStateInterval(),
+                             self.getTimeout())
 
     def _fit(self, dataset: DataFrame) -> TorchModel:
         self._check_params()
@@ -326,20 +338,21 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
             backward_passes_per_step=self.getOrDefault(self.backwardPassesPerStep),
             outputs=outputs,
         )
-        resume = outputs.resume
-        if resume is not None and resume.epoch >= spec.epochs:
+        start = outputs.resume
+        if start is not None and start.epoch >= spec.epochs:
             log.info("sparkdl: checkpointDir holds epoch %d of %d: nothing left to train",
-                     resume.epoch, spec.epochs)
-            weights, epochs, workers = resume.weights, [], []
+                     start.epoch, spec.epochs)
         else:
             log.info("sparkdl: training on %d workers with backend=%s%s", num_workers,
-                     spec.backend, f", resuming after epoch {resume.epoch}" if resume else "")
-            job = run_training_job(prepared, spec, slots, meet)
-            weights, epochs, workers = job.weights, job.epochs, job.workers
+                     spec.backend, f", resuming after epoch {start.epoch}" if start else "")
+        run = train_with_restarts(prepared, spec, slots, meet, self._restart_policy(), shapes)
+        weights, epochs, workers = run.job.weights, run.job.epochs, run.job.workers
         for record in epochs:
             log.info("sparkdl epoch %s", record)
+        resume = run.resume
         history = TrainingHistory((resume.history if resume else []) + epochs, spec.backend,
-                                  num_workers, workers, resume.epoch if resume else 0)
+                                  num_workers, workers, start.epoch if start else 0,
+                                  run.attempts)
         fitted = TorchModel(spec.architecture, bytes(weights), history)
         fitted._resetUid(self.uid.replace("TorchEstimator", "TorchModel"))
         self._copyValues(fitted)

@@ -171,6 +171,16 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
     checkpointInterval = Param(Params._dummy(), "checkpointInterval",
                                "epochs between checkpoints (the last epoch always has one)",
                                typeConverter=TypeConverters.toInt)
+    maxRestarts = Param(Params._dummy(), "maxRestarts",
+                        "times the training job runs again after it failed for a reason "
+                        "outside the user's code (a lost executor, a killed rank, a timeout), "
+                        "resuming from the newest state; 0: never",
+                        typeConverter=TypeConverters.toInt)
+    driverStateInterval = Param(Params._dummy(), "driverStateInterval",
+                                "epochs between the training states (weights, optimizer "
+                                "state, history) rank 0 hands the driver for restarts; 0: "
+                                "none (a restart resumes from checkpointDir or the start)",
+                                typeConverter=TypeConverters.toInt)
     logDir = Param(Params._dummy(), "logDir",
                    "directory (local, file:, hdfs://, webhdfs://) for metrics.jsonl, one "
                    "line per epoch, updated as training runs; '' for none",
@@ -182,7 +192,8 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
                          optimizerParams={"lr": 1e-3}, epochs=5, numWorkers=1, seed=42,
                          validationFraction=0.0, backend="torch", backendOptions={},
                          backwardPassesPerStep=1, shuffle=True, timeout=600.0,
-                         checkpointDir="", checkpointInterval=1, logDir="")
+                         checkpointDir="", checkpointInterval=1, logDir="", maxRestarts=3,
+                         driverStateInterval=1)
 
     def getLoss(self) -> str:
         """The loss name (``"custom"`` for a callable)."""
@@ -244,3 +255,11 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
     def getLogDir(self) -> str:
         """Where ``metrics.jsonl`` goes (``""``: none)."""
         return self.getOrDefault(self.logDir)
+
+    def getMaxRestarts(self) -> int:
+        """Restarts of the training job after an infrastructure failure."""
+        return self.getOrDefault(self.maxRestarts)
+
+    def getDriverStateInterval(self) -> int:
+        """Epochs between the training states rank 0 hands the driver (0: none)."""
+        return self.getOrDefault(self.driverStateInterval)

@@ -31,7 +31,8 @@ class JobResult:
     workers: list[dict]
 
 
-def run_training_job(prepared: DataFrame, spec: TrainSpec, slots: int, meet: str) -> JobResult:
+def run_training_job(prepared: DataFrame, spec: TrainSpec, slots: int, meet: str,
+                     **reports) -> JobResult:
     """Run ``train_task`` as one barrier task per partition of ``prepared``.
 
     Args:
@@ -39,13 +40,16 @@ def run_training_job(prepared: DataFrame, spec: TrainSpec, slots: int, meet: str
         spec: the run; its rendezvous address is filled in here.
         slots: the cluster's task slots (:func:`~sparkdl.cluster.check_capacity`).
         meet: the rendezvous mode (:func:`~sparkdl.rendezvous.rendezvous_mode`).
+        **reports: where the driver's rendezvous hands the ranks' reports
+            (``on_state``, ``max_state_bytes``, ``on_failure``;
+            :class:`~sparkdl.rendezvous.DriverRendezvous`).
 
     Raises:
         WorkerFailedError: with the failing worker's own traceback.
     """
     spark = prepared.sparkSession
     with barrier_slots(spark.sparkContext, spec.num_workers, slots), \
-            rendezvous_for(spark, meet, spec.num_workers, spec.timeout_s) as address:
+            rendezvous_for(spark, meet, spec.num_workers, spec.timeout_s, **reports) as address:
         shipped = ShippedSpec.of(dataclasses.replace(spec, rendezvous=address))
         job = prepared.mapInArrow(partial(train_task, shipped), RESULT_DDL, barrier=True)
         try:

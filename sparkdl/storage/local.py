@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from sparkdl.storage.base import Storage
 
 
 class LocalStorage(Storage):
-    """Plain files; each write lands under a temporary name and is renamed into
-    place, so a reader never sees half a checkpoint file."""
+    """Plain files; each write lands under a temporary name, is flushed to disk and
+    renamed into place, so a reader never sees half a checkpoint file, even after
+    a power loss (a checkpoint's ``state.json``, written last, marks it complete)."""
 
     def _path(self, relpath: str) -> str:
         return os.path.join(self.location.root, relpath)
@@ -18,9 +20,22 @@ class LocalStorage(Storage):
         path = self._path(relpath)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            raise
+        # The rename itself is durable once the directory is.
+        directory = os.open(os.path.dirname(path), os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
     def read(self, relpath: str) -> bytes:
         with open(self._path(relpath), "rb") as f:

@@ -12,12 +12,16 @@ from __future__ import annotations
 import http.client
 import json
 import posixpath
+import time
 import urllib.parse
+import uuid
 
 from sparkdl.errors import SparkDLError
 from sparkdl.storage.base import Storage
 
 TIMEOUT_S = 60.0
+#: Tries of each step of a write (connection errors and 5xx replies are retried).
+RETRIES = 4
 
 
 class WebHdfsError(SparkDLError, OSError):
@@ -57,10 +61,27 @@ class WebHdfsStorage(Storage):
             conn.close()
 
     def write(self, relpath: str, data: bytes) -> None:
-        # CREATE makes missing parents; the NameNode redirects to a DataNode.
-        _, _, target = self._request("PUT", self._url(relpath, "CREATE", overwrite="true"),
-                                     expect=(307,))
-        self._request("PUT", target, body=data, expect=(201,))
+        """Upload under a temporary name, then RENAME it into place, so a reader never
+        sees half a file; each step is retried on connection errors and 5xx replies."""
+        tmp = f"{relpath}.{uuid.uuid4().hex[:12]}.tmp"
+
+        def upload() -> None:
+            # CREATE makes missing parents; the NameNode redirects to a DataNode.
+            _, _, target = self._request("PUT", self._url(tmp, "CREATE", overwrite="true"),
+                                         expect=(307,))
+            self._request("PUT", target, body=data, expect=(201,))
+
+        def rename() -> None:
+            # RENAME does not replace an existing file (it answers false): delete first.
+            self._request("DELETE", self._url(relpath, "DELETE"), expect=(200,))
+            destination = posixpath.join(self.location.root, relpath)
+            _, reply, _ = self._request("PUT", self._url(tmp, "RENAME",
+                                                         destination=destination))
+            if not json.loads(reply).get("boolean"):
+                raise WebHdfsError(f"WebHDFS RENAME of {tmp} to {destination} was refused")
+
+        _with_retries(upload)
+        _with_retries(rename)
 
     def read(self, relpath: str) -> bytes:
         _, _, target = self._request("GET", self._url(relpath, "OPEN"), expect=(307,))
@@ -72,6 +93,18 @@ class WebHdfsStorage(Storage):
         if status == 404:
             return []
         return sorted(f["pathSuffix"] for f in json.loads(data)["FileStatuses"]["FileStatus"])
+
+
+def _with_retries(step, attempts: int = RETRIES) -> None:
+    for attempt in range(attempts):
+        try:
+            step()
+            return
+        except (OSError, http.client.HTTPException) as exc:
+            transient = not isinstance(exc, WebHdfsError) or " HTTP 5" in str(exc)
+            if not transient or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * 2 ** attempt)
 
 
 def _without_user(url: str) -> str:

@@ -9,7 +9,10 @@ process. Every rank runs the same number of steps (see
 
 from __future__ import annotations
 
+import io
+import logging
 import time
+import traceback
 
 import numpy as np
 import torch
@@ -19,9 +22,12 @@ from sparkdl.checkpoints import RunWriter, load_optimizer_state
 from sparkdl.collective.base import Collective, PeerInfo
 from sparkdl.data.schedule import epoch_order, global_batch_rows, steps_per_epoch
 from sparkdl.data.shard import LocalShard
+from sparkdl.errors import TrainingCodeError
 from sparkdl.losses import resolve_loss
 from sparkdl.optimizers import build_optimizer
 from sparkdl.worker.spec import TrainSpec
+
+log = logging.getLogger(__name__)
 
 
 def build_module(spec: TrainSpec, device: torch.device) -> torch.nn.Module:
@@ -136,10 +142,13 @@ def train_loop(spec: TrainSpec, shard: LocalShard, collective: Collective, rank:
             if len(index):
                 x = torch.from_numpy(shard.features(index)).to(device)
                 y = torch.from_numpy(shard.labels(index)).to(device)
-                output = module(x)
-                mean_loss = loss_spec.fn(output, y)
                 weight = collective.loss_weight(len(index), int(global_rows[step])) / group
-                (mean_loss * weight).backward()
+                try:
+                    output = module(x)
+                    mean_loss = loss_spec.fn(output, y)
+                    (mean_loss * weight).backward()
+                except Exception as exc:
+                    raise _in_user_code(exc, spec, rank, epoch, step) from exc
                 metrics.add(output.detach(), y, mean_loss.detach(), task)
             else:
                 _zero_contribution(module)
@@ -152,7 +161,60 @@ def train_loop(spec: TrainSpec, shard: LocalShard, collective: Collective, rank:
         history.append(record)
         if writer is not None:
             writer.after_epoch(record, module, optimizer)
+        if rank == 0 and spec.rendezvous is not None and spec.state_interval and \
+                (epoch + 1) % spec.state_interval == 0 and epoch + 1 < spec.epochs:
+            previous = outputs.resume.history if outputs.resume else []
+            _hand_state_to_driver(spec, epoch + 1, previous + history, module, optimizer)
     return module, history
+
+
+def _in_user_code(exc: Exception, spec: TrainSpec, rank: int, epoch: int,
+                  step: int) -> Exception:
+    """``exc`` from the forward pass, loss or backward pass, as what it is.
+
+    A collective's own failure inside backward (Horovod's gradient hooks, a
+    torch.distributed error: a peer is gone) stays itself, so that the fit
+    restarts; anything else is the user's code and is told to the driver first,
+    which then never restarts for it, even if a peer's failure reaches Spark first.
+    """
+    collective_errors = tuple(getattr(torch.distributed, name) for name in ("DistError",)
+                              if hasattr(torch.distributed, name))
+    if isinstance(exc, collective_errors) or type(exc).__module__.startswith("horovod"):
+        return exc
+    error = TrainingCodeError(
+        f"The network's forward pass, the loss or the backward pass raised "
+        f"{type(exc).__name__} on rank {rank} in epoch {epoch + 1}, step {step + 1}: {exc}")
+    if spec.rendezvous is not None:
+        text = "".join(traceback.format_exception(exc))
+        spec.rendezvous.post_failure(rank, f"{text}\nsparkdl.errors.TrainingCodeError: {error}")
+    return error
+
+
+def _hand_state_to_driver(spec: TrainSpec, epoch: int, history: list[dict],
+                          module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Rank 0's state after ``epoch`` to the driver, which a restarted fit resumes from.
+
+    Never fails training: a driver that cannot take it leaves the restart to
+    ``checkpointDir`` or the first epoch.
+    """
+    from sparkdl.architecture import weights_to_bytes
+    from sparkdl.checkpoints import Resume
+    from sparkdl.epoch_state import encode_state
+
+    buffer = io.BytesIO()
+    torch.save(optimizer.state_dict(), buffer)
+    state = encode_state(Resume(epoch, weights_to_bytes(module), buffer.getvalue(), history))
+    try:
+        stored = spec.rendezvous.post_state(epoch, state)
+    except Exception as exc:  # noqa: BLE001 - training goes on without it
+        log.warning("sparkdl: could not hand the state after epoch %d to the driver: %s",
+                    epoch, exc)
+        return
+    if not stored:
+        log.warning("sparkdl: the driver did not take the %d-byte state after epoch %d (over "
+                    "its cap, spark.driver.maxResultSize=%d bytes); a restart would resume "
+                    "from checkpointDir or the start", len(state), epoch,
+                    spec.rendezvous.max_state_bytes)
 
 
 def _validate(module, shard, loss_spec, collective, spec, device) -> dict:

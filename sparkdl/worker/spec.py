@@ -21,7 +21,11 @@ from sparkdl.architecture import Architecture
 from sparkdl.checkpoints import RunOutputs
 from sparkdl.data.shard import ShardLayout
 from sparkdl.rendezvous import RendezvousAddress
-from sparkdl.validation import require_positive, require_positive_int
+from sparkdl.validation import (
+    require_non_negative_int,
+    require_positive,
+    require_positive_int,
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,9 @@ class TrainSpec:
             ``BarrierTaskContext.allGather``.
         outputs: where rank 0 writes checkpoints and training logs, and the
             checkpoint this run resumes from.
+        state_interval: every this many epochs rank 0 hands its training state
+            to the driver (through ``rendezvous``), which a restart after a lost
+            executor resumes from; 0: never.
     """
 
     architecture: Architecture
@@ -69,8 +76,10 @@ class TrainSpec:
     backward_passes_per_step: int = 1
     rendezvous: RendezvousAddress | None = None
     outputs: RunOutputs = field(default_factory=RunOutputs)
+    state_interval: int = 0
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "epochs", "num_workers", "backward_passes_per_step"):
             require_positive_int(name, getattr(self, name))
         require_positive("timeout_s", self.timeout_s)
+        require_non_negative_int("state_interval", self.state_interval)

@@ -16,6 +16,7 @@ from sparkdl.errors import (
     ModelNotFoundError,
     SchemaError,
     SparkDLError,
+    TrainingCodeError,
     UntrustedCodeError,
     WorkerFailedError,
 )
@@ -27,7 +28,7 @@ ALL = [obj for _, obj in inspect.getmembers(errors, inspect.isclass)
 def test_all_known_classes_are_found():
     assert set(ALL) == {SparkDLError, ConfigError, SchemaError, ClusterCapacityError,
                         WorkerFailedError, UntrustedCodeError, CorruptModelError,
-                        ModelNotFoundError}
+                        ModelNotFoundError, TrainingCodeError}
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)

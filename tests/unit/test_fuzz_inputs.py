@@ -33,6 +33,7 @@ from sparkdl.checkpoints import (
     WEIGHTS,
     RunOutputs,
     RunWriter,
+    checkpoint_at,
     latest_checkpoint,
     load_optimizer_state,
     parameter_shapes,
@@ -445,12 +446,12 @@ def test_a_damaged_checkpoint_file_is_refused_naming_it(checkpoint, file):
     for blob in damaged:
         rewrite(where / file, blob)
         with pytest.raises(CorruptModelError) as caught:
-            latest_checkpoint(location, shapes)
+            checkpoint_at(location, 1, shapes)
         assert_names(caught.value, f"{where}/{file}")
         assert f"Delete {where}" in str(caught.value)
     os.remove(where / file)
     with pytest.raises(CorruptModelError, match=f"{where}/{file} is missing"):
-        latest_checkpoint(location, shapes)
+        checkpoint_at(location, 1, shapes)
 
 
 def test_every_truncation_of_state_json_is_refused_naming_it(checkpoint):
@@ -459,7 +460,7 @@ def test_every_truncation_of_state_json_is_refused_naming_it(checkpoint):
     for end in range(len(text)):
         rewrite(where / STATE, text[:end])
         with pytest.raises(CorruptModelError, match=f"^{where}/{STATE} "):
-            latest_checkpoint(location, shapes)
+            checkpoint_at(location, 1, shapes)
 
 
 def test_every_state_json_value_replaced_by_a_wrong_one(checkpoint):
@@ -476,7 +477,7 @@ def test_every_state_json_value_replaced_by_a_wrong_one(checkpoint):
                 assert resume["epoch"] == 1 and isinstance(resume["history"], list)
             rewrite(where / STATE, json.dumps(changed).encode())
             try:
-                latest_checkpoint(location, shapes)
+                checkpoint_at(location, 1, shapes)
             except CorruptModelError as e:
                 assert_names(e, str(where))
             except ConfigError as e:  # other parameter shapes: another network's
@@ -494,13 +495,28 @@ def test_checkpoints_written_before_fingerprints_are_still_checked(checkpoint):
         for end in range(0, len(good), max(1, len(good) // 50)):
             rewrite(where / file, good[:end])
             with pytest.raises(CorruptModelError) as caught:
-                latest_checkpoint(location, shapes)
+                checkpoint_at(location, 1, shapes)
             assert_names(caught.value, f"{where}/{file}")
         rewrite(where / file, good)
     # Weights of other shapes than state.json recorded.
     rewrite(where / WEIGHTS, weights_to_bytes(torch.nn.Linear(4, 3)))
     with pytest.raises(CorruptModelError, match=f"{where}/{WEIGHTS} holds parameters"):
-        latest_checkpoint(location, shapes)
+        checkpoint_at(location, 1, shapes)
+
+
+def test_the_newest_checkpoint_damaged_falls_back_to_the_one_before(checkpoint, caplog):
+    location, shapes, where = checkpoint
+    module = small_module()
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.1)
+    RunWriter(RunOutputs(checkpoints=location), epochs=3).after_epoch(
+        {"epoch": 2, "train_loss": 0.4}, module, optimizer)
+    newest = where.parent / "epoch-0002"
+    rewrite(newest / WEIGHTS, (newest / WEIGHTS).read_bytes()[:-7])
+    with caplog.at_level("WARNING", logger="sparkdl.checkpoints"):
+        assert latest_checkpoint(location, shapes).epoch == 1
+    assert f"{newest}/{WEIGHTS}" in caplog.text and "skipping a damaged checkpoint" in caplog.text
+    rewrite(where / STATE, b"{")  # the one before damaged too: start from the first epoch
+    assert latest_checkpoint(location, shapes) is None
 
 
 def test_random_bytes_are_refused_as_optimizer_state():

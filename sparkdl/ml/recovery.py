@@ -1,0 +1,215 @@
+"""Restarting a fit's barrier job after a lost executor, from the newest state.
+
+Spark never retries a failed barrier ResultStage, and TorchDistributor and
+horovod.spark give up with it. :func:`train_with_restarts` runs the barrier job
+again, up to ``maxRestarts`` times, when it failed for a reason outside the
+user's code (a lost executor, a killed rank process, a rank that stopped
+answering, a collective or rendezvous timeout): it waits for the cluster to
+have ``numWorkers`` task slots again and resumes from the newest of two states,
+the one rank 0 last handed the driver (:mod:`sparkdl.epoch_state`, every
+``driverStateInterval`` epochs) and the newest complete checkpoint in
+``checkpointDir``. Resuming at an epoch boundary gives the weights of an
+uninterrupted run. A failure in the user's code (the forward pass, the loss, the
+backward pass: :class:`~sparkdl.errors.TrainingCodeError`) is never retried.
+
+Example::
+
+    policy = RestartPolicy(max_restarts=3, state_interval=1, timeout_s=600.0)
+    run = train_with_restarts(prepared, spec, slots, meet, policy, shapes)
+    run.job.weights, run.resume, run.attempts
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from pyspark.sql import DataFrame
+
+from sparkdl.checkpoints import Resume, latest_checkpoint
+from sparkdl.cluster import wait_for_slots
+from sparkdl.epoch_state import decode_state
+from sparkdl.errors import WorkerFailedError
+from sparkdl.ml.training_job import JobResult, run_training_job
+from sparkdl.validation import require_non_negative_int
+from sparkdl.worker.spec import TrainSpec
+
+log = logging.getLogger(__name__)
+
+#: Errors that fail the same way on every attempt: the user's code, settings, data.
+_DETERMINISTIC = ("TrainingCodeError", "ConfigError", "SchemaError", "UntrustedCodeError",
+                  "ModuleNotFoundError", "PicklingError", "SyntaxError")
+#: The state a driver takes when spark.driver.maxResultSize is 0 (no limit).
+_UNLIMITED_STATE_BYTES = 1 << 34
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How a fit survives a lost executor.
+
+    Attributes:
+        max_restarts: barrier jobs run again after an infrastructure failure (0: none).
+        state_interval: epochs between the states rank 0 hands the driver (0: none;
+            a restart then resumes from ``checkpointDir`` or the first epoch).
+        timeout_s: how long a restart waits for the cluster's task slots to return.
+    """
+
+    max_restarts: int = 3
+    state_interval: int = 1
+    timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        require_non_negative_int("maxRestarts", self.max_restarts)
+        require_non_negative_int("driverStateInterval", self.state_interval)
+
+
+@dataclass(frozen=True)
+class RecoveredRun:
+    """The last barrier job's result, the state it resumed from, and every attempt."""
+
+    job: JobResult
+    resume: Resume | None
+    attempts: list[dict]
+
+
+class _DriverState:
+    """What the ranks report to the driver while a job trains: rank 0's newest
+    state, and failures in the user's code."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.newest: Resume | None = None
+        self.user_failure: str | None = None
+
+    def on_state(self, epoch: int, data: bytes) -> None:
+        try:
+            state = decode_state(data)
+        except ValueError as exc:
+            log.warning("sparkdl: ignored a malformed training state from rank 0: %s", exc)
+            return
+        with self._lock:
+            if self.newest is None or state.epoch > self.newest.epoch:
+                self.newest = state
+
+    def on_failure(self, rank: int, text: str) -> None:
+        with self._lock:
+            if self.user_failure is None:
+                self.user_failure = f"A training worker failed (rank {rank}):\n{text}"
+
+
+def max_state_bytes(spark) -> int:
+    """The largest state the driver takes: ``spark.driver.maxResultSize``, the cap Spark
+    puts on what tasks hand the driver."""
+    size = int(spark.sparkContext._jsc.sc().conf().getSizeAsBytes(
+        "spark.driver.maxResultSize", "1g"))
+    return size if size > 0 else _UNLIMITED_STATE_BYTES
+
+
+def retryable(message: str) -> bool:
+    """Whether a failed barrier job may succeed when run again.
+
+    Example:
+        >>> retryable("ExecutorLostFailure (executor 1 exited caused by one of the running tasks)")
+        True
+        >>> retryable("A training worker failed: sparkdl.errors.TrainingCodeError: ...")
+        False
+    """
+    return not any(name in message for name in _DETERMINISTIC)
+
+
+def failure_facts(message: str) -> dict:
+    """The failed rank and executor named in Spark's barrier-stage error, where given.
+
+    Example:
+        >>> failure_facts("Stage failed because barrier task ResultTask(7, 1) finished "
+        ...               "unsuccessfully.\\nExecutorLostFailure (executor 3 exited ...)")
+        {'failed_rank': 1, 'failed_executor': '3'}
+    """
+    facts: dict = {}
+    task = re.search(r"barrier task \w+Task\(\d+, (\d+)\)", message)
+    if task:
+        facts["failed_rank"] = int(task.group(1))
+    executor = re.search(r"executor (\w+)\b", message)
+    if executor:
+        facts["failed_executor"] = executor.group(1)
+    return facts
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _cause(message: str) -> str:
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return next((line for line in reversed(lines) if "Error" in line or "Failure" in line),
+                lines[-1] if lines else "")[:500]
+
+
+def _newer(a: Resume | None, b: Resume | None) -> Resume | None:
+    if a is None or (b is not None and b.epoch > a.epoch):
+        return b
+    return a
+
+
+def train_with_restarts(prepared: DataFrame, spec: TrainSpec, slots: int, meet: str,
+                        policy: RestartPolicy, shapes: dict[str, list[int]]) -> RecoveredRun:
+    """Run the barrier job, running it again from the newest state after an
+    infrastructure failure.
+
+    Args:
+        prepared: one partition per rank (as :func:`run_training_job` takes it).
+        spec: the run; its ``outputs.resume`` is where the first attempt starts.
+        slots: the cluster's task slots when the fit started.
+        meet: the rendezvous mode.
+        policy: restarts, state interval and the wait for slots.
+        shapes: the network's parameter shapes (to read ``checkpointDir``).
+
+    Raises:
+        WorkerFailedError: the user's code failed (at once), or the restarts ran out.
+        ClusterCapacityError: the task slots did not come back within ``timeout_s``.
+    """
+    spark = prepared.sparkSession
+    reports = _DriverState()
+    resume = spec.outputs.resume
+    attempts: list[dict] = []
+    interval = policy.state_interval
+    for attempt in range(policy.max_restarts + 1):
+        run = dataclasses.replace(spec, outputs=dataclasses.replace(spec.outputs, resume=resume),
+                                  state_interval=interval)
+        record = {"attempt": attempt + 1, "started": _now(),
+                  "resumed_from_epoch": resume.epoch if resume else 0}
+        attempts.append(record)
+        if resume is not None and resume.epoch >= spec.epochs:
+            record.update(ended=_now(), status="finished")  # the last epoch's state
+            return RecoveredRun(JobResult(resume.weights, [], []), resume, attempts)
+        try:
+            job = run_training_job(prepared, run, slots, meet, on_state=reports.on_state,
+                                   max_state_bytes=max_state_bytes(spark) if interval else 0,
+                                   on_failure=reports.on_failure)
+        except WorkerFailedError as exc:
+            message = str(exc)
+            record.update(ended=_now(), status="failed", cause=_cause(message),
+                          **failure_facts(message))
+            if reports.user_failure is not None:
+                raise WorkerFailedError(reports.user_failure) from exc
+            if not retryable(message) or attempt == policy.max_restarts:
+                if attempt:
+                    message += (f"\n(sparkdl ran the barrier job {attempt + 1} times; "
+                                f"maxRestarts={policy.max_restarts})")
+                raise WorkerFailedError(message) from exc
+            log.warning("sparkdl: the training job failed (attempt %d of %d): %s; restarting",
+                        attempt + 1, policy.max_restarts + 1, record["cause"])
+            slots = wait_for_slots(spark.sparkContext, spec.num_workers, policy.timeout_s)
+            resume = _newer(resume, reports.newest)
+            if spec.outputs.checkpoints is not None:
+                resume = _newer(resume, latest_checkpoint(spec.outputs.checkpoints, shapes))
+            log.warning("sparkdl: restarting the training job (attempt %d) from %s",
+                        attempt + 2, f"epoch {resume.epoch}" if resume else "the first epoch")
+            continue
+        record.update(ended=_now(), status="finished")
+        return RecoveredRun(job, resume, attempts)
+    raise AssertionError("unreachable: the last attempt returns or raises")
