@@ -93,3 +93,12 @@ class ModelNotFoundError(SparkDLError, FileNotFoundError):
         >>> issubclass(ModelNotFoundError, FileNotFoundError)
         True
     """
+
+
+class PathExistsError(SparkDLError, FileExistsError):
+    """Saving onto a path that holds something, without ``write().overwrite()``.
+
+    Example:
+        >>> issubclass(PathExistsError, FileExistsError)
+        True
+    """

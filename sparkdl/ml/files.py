@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
-from sparkdl.errors import ConfigError
+from sparkdl.errors import ConfigError, PathExistsError
 
 #: Marks the hidden sibling a save writes into (``.<name>._sparkdl-tmp-<uuid>``).
 TEMP_MARK = "._sparkdl-tmp-"
@@ -106,9 +106,8 @@ def save_atomically(spark: SparkSession, path: str, write: Callable[[str], None]
             fails before anything is written.
 
     Raises:
-        py4j.protocol.Py4JJavaError: wrapping Spark ML's ``IOException`` ("Path ...
-            already exists. To overwrite it, ...") when ``path`` exists and
-            ``overwrite`` is False, as every Spark ML writer raises.
+        PathExistsError: when ``path`` exists and ``overwrite`` is False, with Spark
+            ML writers' own words ("Path ... already exists. To overwrite it, ...").
         ConfigError: if ``path`` is a file system root.
         OSError: if the file system refuses a rename.
 
@@ -124,9 +123,11 @@ def save_atomically(spark: SparkSession, path: str, write: Callable[[str], None]
     if parent is None:
         raise ConfigError(f"A model cannot be saved as a file system root. Received: "
                           f"path={path!r}; give a directory below it, such as /models/m")
-    if not overwrite:  # Spark ML's own check and message, before any work
-        overwrite_check = sc._jvm.org.apache.spark.ml.util.FileSystemOverwrite()
-        overwrite_check.handleOverwrite(path, False, spark._jsparkSession)
+    if not overwrite and fs.exists(target):  # before any work
+        raise PathExistsError(
+            f"Path {path} already exists. To overwrite it, please use "
+            "write.overwrite().save(path) for Scala and use write().overwrite().save(path) "
+            "for Java and Python.")
     token = uuid.uuid4().hex
     name = target.getName()
     final = target.toString()

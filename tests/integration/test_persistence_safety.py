@@ -12,13 +12,13 @@ import os
 
 import pytest
 import torch
-from py4j.protocol import Py4JJavaError
 from pyspark.ml.util import DefaultParamsWriter
 
 from sparkdl import (
     ConfigError,
     CorruptModelError,
     ModelNotFoundError,
+    PathExistsError,
     TorchEstimator,
     TorchModel,
     UntrustedCodeError,
@@ -173,7 +173,7 @@ def test_saving_onto_an_existing_path_fails_before_writing(spark, tmp_path, reco
     old = spec_model(1)
     old.save(path)
     record_writes.clear()
-    with pytest.raises(Py4JJavaError, match=r"already exists. To overwrite it, please use "
+    with pytest.raises(PathExistsError, match=r"already exists. To overwrite it, please use "
                                             r"write.overwrite\(\).save\(path\)"):
         spec_model(2).save(path)
     assert record_writes == []

@@ -14,6 +14,7 @@ from sparkdl.errors import (
     ConfigError,
     CorruptModelError,
     ModelNotFoundError,
+    PathExistsError,
     SchemaError,
     SparkDLError,
     TrainingCodeError,
@@ -28,7 +29,7 @@ ALL = [obj for _, obj in inspect.getmembers(errors, inspect.isclass)
 def test_all_known_classes_are_found():
     assert set(ALL) == {SparkDLError, ConfigError, SchemaError, ClusterCapacityError,
                         WorkerFailedError, UntrustedCodeError, CorruptModelError,
-                        ModelNotFoundError, TrainingCodeError}
+                        ModelNotFoundError, TrainingCodeError, PathExistsError}
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
