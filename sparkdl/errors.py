@@ -57,15 +57,15 @@ class UntrustedCodeError(SparkDLError, PermissionError):
     """
 
 
-class TrainingCodeError(SparkDLError, RuntimeError):
-    """The network's forward pass, the loss or the backward pass raised.
+class TrainingCodeError(WorkerFailedError):
+    """The network (building it, its forward pass), the loss or the backward pass raised.
 
     The user's own code failed, so a fit does not restart for it (a lost executor
     does); the message names the rank, epoch and step, and the original
-    traceback follows it.
+    traceback follows it. A :class:`WorkerFailedError`, so existing handlers catch it.
 
     Example:
-        >>> issubclass(TrainingCodeError, RuntimeError)
+        >>> issubclass(TrainingCodeError, WorkerFailedError)
         True
     """
 

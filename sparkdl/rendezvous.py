@@ -108,6 +108,13 @@ def _kernel_timeouts(conn: Connection, seconds: float) -> None:
         sock.detach()
 
 
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
 def _dumps(value) -> bytes:
     return json.dumps(value).encode("utf-8")
 
@@ -175,8 +182,9 @@ class RendezvousAddress:
             conn = self._connect(rank)
             with conn:
                 _kernel_timeouts(conn, HANDSHAKE_S)
-                conn.send_bytes(_dumps({"kind": "failure", "rank": rank,
-                                        "text": text[:MAX_MESSAGE_BYTES // 2]}))
+                # Capped as encoded: JSON escapes may take 6 bytes per character.
+                text = text[-(MAX_MESSAGE_BYTES // 8):]
+                conn.send_bytes(_dumps({"kind": "failure", "rank": rank, "text": text}))
                 conn.recv_bytes(16)
         except (WorkerFailedError, EOFError, OSError):
             pass
@@ -270,9 +278,17 @@ class DriverRendezvous:
 
     def _receive(self, sock: socket.socket, order: int) -> None:
         conn = None
+        # The per-read deadline alone would let a peer trickle a byte every few
+        # seconds and hold its slot for minutes: the whole handshake and first
+        # message get HANDSHAKE_S, after which the connection is shut down.
+        guard = sock.dup()
+        deadline = threading.Timer(HANDSHAKE_S, _shut, args=(guard,))
+        deadline.daemon = True
+        deadline.start()
         try:
             conn = _open(sock, self._authkey, driver=True)
             head = json.loads(conn.recv_bytes(MAX_MESSAGE_BYTES))
+            deadline.cancel()
             if isinstance(head, dict):
                 self._report(conn, head)
                 return
@@ -282,6 +298,8 @@ class DriverRendezvous:
             (conn or sock).close()
             return
         finally:
+            deadline.cancel()
+            guard.close()
             self._pending.release()
         if not (isinstance(attempt, int) and isinstance(rank, int) and 0 <= rank < self.num_ranks
                 and isinstance(message, str)):
@@ -289,6 +307,9 @@ class DriverRendezvous:
             return
         ready = None
         with self._lock:
+            if self._closed:  # finished its handshake after close(): nobody will answer
+                conn.close()
+                return
             group = self._waiting.setdefault(attempt, {})
             old = group.get(rank)
             if old is not None and old[0] > order:

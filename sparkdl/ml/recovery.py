@@ -33,16 +33,18 @@ from pyspark.sql import DataFrame
 from sparkdl.checkpoints import Resume, latest_checkpoint
 from sparkdl.cluster import wait_for_slots
 from sparkdl.epoch_state import decode_state
-from sparkdl.errors import WorkerFailedError
+from sparkdl.errors import TrainingCodeError, WorkerFailedError
 from sparkdl.ml.training_job import JobResult, run_training_job
 from sparkdl.validation import require_non_negative_int
 from sparkdl.worker.spec import TrainSpec
 
 log = logging.getLogger(__name__)
 
-#: Errors that fail the same way on every attempt: the user's code, settings, data.
+#: Errors that fail the same way on every attempt: the user's code, settings, data,
+#: and a fit that was cancelled or whose SparkContext stopped.
 _DETERMINISTIC = ("TrainingCodeError", "ConfigError", "SchemaError", "UntrustedCodeError",
-                  "ModuleNotFoundError", "PicklingError", "SyntaxError")
+                  "ModuleNotFoundError", "PicklingError", "SyntaxError", "cancelled",
+                  "SparkContext was shut down", "SparkContext has been shutdown")
 #: The state a driver takes when spark.driver.maxResultSize is 0 (no limit).
 _UNLIMITED_STATE_BYTES = 1 << 34
 
@@ -133,7 +135,10 @@ def failure_facts(message: str) -> dict:
     task = re.search(r"barrier task \w+Task\(\d+, (\d+)\)", message)
     if task:
         facts["failed_rank"] = int(task.group(1))
-    executor = re.search(r"executor (\w+)\b", message)
+    # Spark's own phrasings only: "ExecutorLostFailure (executor 3 exited ...)",
+    # "Lost task 0.0 in stage 5.0 (TID 9) (10.0.0.7 executor 3): ...".
+    executor = re.search(r"ExecutorLostFailure \(executor (\w+)", message) or \
+        re.search(r"\(TID \d+\) \(\S+ executor (\w+)\)", message)
     if executor:
         facts["failed_executor"] = executor.group(1)
     return facts
@@ -169,7 +174,8 @@ def train_with_restarts(prepared: DataFrame, spec: TrainSpec, slots: int, meet: 
         shapes: the network's parameter shapes (to read ``checkpointDir``).
 
     Raises:
-        WorkerFailedError: the user's code failed (at once), or the restarts ran out.
+        TrainingCodeError: the user's code failed (at once, never retried).
+        WorkerFailedError: the restarts ran out, or the failure repeats by nature.
         ClusterCapacityError: the task slots did not come back within ``timeout_s``.
     """
     spark = prepared.sparkSession
@@ -195,7 +201,11 @@ def train_with_restarts(prepared: DataFrame, spec: TrainSpec, slots: int, meet: 
             record.update(ended=_now(), status="failed", cause=_cause(message),
                           **failure_facts(message))
             if reports.user_failure is not None:
-                raise WorkerFailedError(reports.user_failure) from exc
+                raise TrainingCodeError(reports.user_failure) from exc
+            if TrainingCodeError.__name__ in message:  # no report: barrier mode
+                raise TrainingCodeError(message) from exc
+            if spark.sparkContext._jsc.sc().isStopped():
+                raise
             if not retryable(message) or attempt == policy.max_restarts:
                 if attempt:
                     message += (f"\n(sparkdl ran the barrier job {attempt + 1} times; "
@@ -206,7 +216,11 @@ def train_with_restarts(prepared: DataFrame, spec: TrainSpec, slots: int, meet: 
             slots = wait_for_slots(spark.sparkContext, spec.num_workers, policy.timeout_s)
             resume = _newer(resume, reports.newest)
             if spec.outputs.checkpoints is not None:
-                resume = _newer(resume, latest_checkpoint(spec.outputs.checkpoints, shapes))
+                try:
+                    resume = _newer(resume, latest_checkpoint(spec.outputs.checkpoints, shapes))
+                except OSError as read_error:  # the storage is unreachable now
+                    log.warning("sparkdl: cannot read checkpointDir for the restart (%s); "
+                                "using the driver's state", read_error)
             log.warning("sparkdl: restarting the training job (attempt %d) from %s",
                         attempt + 2, f"epoch {resume.epoch}" if resume else "the first epoch")
             continue

@@ -9,6 +9,7 @@ redirect to a DataNode, which receives the bytes. Authentication is Hadoop's
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import posixpath
@@ -72,16 +73,33 @@ class WebHdfsStorage(Storage):
             self._request("PUT", target, body=data, expect=(201,))
 
         def rename() -> None:
+            destination = posixpath.join(self.location.root, relpath)
+            if self._length(tmp) is None:
+                # A retry after a RENAME whose reply was lost: it happened if the
+                # destination now holds these bytes.
+                if self._length(relpath) == len(data):
+                    return
+                raise WebHdfsError(f"WebHDFS lost {tmp} before renaming it to {destination}")
             # RENAME does not replace an existing file (it answers false): delete first.
             self._request("DELETE", self._url(relpath, "DELETE"), expect=(200,))
-            destination = posixpath.join(self.location.root, relpath)
             _, reply, _ = self._request("PUT", self._url(tmp, "RENAME",
                                                          destination=destination))
             if not json.loads(reply).get("boolean"):
                 raise WebHdfsError(f"WebHDFS RENAME of {tmp} to {destination} was refused")
 
-        _with_retries(upload)
-        _with_retries(rename)
+        try:
+            _with_retries(upload)
+            _with_retries(rename)
+        except BaseException:
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                self._request("DELETE", self._url(tmp, "DELETE"), expect=(200,))
+            raise
+
+    def _length(self, relpath: str) -> int | None:
+        """The size of the file ``relpath``, or None if it does not exist."""
+        status, data, _ = self._request("GET", self._url(relpath, "GETFILESTATUS"),
+                                        expect=(200, 404))
+        return None if status == 404 else int(json.loads(data)["FileStatus"]["length"])
 
     def read(self, relpath: str) -> bytes:
         _, _, target = self._request("GET", self._url(relpath, "OPEN"), expect=(307,))

@@ -108,7 +108,10 @@ def train_loop(spec: TrainSpec, shard: LocalShard, collective: Collective, rank:
     """
     loss_spec = resolve_loss(spec.loss)
     task = loss_spec.task
-    module = build_module(spec, device)
+    try:
+        module = build_module(spec, device)
+    except Exception as exc:
+        raise _in_user_code(exc, spec, rank, 0, -1) from exc
     collective.broadcast_module(module)
     optimizer = collective.prepare_optimizer(
         build_optimizer(spec.optimizer, spec.optimizer_params, module.parameters()), module,
@@ -156,7 +159,8 @@ def train_loop(spec: TrainSpec, shard: LocalShard, collective: Collective, rank:
                 collective.step(optimizer, module)
         record = {"epoch": epoch + 1, **metrics.reduce(collective, "train")}
         if any(p.validation_rows for p in peers):
-            record.update(_validate(module, shard, loss_spec, collective, spec, device))
+            record.update(_validate(module, shard, loss_spec, collective, spec, device, rank,
+                                    epoch))
         record["seconds"] = time.perf_counter() - began
         history.append(record)
         if writer is not None:
@@ -169,7 +173,7 @@ def train_loop(spec: TrainSpec, shard: LocalShard, collective: Collective, rank:
 
 
 def _in_user_code(exc: Exception, spec: TrainSpec, rank: int, epoch: int,
-                  step: int) -> Exception:
+                  step: int, phase: str = "training") -> Exception:
     """``exc`` from the forward pass, loss or backward pass, as what it is.
 
     A collective's own failure inside backward (Horovod's gradient hooks, a
@@ -181,9 +185,11 @@ def _in_user_code(exc: Exception, spec: TrainSpec, rank: int, epoch: int,
                               if hasattr(torch.distributed, name))
     if isinstance(exc, collective_errors) or type(exc).__module__.startswith("horovod"):
         return exc
-    error = TrainingCodeError(
-        f"The network's forward pass, the loss or the backward pass raised "
-        f"{type(exc).__name__} on rank {rank} in epoch {epoch + 1}, step {step + 1}: {exc}")
+    where = (f"building the network raised {type(exc).__name__} on rank {rank}" if step < 0
+             else f"the network's forward pass, the loss or the backward pass raised "
+                  f"{type(exc).__name__} on rank {rank} in epoch {epoch + 1}, {phase} step "
+                  f"{step + 1}")
+    error = TrainingCodeError(f"{where[0].upper()}{where[1:]}: {exc}")
     if spec.rendezvous is not None:
         text = "".join(traceback.format_exception(exc))
         spec.rendezvous.post_failure(rank, f"{text}\nsparkdl.errors.TrainingCodeError: {error}")
@@ -201,10 +207,11 @@ def _hand_state_to_driver(spec: TrainSpec, epoch: int, history: list[dict],
     from sparkdl.checkpoints import Resume
     from sparkdl.epoch_state import encode_state
 
-    buffer = io.BytesIO()
-    torch.save(optimizer.state_dict(), buffer)
-    state = encode_state(Resume(epoch, weights_to_bytes(module), buffer.getvalue(), history))
     try:
+        buffer = io.BytesIO()
+        torch.save(optimizer.state_dict(), buffer)
+        state = encode_state(Resume(epoch, weights_to_bytes(module), buffer.getvalue(),
+                                    history))
         stored = spec.rendezvous.post_state(epoch, state)
     except Exception as exc:  # noqa: BLE001 - training goes on without it
         log.warning("sparkdl: could not hand the state after epoch %d to the driver: %s",
@@ -217,13 +224,17 @@ def _hand_state_to_driver(spec: TrainSpec, epoch: int, history: list[dict],
                     spec.rendezvous.max_state_bytes)
 
 
-def _validate(module, shard, loss_spec, collective, spec, device) -> dict:
+def _validate(module, shard, loss_spec, collective, spec, device, rank, epoch) -> dict:
     module.eval()
     metrics = _Metrics(loss_spec.task in ("multiclass", "binary"))
     with torch.no_grad():
-        for index in _batches(shard.validation_index, spec.batch_size):
+        for step, index in enumerate(_batches(shard.validation_index, spec.batch_size)):
             x = torch.from_numpy(shard.features(index)).to(device)
             y = torch.from_numpy(shard.labels(index)).to(device)
-            output = module(x)
-            metrics.add(output, y, loss_spec.fn(output, y), loss_spec.task)
+            try:
+                output = module(x)
+                loss = loss_spec.fn(output, y)
+            except Exception as exc:
+                raise _in_user_code(exc, spec, rank, epoch, step, "validation") from exc
+            metrics.add(output, y, loss, loss_spec.task)
     return metrics.reduce(collective, "val")

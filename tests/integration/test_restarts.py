@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparkdl import ClusterCapacityError, TorchEstimator, WorkerFailedError
+from sparkdl import ClusterCapacityError, TorchEstimator, TrainingCodeError, WorkerFailedError
 from sparkdl.checkpoints import METRICS
 from sparkdl.cluster import task_slots
 
@@ -32,13 +32,23 @@ class Net(torch.nn.Module):
     """The digits MLP; with ``marker_dir`` each step takes a little longer (so a kill
     lands mid-training) and the process records its pid there."""
 
-    def __init__(self, marker_dir: str | None = None, fail_after_steps: int = 0):
+    def __init__(self, marker_dir: str | None = None, fail_after_steps: int = 0,
+                 slow_state_after_steps: int = 0):
         super().__init__()
         self.body = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(),
                                         torch.nn.Dropout(0.2), torch.nn.Linear(32, 10))
         self.marker_dir = marker_dir
         self.fail_after_steps = fail_after_steps
+        self.slow_state_after_steps = slow_state_after_steps
         self.steps = 0
+
+    def state_dict(self, *args, **kwargs):
+        # Rank 0 reads its state to write a checkpoint; past the given step that takes
+        # long enough for the test to kill the process mid-checkpoint.
+        if self.slow_state_after_steps and self.steps > self.slow_state_after_steps:
+            Path(self.marker_dir, f"checkpointing-{os.getpid()}").touch()
+            time.sleep(8)
+        return super().state_dict(*args, **kwargs)
 
     def forward(self, x):
         if self.training:
@@ -54,11 +64,11 @@ class Net(torch.nn.Module):
 class make_net:  # noqa: N801 - a factory, called like one
     """A factory of :class:`Net` with the given settings (shipped by value)."""
 
-    def __init__(self, marker_dir=None, fail_after_steps=0):
-        self.marker_dir, self.fail_after_steps = marker_dir, fail_after_steps
+    def __init__(self, marker_dir=None, fail_after_steps=0, slow_state_after_steps=0):
+        self.settings = (marker_dir, fail_after_steps, slow_state_after_steps)
 
     def __call__(self):
-        return Net(self.marker_dir, self.fail_after_steps)
+        return Net(*self.settings)
 
 
 def estimator(backend="torch", epochs=5, **params) -> TorchEstimator:
@@ -185,11 +195,45 @@ def test_a_killed_rank_process_restarts_the_fit(healthy_cluster, digits, tmp_pat
     assert model.history.attempts[1]["resumed_from_epoch"] >= 2
 
 
+def test_rank_zero_killed_while_writing_a_checkpoint_resumes_from_the_one_before(
+        healthy_cluster, digits, tmp_path):
+    train, _ = digits
+    ckpt = tmp_path / "ckpt"
+    markers = tmp_path / "pids"
+    markers.mkdir()
+    straight = estimator(epochs=4).fit(train)
+    killed = []
+
+    def kill_mid_checkpoint():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed:
+            writers = [m for m in os.listdir(markers) if m.startswith("checkpointing-")]
+            third = ckpt / "epoch-0003"
+            if writers and (third / "weights.safetensors").exists():
+                assert not (third / "state.json").exists()
+                killed.append(int(writers[0].split("-")[1]))
+                os.kill(killed[0], signal.SIGKILL)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=kill_mid_checkpoint, daemon=True)
+    watcher.start()
+    # 12 steps per epoch: the checkpoint after epoch 3 is the slow one. Without the
+    # driver's state, the restart can only resume from checkpointDir.
+    model = estimator(epochs=4, model=make_net(str(markers), 0, 30), checkpointDir=str(ckpt),
+                      driverStateInterval=0).fit(train)
+    watcher.join(timeout=5)
+
+    assert killed, "rank 0 was never caught writing the third checkpoint"
+    assert model.history.attempts[1]["resumed_from_epoch"] == 2
+    assert_same_weights(model, straight)
+    assert sorted(os.listdir(ckpt)) == ["epoch-0001", "epoch-0002", "epoch-0003", "epoch-0004"]
+
+
 def test_an_error_in_forward_is_not_retried(healthy_cluster, digits):
     train, _ = digits
     # 1437 rows, 2 ranks, batches of 64: 12 steps per epoch; the third epoch fails.
     began = time.monotonic()
-    with pytest.raises(WorkerFailedError) as failure:
+    with pytest.raises(TrainingCodeError) as failure:
         estimator(epochs=5, model=make_net(None, 30)).fit(train)
     text = str(failure.value)
     assert "boom in forward after 30 steps" in text

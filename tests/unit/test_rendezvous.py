@@ -165,3 +165,32 @@ def test_an_oversized_message_is_dropped_before_it_is_read():
         with pytest.raises((EOFError, OSError)):
             conn.recv_bytes()
         conn.close()
+
+
+def test_a_peer_trickling_its_handshake_is_cut_off_at_the_deadline(monkeypatch):
+    import socket
+
+    import sparkdl.rendezvous as rendezvous
+
+    monkeypatch.setattr(rendezvous, "HANDSHAKE_S", 1.0)
+    with DriverRendezvous(1, "127.0.0.1") as rdv:
+        began = time.monotonic()
+        with socket.create_connection(("127.0.0.1", rdv.address.port), timeout=10) as peer:
+            peer.recv(4096)  # the driver's challenge
+            closed = False
+            while time.monotonic() - began < 8 and not closed:
+                try:
+                    peer.sendall(b"x")  # one byte at a time, each well within a read's bound
+                    time.sleep(0.3)
+                    peer.setblocking(False)
+                    try:
+                        closed = peer.recv(1) == b""
+                    except BlockingIOError:
+                        pass
+                    finally:
+                        peer.setblocking(True)
+                except OSError:
+                    closed = True
+        assert closed and time.monotonic() - began < 4
+        # The ranks still meet.
+        assert rdv.address.gather(0, "m0", 0) == ["m0"]
