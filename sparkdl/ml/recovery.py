@@ -184,8 +184,11 @@ def train_with_restarts(prepared: DataFrame, spec: TrainSpec, slots: int, meet: 
     attempts: list[dict] = []
     interval = policy.state_interval
     for attempt in range(policy.max_restarts + 1):
+        # A resumed run builds the network from the state's weights: the initial ones
+        # would only enlarge every task's closure.
         run = dataclasses.replace(spec, outputs=dataclasses.replace(spec.outputs, resume=resume),
-                                  state_interval=interval)
+                                  state_interval=interval,
+                                  initial_weights=None if resume else spec.initial_weights)
         record = {"attempt": attempt + 1, "started": _now(),
                   "resumed_from_epoch": resume.epoch if resume else 0}
         attempts.append(record)
