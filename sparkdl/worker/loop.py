@@ -163,12 +163,14 @@ def train_loop(spec: TrainSpec, shard: LocalShard, collective: Collective, rank:
                                     epoch))
         record["seconds"] = time.perf_counter() - began
         history.append(record)
-        if writer is not None:
-            writer.after_epoch(record, module, optimizer)
+        # The driver's copy first: once an epoch shows in the logs, a restart resumes
+        # after it.
         if rank == 0 and spec.rendezvous is not None and spec.state_interval and \
                 (epoch + 1) % spec.state_interval == 0 and epoch + 1 < spec.epochs:
             previous = outputs.resume.history if outputs.resume else []
             _hand_state_to_driver(spec, epoch + 1, previous + history, module, optimizer)
+        if writer is not None:
+            writer.after_epoch(record, module, optimizer)
     return module, history
 
 
