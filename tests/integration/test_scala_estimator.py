@@ -370,7 +370,8 @@ def test_a_worker_crash_mid_task_fails_the_fit_and_that_worker_is_not_reused(jvm
     import re
 
     flag = tmp_path / "crash"
-    est = scala_estimator(jvm_ml, full_batch.rows).setEpochs(1).setPythonExec(
+    # maxRestarts=0: the error names the reused workers, not those of a restart's attempt
+    est = scala_estimator(jvm_ml, full_batch.rows).setEpochs(1).setMaxRestarts(0).setPythonExec(
         wrapped_worker(tmp_path, flag))
     healthy = fit_pids(est, full_batch.df)  # warm workers of this Python in both pools
     flag.touch()
@@ -638,3 +639,182 @@ def test_scala_train_validation_split_with_parallel_fits_of_mixed_sizes_finishes
     loaded = tuning.TrainValidationSplitModel.load(path)
     assert raw_predictions(spark, loaded.transform(learnable._jdf)) == \
         raw_predictions(spark, tvs_model.transform(learnable._jdf))
+
+
+# -- restarts after a lost executor (issue 14) ---------------------------------------------
+
+def executor_pids(spark) -> dict[str, int]:
+    """This application's executor JVMs: executor id -> pid (from /proc)."""
+    import os
+
+    app = spark.sparkContext.applicationId
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                words = [a.decode(errors="replace") for a in f.read().split(b"\0")]
+        except OSError:
+            continue
+        if any("CoarseGrainedExecutorBackend" in w for w in words) and app in words:
+            found[words[words.index("--executor-id") + 1]] = int(entry)
+    return found
+
+
+def wait_for_executors(spark, n=2, within_s=120.0) -> None:
+    """Until the cluster has ``n`` executors and task slots (local-cluster's worker
+    relaunches a killed executor within seconds)."""
+    import time
+
+    from sparkdl.cluster import task_slots
+
+    deadline = time.monotonic() + within_s
+    while task_slots(spark.sparkContext) < n or len(executor_pids(spark)) < n:
+        assert time.monotonic() < deadline, f"the cluster did not come back to {n} executors"
+        time.sleep(0.5)
+
+
+def instrumented_worker(tmp_path, markers, sleep_s=0.5, fail_epoch=None) -> str:
+    """A 'python' that runs the real worker, whose ranks touch ``markers/<pid>-<epoch>`` as
+    each epoch starts (0-based) and then sleep ``sleep_s`` (so a kill lands mid-fit); with
+    ``fail_epoch``, the loss raises in that epoch (an error in the user's code). The numbers
+    trained are those of the plain worker."""
+    import sys
+
+    program = tmp_path / "instrumented_worker.py"
+    program.write_text(f"""
+import dataclasses, os, sys, time
+import sparkdl.worker.jvm_worker as w
+import sparkdl.worker.loop as loop
+
+MARKERS, SLEEP_S, FAIL_EPOCH = {str(markers)!r}, {sleep_s!r}, {fail_epoch!r}
+real_order, real_loss = loop.epoch_order, loop.resolve_loss
+now = {{"epoch": 0}}
+
+def epoch_order(*args, **kwargs):
+    now["epoch"] = args[2]
+    open(os.path.join(MARKERS, f"{{os.getpid()}}-{{args[2]}}"), "w").close()
+    time.sleep(SLEEP_S)
+    return real_order(*args, **kwargs)
+
+def resolve_loss(name):
+    spec = real_loss(name)
+
+    def fn(output, target):
+        if now["epoch"] == FAIL_EPOCH:
+            raise ValueError(f"boom in the loss in epoch {{FAIL_EPOCH + 1}}")
+        return spec.fn(output, target)
+
+    return dataclasses.replace(spec, fn=fn)
+
+loop.epoch_order, loop.resolve_loss = epoch_order, resolve_loss
+sys.exit(w.main(sys.argv[-1:]))
+""")
+    script = tmp_path / "python"
+    script.write_text(f"""#!/bin/sh
+if [ "$1" = "-c" ]; then exec {sys.executable} "$@"; fi
+exec {sys.executable} {program} "$@"
+""")
+    script.chmod(0o755)
+    return str(script)
+
+
+def kill_an_executor_when(spark, ready, stop) -> tuple:
+    """A thread that SIGKILLs one executor JVM once ``ready()`` (or gives up when ``stop``
+    is set); the dict it returns names the executor killed."""
+    import os
+    import signal
+    import threading
+    import time
+
+    killed = {}
+
+    def watch():
+        deadline = time.monotonic() + 300
+        while not stop.is_set() and time.monotonic() < deadline:
+            if ready():
+                executor, pid = sorted(executor_pids(spark).items())[-1]
+                killed[executor] = pid
+                os.kill(pid, signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread, killed
+
+
+def test_a_lost_executor_jvm_reruns_the_scala_fit_to_the_weights_of_an_uninterrupted_run(
+        spark, jvm_ml, full_batch, scala_model, tmp_path):
+    import json
+    import os
+    import threading
+
+    from sparkdl.history import TrainingHistory
+
+    wait_for_executors(spark)
+    markers = tmp_path / "epochs"
+    markers.mkdir()
+    # scala_model's settings; each epoch takes a second longer, so the kill lands mid-fit
+    est = scala_estimator(jvm_ml, full_batch.rows).setPythonExec(
+        instrumented_worker(tmp_path, markers, sleep_s=1.0))
+    spark.conf.set(REUSE, "false")  # no instrumented workers stay in the pools
+    stop = threading.Event()
+    # once a rank has started its second epoch: the first one is done
+    watcher, killed = kill_an_executor_when(
+        spark, lambda: any(m.endswith("-1") for m in os.listdir(markers)), stop)
+    try:
+        model = with_deadline(spark, 480, lambda: est.fit(full_batch.df._jdf))
+    finally:
+        stop.set()
+        watcher.join(timeout=5)
+        spark.conf.unset(REUSE)
+        wait_for_executors(spark)
+
+    assert killed, "no executor was killed: the fit ended before its second epoch?"
+    for key, value in scala_weights(scala_model).items():
+        np.testing.assert_array_equal(scala_weights(model)[key], value, err_msg=key)
+    history = json.loads(model.historyJson())
+    first, second = history["attempts"]
+    assert (first["attempt"], first["status"], second["attempt"], second["status"]) == \
+        (1, "failed", 2, "finished")
+    assert first["resumed_from_epoch"] == second["resumed_from_epoch"] == 0
+    assert first["cause"] and first["started"] <= first["ended"] <= second["started"]
+    assert first.get("failed_executor") in (None, *killed)
+    assert len(history["epochs"]) == EPOCHS
+    assert [a["status"] for a in json.loads(scala_model.historyJson())["attempts"]] == ["finished"]
+    assert TrainingHistory.from_dict(history).restarts == 1
+    # and the model, saved from Scala, loads in Python with its attempts
+    path = str(tmp_path / "restarted")
+    model.write().save(path)
+    assert TorchModel.load(path).history.attempts == history["attempts"]
+
+
+def test_an_error_in_the_loss_fails_the_scala_fit_at_once_without_a_restart(
+        spark, jvm_ml, full_batch, tmp_path):
+    import re
+    import time
+
+    markers = tmp_path / "epochs"
+    markers.mkdir()
+    est = (scala_estimator(jvm_ml, full_batch.rows).setEpochs(5)
+           .setPythonExec(instrumented_worker(tmp_path, markers, sleep_s=0.0, fail_epoch=2)))
+    spark.conf.set(REUSE, "false")
+    began = time.monotonic()
+    try:
+        with pytest.raises(Exception, match="boom in the loss in epoch 3") as info:
+            est.fit(full_batch.df._jdf)
+    finally:
+        spark.conf.unset(REUSE)
+    text = str(info.value)
+    assert "TrainingCodeError" in text
+    assert re.search(r"on rank \d in epoch 3, (training )?step 1", text)
+    assert "ran the barrier job" not in text  # never restarted
+    assert time.monotonic() - began < 180  # one attempt; workers start slowly on a busy machine
+
+
+def test_max_restarts_is_validated_naming_the_param(jvm_ml):
+    with pytest.raises(IllegalArgumentException,
+                       match="maxRestarts must be >= 0. Received: maxRestarts=-1"):
+        jvm_ml.TorchEstimator().setMaxRestarts(-1)

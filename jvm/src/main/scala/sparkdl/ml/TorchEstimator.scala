@@ -27,6 +27,11 @@ import sparkdl.nn.Network
   * requests; the worker runs the same training code as the Python estimator (same backends,
   * same results for the same seed). Rank 0 returns the weights.
   *
+  * A barrier job that fails for a reason outside the user's code (a lost executor, a killed
+  * rank process, a timeout) runs again, up to `maxRestarts` times, once the cluster has
+  * `numWorkers` task slots again ([[Restarts]]); in Scala a restart trains from the first
+  * epoch, to the weights of an uninterrupted run. The model's history lists each attempt.
+  *
   * The default backend, "auto", is Python's default: horovod where the executors' Python can
   * import it, else torch; the model's history records the backend that ran.
   *
@@ -91,6 +96,12 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
   def setBackwardPassesPerStep(value: Int): this.type = set(backwardPassesPerStep, value)
   def setShuffle(value: Boolean): this.type = set(shuffle, value)
   def setTimeout(value: Double): this.type = set(timeout, value)
+  /** Restarts of the barrier job after an infrastructure failure (>= 0; 0: none); see [[maxRestarts]]. */
+  def setMaxRestarts(value: Int): this.type =
+    set(maxRestarts, TorchTrainingParams.nonNegative("maxRestarts", value))
+  /** Python's state interval (>= 0), kept for persistence; see [[driverStateInterval]]. */
+  def setDriverStateInterval(value: Int): this.type =
+    set(driverStateInterval, TorchTrainingParams.nonNegative("driverStateInterval", value))
   def setPythonExec(value: String): this.type = set(pythonExec, value)
 
   override def write: MLWriter = new TorchEstimatorWriter(this)
@@ -211,9 +222,10 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
         "order_col" -> JStr(TorchEstimator.Order)))
     val preparedSchema = prepared.schema
     val timeoutMs = ($(timeout) * 1000).toLong
-    // Taken last, so this fit's checks and data queries run while another fit trains.
-    val lease = BarrierSlots.acquire(n, () => TorchEstimator.taskSlots(sc), TorchEstimator.capacityError(sc, n, _))
-    val results =
+    val done = Restarts.run($(maxRestarts), beforeRestart = () =>
+      Restarts.waitForSlots(n, $(timeout), () => TorchEstimator.taskSlots(sc), sc.master)) { _ =>
+      // Taken last, so this fit's checks and data queries run while another fit trains.
+      val lease = BarrierSlots.acquire(n, () => TorchEstimator.taskSlots(sc), TorchEstimator.capacityError(sc, n, _))
       try {
         val rendezvous = DriverRendezvous.start(sc, meet, n)
         val address = rendezvous.map(_.address)
@@ -222,9 +234,14 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
         }
         try rows.collect()
         catch {
-          case e: SparkException => throw new SparkException(TorchEstimator.workerError(e.getMessage), e)
+          // a stopped SparkContext ends the fit, whatever the failure says
+          case e: SparkException if sc.isStopped =>
+            throw new SparkException(TorchEstimator.workerError(e.getMessage), e)
+          case e: SparkException => throw new Restarts.JobFailed(TorchEstimator.workerError(e.getMessage), e)
         } finally rendezvous.foreach(_.close())
       } finally lease.close()
+    }
+    val results = done.result
     val weights = results.collectFirst { case (_, "weights", w) => w }.getOrElse(
       throw new SparkException("The training job returned no weights from rank 0."))
     val epochsJson = results.collectFirst { case (_, "history", h) => new String(h, UTF_8) }.getOrElse("[]")
@@ -232,7 +249,8 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
     // Rank 0's epochs are Python's json.dumps: a diverged run's loss is a bare NaN there.
     val historyEpochs = TorchModel.pyJson(TorchModel.strictEpochs(JsonParser.parse(epochsJson)))
     val history = s"""{"backend":${CanonicalJson.write(JStr(backendName))},"epochs":$historyEpochs,""" +
-      s""""num_workers":$n,"workers":${workers.mkString("[", ",", "]")}}"""
+      s""""num_workers":$n,"workers":${workers.mkString("[", ",", "]")},""" +
+      s""""attempts":${CanonicalJson.write(done.attemptsJson)}}"""
     val model = new TorchModel(uid.replace("TorchEstimator", "TorchModel"), "spec", net.toJson.getBytes(UTF_8),
       weights, history)
     copyValues(model).set(model.featureShape, featureShape.toArray).set(model.task, task)

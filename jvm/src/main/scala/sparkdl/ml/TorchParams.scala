@@ -59,10 +59,37 @@ trait TorchTrainingParams extends TorchScoringParams with HasLabelCol with HasSe
   final val shuffle = new BooleanParam(this, "shuffle", "reshuffle each worker's rows every epoch")
   final val timeout = new DoubleParam(this, "timeout", "rendezvous and collective timeout in seconds",
     ParamValidators.gt(0.0))
+  /** Times the barrier job runs again after it failed for a reason outside the user's code (a
+    * lost executor, a killed or crashed rank process, a rank that stopped answering, a
+    * collective or rendezvous timeout), once the cluster has `numWorkers` task slots again
+    * (waiting at most `timeout` seconds for them). An error in the user's code, settings or
+    * data (the worker's `TrainingCodeError`, `ConfigError`, `SchemaError`, ...) is never
+    * retried. 0: never, the behaviour before restarts. Default 3.
+    *
+    * The Scala estimator does not yet receive rank 0's training state during training, so a
+    * restart reruns training from the first epoch: it costs the epochs already trained, and
+    * gives the same final weights as an uninterrupted run (same data, seed, numWorkers).
+    * Python's estimator resumes from the last epoch rank 0 handed its driver (see
+    * `driverStateInterval`) or from `checkpointDir`. The model's history lists each attempt
+    * under `attempts`.
+    */
+  final val maxRestarts = new IntParam(this, "maxRestarts",
+    "times the training job runs again after it failed for a reason outside the user's code (a lost executor, " +
+      "a killed rank, a timeout), resuming from the newest state; 0: never", ParamValidators.gtEq(0))
+  /** Python's epochs between the training states rank 0 hands the driver for restarts (0:
+    * none). Kept, saved and loaded so estimators and models move between the languages; the
+    * Scala estimator does not use it yet (its restarts start from the first epoch, see
+    * `maxRestarts`).
+    */
+  final val driverStateInterval = new IntParam(this, "driverStateInterval",
+    "epochs between the training states (weights, optimizer state, history) rank 0 hands the driver for " +
+      "restarts; 0: none (a restart resumes from checkpointDir or the start); not used by the Scala estimator yet",
+    ParamValidators.gtEq(0))
 
   setDefault(labelCol -> "label", loss -> "cross_entropy", optimizer -> "adam", optimizerParams -> "{\"lr\":0.001}",
     epochs -> 5, numWorkers -> 1, validationFraction -> 0.0, backend -> "auto", backendOptions -> "{}",
-    backwardPassesPerStep -> 1, shuffle -> true, timeout -> 600.0, seed -> 42L)
+    backwardPassesPerStep -> 1, shuffle -> true, timeout -> 600.0, seed -> 42L, maxRestarts -> 3,
+    driverStateInterval -> 1)
 
   def getLoss: String = $(loss)
   def getOptimizer: String = $(optimizer)
@@ -79,6 +106,8 @@ trait TorchTrainingParams extends TorchScoringParams with HasLabelCol with HasSe
   def getBackwardPassesPerStep: Int = $(backwardPassesPerStep)
   def getShuffle: Boolean = $(shuffle)
   def getTimeout: Double = $(timeout)
+  def getMaxRestarts: Int = $(maxRestarts)
+  def getDriverStateInterval: Int = $(driverStateInterval)
 }
 
 object TorchTrainingParams {
@@ -88,4 +117,12 @@ object TorchTrainingParams {
   val Optimizers: Seq[String] = Seq("sgd", "adam", "adamw", "rmsprop")
   /** Python's name for a loss or optimizer given as a callable. */
   val Custom = "custom"
+
+  /** `value` if it is >= 0, else an IllegalArgumentException naming the param, as Python's
+    * `require_non_negative_int`: "maxRestarts must be >= 0. Received: maxRestarts=-1".
+    */
+  private[ml] def nonNegative(name: String, value: Int): Int = {
+    if (value < 0) throw new IllegalArgumentException(s"$name must be >= 0. Received: $name=$value")
+    value
+  }
 }

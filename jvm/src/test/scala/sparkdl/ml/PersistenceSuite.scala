@@ -410,6 +410,53 @@ class PersistenceSuite extends AnyFunSuite with BeforeAndAfterAll {
     assert(TorchModel.load(path.toString).architectureKind == "spec")
   }
 
+  test("maxRestarts and driverStateInterval, as the Python estimator saves them, load; Scala saves them too") {
+    val dir = tempDir()
+    // What Python's TorchEstimatorWriter writes since restarts (issue 14): both params set and defaulted.
+    Files.createDirectories(dir.resolve("py/metadata"))
+    Files.writeString(dir.resolve("py/metadata/part-00000"),
+      s"""{"class": "sparkdl.ml.estimator.TorchEstimator", "timestamp": 1764600000000, "sparkVersion": "4.3.0", """ +
+        s""""uid": "$PythonUid", "paramMap": {"optimizer": "sgd", "epochs": 3, "maxRestarts": 5, """ +
+        """"driverStateInterval": 2, "checkpointDir": "/tmp/ck"}, "defaultParamMap": {"epochs": 5, """ +
+        """"maxRestarts": 3, "driverStateInterval": 1, "timeout": 600.0, "checkpointInterval": 1, "logDir": ""}, """ +
+        """"architectureKind": "spec", "customCode": []}""" + "\n")
+    Files.write(dir.resolve("py/metadata/_SUCCESS"), Array.emptyByteArray)
+    Files.writeString(dir.resolve("py/network.json"), network.toJson)
+    val loaded = TorchEstimator.load(dir.resolve("py").toString)
+    assert(loaded.getMaxRestarts == 5 && loaded.getDriverStateInterval == 2 && loaded.isSet(loaded.maxRestarts))
+    assert(loaded.getEpochs == 3 && loaded.getNetwork.contains(network))
+
+    val path = dir.resolve("scala")
+    estimator.setMaxRestarts(0).setDriverStateInterval(4).write.save(path.toString)
+    val meta = metadata(path)
+    val saved = meta.get("paramMap").get.asInstanceOf[JObj]
+    assert(saved.get("maxRestarts").contains(JInt(0)) && saved.get("driverStateInterval").contains(JInt(4)))
+    val defaults = meta.get("defaultParamMap").get.asInstanceOf[JObj]
+    assert(defaults.get("maxRestarts").contains(JInt(3)) && defaults.get("driverStateInterval").contains(JInt(1)))
+    val again = TorchEstimator.load(path.toString)
+    assert(again.getMaxRestarts == 0 && again.getDriverStateInterval == 4)
+    // an estimator saved before restarts existed gets the defaults
+    val old = TorchEstimator.load({ writePythonEstimator(dir.resolve("old")); dir.resolve("old").toString })
+    assert(old.getMaxRestarts == 3 && !old.isSet(old.maxRestarts) && old.getDriverStateInterval == 1)
+  }
+
+  test("a model keeps the restart params and a history with attempts, as Python writes them") {
+    val history = """{"backend":"torch","epochs":[{"epoch":1,"loss":0.5}],"num_workers":2,"workers":[],""" +
+      """"attempts":[{"attempt":1,"started":"2025-01-31T12:00:00+00:00","resumed_from_epoch":0,""" +
+      """"ended":"2025-01-31T12:00:09+00:00","status":"failed","cause":"ExecutorLostFailure (executor 1 exited)",""" +
+      """"failed_rank":1,"failed_executor":"1"},{"attempt":2,"started":"2025-01-31T12:00:15+00:00",""" +
+      """"resumed_from_epoch":0,"ended":"2025-01-31T12:00:30+00:00","status":"finished"}]}"""
+    val m = model(history = history)
+    m.set(m.maxRestarts, 2)
+    val path = tempDir().resolve("m")
+    m.write.save(path.toString)
+    val meta = metadata(path)
+    assert(meta.get("paramMap").get.asInstanceOf[JObj].get("maxRestarts").contains(JInt(2)))
+    assert(meta.get("history").get.asInstanceOf[JObj].get("attempts").exists(_.asInstanceOf[JArr].items.length == 2))
+    val loaded = TorchModel.load(path.toString)
+    assert(loaded.getMaxRestarts == 2 && loaded.historyJson == history)
+  }
+
   private val WeightsFileName = SavedFiles.WeightsFile
 }
 
