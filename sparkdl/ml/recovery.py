@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 #: and a fit that was cancelled or whose SparkContext stopped.
 _DETERMINISTIC = ("TrainingCodeError", "ConfigError", "SchemaError", "UntrustedCodeError",
                   "ModuleNotFoundError", "PicklingError", "SyntaxError", "cancelled",
-                  "SparkContext was shut down", "SparkContext has been shutdown")
+                  "SparkContext was shut down", "SparkContext has been shutdown",
+                  "bigger than spark.driver.maxResultSize")
 #: The state a driver takes when spark.driver.maxResultSize is 0 (no limit).
 _UNLIMITED_STATE_BYTES = 1 << 34
 

@@ -110,12 +110,11 @@ def train_loop(spec: TrainSpec, shard: LocalShard, collective: Collective, rank:
     task = loss_spec.task
     try:
         module = build_module(spec, device)
+        built = build_optimizer(spec.optimizer, spec.optimizer_params, module.parameters())
     except Exception as exc:
         raise _in_user_code(exc, spec, rank, 0, -1) from exc
     collective.broadcast_module(module)
-    optimizer = collective.prepare_optimizer(
-        build_optimizer(spec.optimizer, spec.optimizer_params, module.parameters()), module,
-        spec.backward_passes_per_step)
+    optimizer = collective.prepare_optimizer(built, module, spec.backward_passes_per_step)
     outputs = spec.outputs
     if outputs.resume:
         load_optimizer_state(optimizer, outputs.resume.optimizer_state, device)
@@ -187,7 +186,8 @@ def _in_user_code(exc: Exception, spec: TrainSpec, rank: int, epoch: int,
                               if hasattr(torch.distributed, name))
     if isinstance(exc, collective_errors) or type(exc).__module__.startswith("horovod"):
         return exc
-    where = (f"building the network raised {type(exc).__name__} on rank {rank}" if step < 0
+    where = (f"building the network or its optimizer raised {type(exc).__name__} on rank "
+             f"{rank}" if step < 0
              else f"the network's forward pass, the loss or the backward pass raised "
                   f"{type(exc).__name__} on rank {rank} in epoch {epoch + 1}, {phase} step "
                   f"{step + 1}")
