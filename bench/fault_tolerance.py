@@ -14,8 +14,8 @@ weights and optimizer state and hands them to the driver) and with
 ``maxRestarts=0, driverStateInterval=0``, interleaved. The handoff happens after
 an epoch's ``seconds`` (``model.history``) is measured, so those do not show it.
 What is measured instead is the *epoch period*: the time between consecutive
-writes of ``logDir/metrics.jsonl`` (the file's mtime; rank 0 rewrites it right
-after each epoch, before the handoff), which is one epoch's training plus
+writes of ``logDir/metrics.jsonl`` (the file's mtime; rank 0 rewrites it after
+each epoch, right after that epoch's handoff), which is one epoch's training plus
 whatever runs between epochs (the *gap*: period minus the next epoch's
 ``seconds``). Both settings write the log. Reported per network: the extra
 seconds per epoch = median gap with state - median gap without, and the ratio =
