@@ -29,6 +29,7 @@ from sparkdl.errors import ConfigError, SchemaError
 from sparkdl.history import TrainingHistory
 from sparkdl.losses import resolve_loss
 from sparkdl.ml import preflight
+from sparkdl.ml.executor_python import check_for_fit
 from sparkdl.ml.model import TorchModel
 from sparkdl.ml.params import TrainingParams
 from sparkdl.ml.persistence import TorchEstimatorReader, TorchEstimatorWriter
@@ -304,6 +305,9 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         num_workers = self.getNumWorkers()
         spark = dataset.sparkSession
         slots = check_capacity(spark.sparkContext, num_workers)
+        # Before the barrier job (and once, not per restart): can the executors' Python
+        # import sparkdl and torch at the driver's versions? Remembered per application.
+        check_for_fit(spark.sparkContext, slots, num_workers, self._backend())
         if outputs.checkpoints:  # a checkpoint of another network fails before the job
             outputs = dataclasses.replace(
                 outputs, resume=latest_checkpoint(outputs.checkpoints, shapes))
