@@ -27,7 +27,8 @@ AUTH (0)       py -> jvm  handshake 2: a nonce ``n`` (32 random bytes), then
                           ``HMAC(secret, "sparkdl-worker py->jvm" + c + n)``
 AUTH (0)       jvm -> py  handshake 3: ``HMAC(secret, "sparkdl-worker jvm->py" + n + c)``
 REQUEST (1)    jvm -> py  JSON: mode (``train``/``score``), task facts, the run spec
-BLOB (9)       jvm -> py  scoring only: architecture bytes, then weights bytes
+BLOB (9)       jvm -> py  scoring: architecture bytes, then weights bytes; training
+                          (a restarted fit): the state it resumes from
 BATCH (2)      jvm -> py  one Arrow IPC stream holding one record batch
 END (3)        jvm -> py  no more batches
 GATHER (4)     py -> jvm  a rendezvous message; the JVM runs ``allGather`` ...
@@ -39,8 +40,10 @@ DONE (8)       py -> jvm  all results sent
 
 Training runs :func:`sparkdl.worker.rank.train_rank`, the same code as the PySpark
 estimator (torch.distributed is started and shut down per request, as in a reused
-PySpark worker); scoring runs :func:`sparkdl.worker.score_task.score_batch` once
-per batch, lock-step (one RESULT per BATCH, holding only the new columns).
+PySpark worker); rank 0 hands its training state and a failure in the user's code
+straight to the driver (:mod:`sparkdl.worker.jvm_rendezvous`). Scoring runs
+:func:`sparkdl.worker.score_task.score_batch` once per batch, lock-step (one
+RESULT per BATCH, holding only the new columns).
 Everything this process prints goes to stderr, which the JVM copies to the
 executor log.
 """
@@ -207,10 +210,18 @@ def connect(port: int, key: bytes, handshake_s: float = HANDSHAKE_S,
         return channel
 
 
-def train_spec(request: dict):
-    """The :class:`~sparkdl.worker.spec.TrainSpec` a JVM training request describes."""
+def train_spec(request: dict, resume=None):
+    """The :class:`~sparkdl.worker.spec.TrainSpec` a JVM training request describes.
+
+    Args:
+        request: the REQUEST frame's JSON.
+        resume: the :class:`~sparkdl.checkpoints.Resume` a restarted fit continues
+            from (the BLOB after the request), or None.
+    """
     from sparkdl.architecture import Architecture
+    from sparkdl.checkpoints import RunOutputs
     from sparkdl.data.shard import ShardLayout
+    from sparkdl.worker.jvm_rendezvous import JvmRendezvousAddress
     from sparkdl.worker.spec import TrainSpec
 
     layout = request["layout"]
@@ -228,7 +239,10 @@ def train_spec(request: dict):
         backend=request["backend"], shuffle=bool(request.get("shuffle", True)),
         timeout_s=float(request.get("timeout_s", 600.0)),
         backend_options=dict(request.get("backend_options") or {}),
-        backward_passes_per_step=int(request.get("backward_passes_per_step", 1)))
+        backward_passes_per_step=int(request.get("backward_passes_per_step", 1)),
+        rendezvous=JvmRendezvousAddress.from_request(request.get("rendezvous")),
+        outputs=RunOutputs(resume=resume),
+        state_interval=int(request.get("state_interval") or 0))
 
 
 def _context(channel: Channel, task: dict, keep_spare: bool = False):
@@ -242,10 +256,15 @@ def _context(channel: Channel, task: dict, keep_spare: bool = False):
 
 
 def _train(channel: Channel, request: dict) -> None:
+    from sparkdl.epoch_state import decode_state
     from sparkdl.worker.rank import train_rank
     from sparkdl.worker.train_task import ShippedSpec
 
-    spec = ShippedSpec.of(train_spec(request))
+    resume = None
+    if request.get("resume"):
+        _, state = channel.recv(BLOB, timeout_s=PROMPT_S)
+        resume = decode_state(state)
+    spec = ShippedSpec.of(train_spec(request, resume))
     # A pooled worker outlives the task, as a reused PySpark worker does, so it may keep
     # a warm Horovod rank process for the next fit.
     ctx = _context(channel, request["task"], keep_spare=bool(request.get("worker_reused")))

@@ -26,6 +26,7 @@ from sparkdl.validation import (
     require_positive,
     require_positive_int,
 )
+from sparkdl.worker.jvm_rendezvous import JvmRendezvousAddress
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,9 @@ class TrainSpec:
         backward_passes_per_step: batches whose gradients are accumulated locally
             before they are combined across ranks and the optimizer steps.
         rendezvous: the driver's rendezvous service; ``None`` to meet through
-            ``BarrierTaskContext.allGather``.
+            ``BarrierTaskContext.allGather``. Under the Scala estimator, a
+            :class:`~sparkdl.worker.jvm_rendezvous.JvmRendezvousAddress`: ranks
+            meet through their JVM tasks, but rank 0 hands the driver its state.
         outputs: where rank 0 writes checkpoints and training logs, and the
             checkpoint this run resumes from.
         state_interval: every this many epochs rank 0 hands its training state
@@ -74,7 +77,7 @@ class TrainSpec:
     timeout_s: float = 600.0
     backend_options: dict = field(default_factory=dict)
     backward_passes_per_step: int = 1
-    rendezvous: RendezvousAddress | None = None
+    rendezvous: RendezvousAddress | JvmRendezvousAddress | None = None
     outputs: RunOutputs = field(default_factory=RunOutputs)
     state_interval: int = 0
 

@@ -745,7 +745,7 @@ def kill_an_executor_when(spark, ready, stop) -> tuple:
     return thread, killed
 
 
-def test_a_lost_executor_jvm_reruns_the_scala_fit_to_the_weights_of_an_uninterrupted_run(
+def test_a_lost_executor_jvm_resumes_the_scala_fit_to_the_weights_of_an_uninterrupted_run(
         spark, jvm_ml, full_batch, scala_model, tmp_path):
     import json
     import os
@@ -779,7 +779,10 @@ def test_a_lost_executor_jvm_reruns_the_scala_fit_to_the_weights_of_an_uninterru
     first, second = history["attempts"]
     assert (first["attempt"], first["status"], second["attempt"], second["status"]) == \
         (1, "failed", 2, "finished")
-    assert first["resumed_from_epoch"] == second["resumed_from_epoch"] == 0
+    # rank 0 handed the driver its state after the first epoch; the restart went on from it
+    assert first["resumed_from_epoch"] == 0 and second["resumed_from_epoch"] >= 1
+    started = [int(m.rsplit("-", 1)[1]) for m in os.listdir(markers)]
+    assert started.count(0) == 2, "the restarted attempt trained the first epoch again"
     assert first["cause"] and first["started"] <= first["ended"] <= second["started"]
     assert first.get("failed_executor") in (None, *killed)
     assert len(history["epochs"]) == EPOCHS
@@ -789,6 +792,35 @@ def test_a_lost_executor_jvm_reruns_the_scala_fit_to_the_weights_of_an_uninterru
     path = str(tmp_path / "restarted")
     model.write().save(path)
     assert TorchModel.load(path).history.attempts == history["attempts"]
+
+
+def test_rank_0_hands_the_scala_driver_its_state_only_with_the_fits_key_and_within_the_cap(
+        spark, jvm_ml):
+    import json
+
+    from sparkdl.checkpoints import Resume
+    from sparkdl.epoch_state import encode_state
+    from sparkdl.errors import WorkerFailedError
+    from sparkdl.worker.jvm_rendezvous import JvmRendezvousAddress
+
+    states = getattr(jvm_ml, "TorchEstimator$DriverStates")(1, 4096)
+    rdv = states.rendezvous(spark.sparkContext._jsc.sc(), "driver", 2).get()
+    try:
+        fields = json.loads(spark._jvm.sparkdl.json.CanonicalJson.write(rdv.workerAddress()))
+        address = JvmRendezvousAddress.from_request(fields)
+        assert address.max_state_bytes == 4096
+        state = encode_state(Resume(2, b"w" * 100, b"o" * 50, [{"epoch": 1}, {"epoch": 2}]))
+        assert address.post_state(2, state)
+        newest = states.newest().get()
+        assert newest.epoch() == 2 and bytes(newest.bytes()) == state
+        assert not address.post_state(3, state + b"x" * 4096)  # over the cap: not sent
+        address.post_failure(1, "Traceback ...\nsparkdl.errors.TrainingCodeError: boom")
+        assert states.userFailure().get().startswith("A training worker failed (rank 1):\nTraceback")
+        with pytest.raises(WorkerFailedError, match="refused this rank's key"):
+            JvmRendezvousAddress(address.host, address.port, b"k" * 32, 4096).post_state(3, state)
+        assert states.newest().get().epoch() == 2
+    finally:
+        rdv.close()
 
 
 def test_an_error_in_the_loss_fails_the_scala_fit_at_once_without_a_restart(

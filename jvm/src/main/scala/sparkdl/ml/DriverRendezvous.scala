@@ -34,8 +34,15 @@ import org.apache.spark.sql.SparkSession
   *  1. rank -> driver: `HMAC(key, "sparkdl-rendezvous rank" + c)`, then its own challenge `r`
   *  1. driver -> rank: `HMAC(key, "sparkdl-rendezvous driver" + r)`; a rank refuses a driver
   *     that gets it wrong, before it sends its message
-  *  1. rank -> driver: attempt (int32), rank (int32), message (int32 length, UTF-8, at most
-  *     [[DriverRendezvous.MaxMessageBytes]])
+  *  1. rank -> driver: what it posts, a kind (int32) first:
+  *     - [[DriverRendezvous.GatherPost]]: attempt (int32), rank (int32), message (int32 length,
+  *       UTF-8, at most [[DriverRendezvous.MaxMessageBytes]]); the answer is every rank's message
+  *     - [[DriverRendezvous.StatePost]]: rank 0's training state after an epoch (epoch int32, length
+  *       int64, the bytes of `sparkdl.epoch_state`), which a restarted fit resumes from; the
+  *       driver reads it only if the length is within `maxStateBytes`, and answers one byte,
+  *       1 stored or 0 refused
+  *     - [[DriverRendezvous.FailurePost]]: a rank's failure in the user's code (rank int32,
+  *       traceback as a message), never retried; the driver answers one byte 1
   *
   * Each connection's handshake and message run on a pool of at most
   * [[DriverRendezvous.MaxPending]] threads under a deadline of
@@ -49,11 +56,16 @@ import org.apache.spark.sql.SparkSession
   * finally rdv.close()
   * }}}
   *
-  * @param numRanks the ranks of the barrier job
-  * @param host     the driver address executors use (`spark.driver.host`)
-  * @param bind     the local address to listen on (`spark.driver.bindAddress`)
+  * @param numRanks      the ranks of the barrier job
+  * @param host          the driver address executors use (`spark.driver.host`)
+  * @param bind          the local address to listen on (`spark.driver.bindAddress`)
+  * @param maxStateBytes the largest training state taken (0: none)
+  * @param onState       called with each training state taken: its epoch and bytes
+  * @param onFailure     called with a rank's failure in the user's code: rank and traceback
   */
-private[ml] final class DriverRendezvous(numRanks: Int, host: String, bind: String) extends Closeable {
+private[ml] final class DriverRendezvous(numRanks: Int, host: String, bind: String, maxStateBytes: Long = 0L,
+                                         onState: (Int, Array[Byte]) => Unit = (_, _) => (),
+                                         onFailure: (Int, String) => Unit = (_, _) => ()) extends Closeable {
   import DriverRendezvous._
 
   private val key = {
@@ -66,6 +78,15 @@ private[ml] final class DriverRendezvous(numRanks: Int, host: String, bind: Stri
 
   /** What the tasks need to reach this service. */
   val address: RendezvousAddress = RendezvousAddress(host, server.getLocalPort, key)
+
+  /** What a Python rank needs to hand this driver its training state or its failure
+    * (`sparkdl.worker.jvm_rendezvous.JvmRendezvousAddress`), as JSON for the worker's request.
+    */
+  def workerAddress: sparkdl.json.Json.JObj = {
+    import sparkdl.json.Json._
+    JObj("host" -> JStr(host), "port" -> JInt(server.getLocalPort),
+      "key" -> JStr(key.map(b => f"${b & 0xff}%02x").mkString), "max_state_bytes" -> JInt(maxStateBytes))
+  }
 
   // attempt -> rank -> (accept order, connection, message); guarded by `waiting`
   private val waiting = mutable.HashMap.empty[Int, mutable.HashMap[Int, (Long, Socket, String)]]
@@ -96,7 +117,7 @@ private[ml] final class DriverRendezvous(numRanks: Int, host: String, bind: Stri
   })
   acceptor.start()
 
-  // Runs on the handshake pool holding a slot, released once the message is in.
+  // Runs on the handshake pool holding a slot, released once the post is in.
   private def receive(conn: Socket, order: Long): Unit = {
     val posted =
       try handshake(conn)
@@ -108,7 +129,9 @@ private[ml] final class DriverRendezvous(numRanks: Int, host: String, bind: Stri
     }
   }
 
-  /** The driver's side of the handshake, then the rank's post; None for a peer to drop. */
+  /** The driver's side of the handshake, then the rank's post: a gather's (attempt, rank,
+    * message) to join, or None once a state or failure is taken or a peer is dropped.
+    */
   private def handshake(conn: Socket): Option[(Int, Int, String)] = {
     val in = new DataInputStream(new DeadlineInputStream(conn, System.nanoTime() + msToNs(HandshakeTimeoutMs)))
     val out = new DataOutputStream(new BufferedOutputStream(conn.getOutputStream))
@@ -120,12 +143,51 @@ private[ml] final class DriverRendezvous(numRanks: Int, host: String, bind: Stri
     if (!MessageDigest.isEqual(proof, hmac(key, RankLabel, challenge))) { conn.close(); return None }
     out.write(hmac(key, DriverLabel, rankChallenge))
     out.flush()
-    val attempt = in.readInt()
-    val rank = in.readInt()
-    val message = readString(in)
-    if (rank < 0 || rank >= numRanks || attempt < 0) { conn.close(); return None }
-    conn.setSoTimeout(0)
-    Some((attempt, rank, message))
+    in.readInt() match {
+      case GatherPost =>
+        val attempt = in.readInt()
+        val rank = in.readInt()
+        val message = readString(in)
+        if (rank < 0 || rank >= numRanks || attempt < 0) { conn.close(); return None }
+        conn.setSoTimeout(0)
+        Some((attempt, rank, message))
+      case StatePost =>
+        try takeState(conn, in, out) finally conn.close()
+        None
+      case FailurePost =>
+        try {
+          val rank = in.readInt()
+          val text = readString(in)
+          if (rank >= 0 && rank < numRanks) {
+            onFailure(rank, text)
+            out.write(1)
+            out.flush()
+          }
+        } finally conn.close()
+        None
+      case _ =>
+        conn.close()
+        None
+    }
+  }
+
+  /** Reads a training state whose announced size is within the cap, before allocating it;
+    * the body gets its own deadline, [[stateDeadlineMs]], as it may be large.
+    */
+  private def takeState(conn: Socket, head: DataInputStream, out: DataOutputStream): Unit = {
+    val epoch = head.readInt()
+    val size = head.readLong()
+    if (epoch < 0 || size <= 0 || size > maxStateBytes) {
+      out.write(0)
+      out.flush()
+      return
+    }
+    val in = new DataInputStream(new DeadlineInputStream(conn,
+      System.nanoTime() + msToNs(stateDeadlineMs(size))))
+    val state = readBytes(in, size.toInt)
+    onState(epoch, state)
+    out.write(1)
+    out.flush()
   }
 
   private def join(conn: Socket, order: Long, attempt: Int, rank: Int, message: String): Unit = {
@@ -188,6 +250,7 @@ private[ml] final case class RendezvousAddress(host: String, port: Int, key: Arr
     val conn = open(rank)
     try {
       val out = new DataOutputStream(new BufferedOutputStream(conn.getOutputStream))
+      out.writeInt(GatherPost)
       out.writeInt(attempt)
       out.writeInt(rank)
       writeString(out, message)
@@ -222,7 +285,7 @@ private[ml] final case class RendezvousAddress(host: String, port: Int, key: Arr
     * [[HandshakeTries]]; a refused connection, a wrong key and a silent or wrong driver fail
     * at once.
     */
-  private def open(rank: Int): Socket = {
+  private[ml] def open(rank: Int): Socket = {
     val giveUp = System.nanoTime() + msToNs(HandshakeTimeoutMs * HandshakeTries)
     def unreachable(e: IOException) = new SparkException(s"Rank $rank cannot reach the driver's rendezvous at " +
       s"$host:$port (${e.getMessage}). If executors cannot connect to the driver, set $ModeConf=barrier.", e)
@@ -290,6 +353,27 @@ private[ml] object DriverRendezvous {
   /** The largest rendezvous message (addresses and row counts: tiny; Python's `MAX_MESSAGE_BYTES`). */
   val MaxMessageBytes: Int = 1 << 20
   private[ml] val MaxRanks = 1 << 16
+  /** The kinds of post a rank makes after the handshake. */
+  private[ml] val GatherPost = 0
+  private[ml] val StatePost = 1
+  private[ml] val FailurePost = 2
+  /** The largest state a Java array holds. */
+  val MaxStateBytes: Long = Int.MaxValue - 8L
+  /** The slowest network a state may cross: its read gets the handshake deadline plus its
+    * size at this rate, so a large state on a slow link is taken and a stalled one is not.
+    */
+  private[ml] val MinStateBytesPerS: Long = 8L << 20
+
+  /** Milliseconds a state of `size` bytes may take to arrive. */
+  private[ml] def stateDeadlineMs(size: Long): Long = HandshakeTimeoutMs + size * 1000 / MinStateBytesPerS
+
+  /** The largest training state the driver takes: `spark.driver.maxResultSize` (the cap Spark
+    * puts on what tasks hand the driver, as Python's `max_state_bytes`), at most a Java array.
+    */
+  def maxStateBytes(sc: SparkContext): Long = {
+    val size = sc.getConf.getSizeAsBytes("spark.driver.maxResultSize", "1g")
+    if (size > 0) math.min(size, MaxStateBytes) else MaxStateBytes
+  }
   private[ml] val NonceBytes = 32
   private[ml] val ProofBytes = 32
   private[ml] val RankLabel = "sparkdl-rendezvous rank".getBytes(UTF_8)
@@ -307,12 +391,17 @@ private[ml] object DriverRendezvous {
     mode
   }
 
-  /** A service for `numRanks` ranks at this driver's address, or None in `barrier` mode. */
-  def start(sc: SparkContext, mode: String, numRanks: Int): Option[DriverRendezvous] =
+  /** A service for `numRanks` ranks at this driver's address, or None in `barrier` mode (no
+    * training states nor failure reports reach the driver then).
+    */
+  def start(sc: SparkContext, mode: String, numRanks: Int, maxStateBytes: Long = 0L,
+            onState: (Int, Array[Byte]) => Unit = (_, _) => (),
+            onFailure: (Int, String) => Unit = (_, _) => ()): Option[DriverRendezvous] =
     if (mode == "barrier") None
     else {
       val host = sc.getConf.get("spark.driver.host")
-      Some(new DriverRendezvous(numRanks, host, sc.getConf.get("spark.driver.bindAddress", host)))
+      Some(new DriverRendezvous(numRanks, host, sc.getConf.get("spark.driver.bindAddress", host), maxStateBytes,
+        onState, onFailure))
     }
 
   /** HMAC-SHA256 of `label` and `challenge` under `key`: one end's answer to the other's challenge. */

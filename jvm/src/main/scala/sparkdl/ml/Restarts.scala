@@ -22,12 +22,13 @@ import sparkdl.json.Json._
   * ([[retryable]]: the user's code, settings or data, a cancelled job) surfaces at once.
   * Each run is an [[Attempt]] in the model's history, with the fields Python records.
   *
-  * The Scala estimator does not yet receive rank 0's training state, so every attempt starts
-  * from the first epoch: training is deterministic, so the final weights are those of an
-  * uninterrupted run.
+  * A restarted attempt resumes from the newest training state rank 0 handed the driver
+  * ([[EpochState]], every `driverStateInterval` epochs), or from the first epoch without one:
+  * training is deterministic, so the final weights are those of an uninterrupted run.
   *
   * {{{
-  * val done = Restarts.run(maxRestarts = 3, beforeRestart = () => waitForCluster()) { attempt =>
+  * val done = Restarts.run(maxRestarts = 3, beforeRestart = () => waitForCluster(),
+  *   resumeEpoch = () => newestState.fold(0)(_.epoch)) { attempt =>
   *   try barrierRdd.collect()
   *   catch { case e: SparkException => throw new Restarts.JobFailed(shownText(e), e) }
   * }
@@ -158,27 +159,28 @@ private[ml] object Restarts {
   /** Runs `job` (given its attempt number, 1, 2, ...) and runs it again, up to `maxRestarts`
     * times, after it threw a [[JobFailed]] that is [[retryable]]: logs a warning, calls
     * `beforeRestart` (which waits for the cluster; what it throws ends the fit), then reruns.
-    * Anything else `job` throws ends the fit at once, unrecorded.
+    * Anything else `job` throws ends the fit at once, unrecorded. `resumeEpoch` tells, before
+    * each attempt, the epoch it resumes from (0: the first epoch).
     *
     * @throws SparkException the last failure: the [[JobFailed]] itself if it was the only
     *                        attempt, else its text plus "(sparkdl ran the barrier job N
     *                        times; maxRestarts=M)"
     */
-  def run[T](maxRestarts: Int, beforeRestart: () => Unit, warn: String => Unit = log.warn(_),
-             clock: () => String = () => now())(job: Int => T): Done[T] = {
+  def run[T](maxRestarts: Int, beforeRestart: () => Unit, resumeEpoch: () => Int = () => 0,
+             warn: String => Unit = log.warn(_), clock: () => String = () => now())(job: Int => T): Done[T] = {
     require(maxRestarts >= 0, s"maxRestarts must be >= 0. Received: maxRestarts=$maxRestarts")
     val attempts = Vector.newBuilder[Attempt]
 
-    @tailrec def attempt(number: Int): T = {
+    @tailrec def attempt(number: Int, from: Int): T = {
       val started = clock()
       val outcome = try Right(job(number)) catch { case failed: JobFailed => Left(failed) }
       outcome match {
         case Right(result) =>
-          attempts += Attempt(number, started, clock(), "finished")
+          attempts += Attempt(number, started, clock(), "finished", from)
           result
         case Left(failed) =>
           val text = failed.fullText
-          val record = Attempt(number, started, clock(), "failed", cause = Some(cause(failed.shown)),
+          val record = Attempt(number, started, clock(), "failed", from, cause = Some(cause(failed.shown)),
             facts = failureFacts(text))
           attempts += record
           if (!retryable(text) || number > maxRestarts) {
@@ -189,12 +191,14 @@ private[ml] object Restarts {
           warn(s"sparkdl: the training job failed (attempt $number of ${maxRestarts + 1}): " +
             s"${record.cause.getOrElse("")}; restarting")
           beforeRestart()
-          warn(s"sparkdl: restarting the training job (attempt ${number + 1}) from the first epoch")
-          attempt(number + 1)
+          val next = resumeEpoch()
+          warn(s"sparkdl: restarting the training job (attempt ${number + 1}) from " +
+            (if (next > 0) s"epoch $next" else "the first epoch"))
+          attempt(number + 1, next)
       }
     }
 
-    val result = attempt(1)
+    val result = attempt(1, resumeEpoch())
     Done(result, attempts.result())
   }
 }

@@ -29,8 +29,9 @@ import sparkdl.nn.Network
   *
   * A barrier job that fails for a reason outside the user's code (a lost executor, a killed
   * rank process, a timeout) runs again, up to `maxRestarts` times, once the cluster has
-  * `numWorkers` task slots again ([[Restarts]]); in Scala a restart trains from the first
-  * epoch, to the weights of an uninterrupted run. The model's history lists each attempt.
+  * `numWorkers` task slots again ([[Restarts]]), resuming from the newest training state rank
+  * 0 handed the driver (every `driverStateInterval` epochs; [[EpochState]]), to the weights of
+  * an uninterrupted run. The model's history lists each attempt.
   *
   * The default backend, "auto", is Python's default: horovod where the executors' Python can
   * import it, else torch; the model's history records the backend that ran.
@@ -222,32 +223,57 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
         "order_col" -> JStr(TorchEstimator.Order)))
     val preparedSchema = prepared.schema
     val timeoutMs = ($(timeout) * 1000).toLong
-    val done = Restarts.run($(maxRestarts), beforeRestart = () =>
-      Restarts.waitForSlots(n, $(timeout), () => TorchEstimator.taskSlots(sc), sc.master)) { _ =>
-      // Taken last, so this fit's checks and data queries run while another fit trains.
-      val lease = BarrierSlots.acquire(n, () => TorchEstimator.taskSlots(sc), TorchEstimator.capacityError(sc, n, _))
-      try {
-        val rendezvous = DriverRendezvous.start(sc, meet, n)
-        val address = rendezvous.map(_.address)
-        val rows = prepared.rdd.barrier().mapPartitions { part =>
-          TorchEstimator.trainTask(python, pool, address, timeoutMs, request, preparedSchema, part)
-        }
-        try rows.collect()
-        catch {
-          // a stopped SparkContext ends the fit, whatever the failure says
-          case e: SparkException if sc.isStopped =>
-            throw new SparkException(TorchEstimator.workerError(e.getMessage), e)
-          case e: SparkException => throw new Restarts.JobFailed(TorchEstimator.workerError(e.getMessage), e)
-        } finally rendezvous.foreach(_.close())
-      } finally lease.close()
+    val states = new TorchEstimator.DriverStates($(driverStateInterval), DriverRendezvous.maxStateBytes(sc))
+    var resume: Option[EpochState] = None
+    val done = Restarts.run($(maxRestarts),
+      beforeRestart = () => Restarts.waitForSlots(n, $(timeout), () => TorchEstimator.taskSlots(sc), sc.master),
+      resumeEpoch = () => { resume = states.newest; resume.fold(0)(_.epoch) }) { _ =>
+      if (resume.exists(_.epoch >= $(epochs))) TorchEstimator.finishedBy(resume.get)
+      else {
+        // Taken last, so this fit's checks and data queries run while another fit trains.
+        val lease = BarrierSlots.acquire(n, () => TorchEstimator.taskSlots(sc), TorchEstimator.capacityError(sc, n, _))
+        try {
+          val rendezvous = states.rendezvous(sc, meet, n)
+          val address = rendezvous.map(_.address)
+          val attemptRequest = JObj(request.fields ++ Seq(
+            "state_interval" -> JInt(if (rendezvous.isDefined) states.interval else 0),
+            "resume" -> JBool(resume.isDefined),
+            "rendezvous" -> rendezvous.fold[sparkdl.json.Json](JNull)(_.workerAddress)))
+          // Every rank loads the state; a broadcast sends it to each executor once.
+          val state = resume.map(r => sc.broadcast(r.bytes))
+          val rows = prepared.rdd.barrier().mapPartitions { part =>
+            TorchEstimator.trainTask(python, pool, address, timeoutMs, attemptRequest, preparedSchema, part,
+              state.map(_.value))
+          }
+          try rows.collect()
+          catch {
+            // a stopped SparkContext ends the fit, whatever the failure says
+            case e: SparkException if sc.isStopped =>
+              throw new SparkException(TorchEstimator.workerError(e.getMessage), e)
+            // a rank that failed in the user's code said so first: never retried, whichever
+            // rank's failure (a peer's broken collective) reached Spark first
+            case e: SparkException => throw new Restarts.JobFailed(
+              states.userFailure.getOrElse(TorchEstimator.workerError(e.getMessage)), e)
+          } finally {
+            rendezvous.foreach(_.close())
+            state.foreach(_.destroy())
+          }
+        } finally lease.close()
+      }
     }
     val results = done.result
     val weights = results.collectFirst { case (_, "weights", w) => w }.getOrElse(
       throw new SparkException("The training job returned no weights from rank 0."))
     val epochsJson = results.collectFirst { case (_, "history", h) => new String(h, UTF_8) }.getOrElse("[]")
     val workers = results.filter(_._2 == "worker").sortBy(_._1).map(r => new String(r._3, UTF_8))
-    // Rank 0's epochs are Python's json.dumps: a diverged run's loss is a bare NaN there.
-    val historyEpochs = TorchModel.pyJson(TorchModel.strictEpochs(JsonParser.parse(epochsJson)))
+    // Rank 0's epochs are Python's json.dumps: a diverged run's loss is a bare NaN there. A
+    // resumed run's rank 0 reports the epochs it trained; the state holds those before.
+    val trained = JsonParser.parse(epochsJson) match {
+      case JArr(items) => items
+      case other => Vector(other)
+    }
+    val historyEpochs = TorchModel.pyJson(TorchModel.strictEpochs(JArr(resume.fold(Vector.empty[sparkdl.json.Json])(
+      _.history) ++ trained)))
     val history = s"""{"backend":${CanonicalJson.write(JStr(backendName))},"epochs":$historyEpochs,""" +
       s""""num_workers":$n,"workers":${workers.mkString("[", ",", "]")},""" +
       s""""attempts":${CanonicalJson.write(done.attemptsJson)}}"""
@@ -349,12 +375,56 @@ object TorchEstimator extends MLReadable[TorchEstimator] {
     name
   }
 
-  /** One rank: take a worker, stream the partition, serve its gathers (at the driver's
-    * rendezvous, or with `allGather` without one), return its results.
+  /** What the driver holds of one fit's training: the newest state rank 0 handed it (which a
+    * restart resumes from) and the first failure a rank reported in the user's code; fed by
+    * the [[DriverRendezvous]] of each attempt, read between attempts.
+    *
+    * @param interval the fit's `driverStateInterval` (0: no states)
+    * @param cap      the largest state taken (`spark.driver.maxResultSize`)
+    */
+  private[ml] final class DriverStates(val interval: Int, cap: Long) {
+    private val log = org.slf4j.LoggerFactory.getLogger(getClass)
+    private val state = new java.util.concurrent.atomic.AtomicReference[Option[EpochState]](None)
+    private val failure = new java.util.concurrent.atomic.AtomicReference[Option[String]](None)
+
+    /** The largest state the rendezvous reads (0: none, when states are off). */
+    def maxBytes: Long = if (interval > 0) cap else 0L
+
+    /** An attempt's rendezvous ([[DriverRendezvous.start]]), reporting here. */
+    def rendezvous(sc: org.apache.spark.SparkContext, mode: String, numRanks: Int): Option[DriverRendezvous] =
+      DriverRendezvous.start(sc, mode, numRanks, maxBytes, take, failed)
+
+    /** Keeps a state that parses and is newer than the one held; a broken one is skipped. */
+    def take(epoch: Int, bytes: Array[Byte]): Unit =
+      try {
+        val parsed = EpochState.parse(bytes)
+        if (parsed.epoch == epoch) state.accumulateAndGet(Some(parsed),
+          (held, next) => if (held.exists(_.epoch >= next.get.epoch)) held else next)
+      } catch {
+        case e: IllegalArgumentException =>
+          log.warn(s"sparkdl: skipped the training state after epoch $epoch that rank 0 handed the driver: " +
+            e.getMessage)
+      }
+
+    def failed(rank: Int, text: String): Unit =
+      failure.compareAndSet(None, Some(s"A training worker failed (rank $rank):\n$text"))
+
+    def newest: Option[EpochState] = state.get()
+    def userFailure: Option[String] = failure.get()
+  }
+
+  /** The results of a fit whose newest state is its last epoch's: nothing left to train. */
+  private[ml] def finishedBy(state: EpochState): Array[(Int, String, Array[Byte])] =
+    Array((0, "weights", state.weights), (0, "history", "[]".getBytes(UTF_8)))
+
+  /** One rank: take a worker, stream the partition (after the state it resumes from, if any),
+    * serve its gathers (at the driver's rendezvous, or with `allGather` without one), return
+    * its results.
     */
   private[ml] def trainTask(python: String, pool: PythonWorkerPool.Settings, rendezvous: Option[RendezvousAddress],
                             timeoutMs: Long, request: JObj, schema: StructType,
-                            rows: Iterator[Row]): Iterator[(Int, String, Array[Byte])] = {
+                            rows: Iterator[Row], state: Option[Array[Byte]] = None)
+      : Iterator[(Int, String, Array[Byte])] = {
     val ctx = BarrierTaskContext.get()
     val rank = ctx.partitionId()
     val hosts = ctx.getTaskInfos().map { i => val a = i.address; val k = a.lastIndexOf(':'); if (k > 0) a.take(k) else a }
@@ -368,6 +438,7 @@ object TorchEstimator extends MLReadable[TorchEstimator] {
     }
     val worker = PythonWorkerPool.forTask(ctx, python, s"rank $rank", pool)
     worker.send(PythonWorker.Request, CanonicalJson.write(JObj(request.fields :+ ("task" -> taskFacts))).getBytes(UTF_8))
+    state.foreach(worker.send(PythonWorker.Blob, _))
     val columns = schema.indices
     rows.grouped(BatchRows).foreach { batch =>
       worker.send(PythonWorker.Batch, ArrowRows.toIpc(schema, columns, batch.toSeq, allocator))

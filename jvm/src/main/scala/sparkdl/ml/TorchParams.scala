@@ -66,24 +66,24 @@ trait TorchTrainingParams extends TorchScoringParams with HasLabelCol with HasSe
     * data (the worker's `TrainingCodeError`, `ConfigError`, `SchemaError`, ...) is never
     * retried. 0: never, the behaviour before restarts. Default 3.
     *
-    * The Scala estimator does not yet receive rank 0's training state during training, so a
-    * restart reruns training from the first epoch: it costs the epochs already trained, and
-    * gives the same final weights as an uninterrupted run (same data, seed, numWorkers).
-    * Python's estimator resumes from the last epoch rank 0 handed its driver (see
-    * `driverStateInterval`) or from `checkpointDir`. The model's history lists each attempt
-    * under `attempts`.
+    * A restart resumes from the last epoch whose training state rank 0 handed the driver (see
+    * `driverStateInterval`; Python's estimator also from `checkpointDir`), with the same final
+    * weights as an uninterrupted run (same data, seed, numWorkers). The model's history lists
+    * each attempt under `attempts`, with the epoch it resumed from.
     */
   final val maxRestarts = new IntParam(this, "maxRestarts",
     "times the training job runs again after it failed for a reason outside the user's code (a lost executor, " +
       "a killed rank, a timeout), resuming from the newest state; 0: never", ParamValidators.gtEq(0))
-  /** Python's epochs between the training states rank 0 hands the driver for restarts (0:
-    * none). Kept, saved and loaded so estimators and models move between the languages; the
-    * Scala estimator does not use it yet (its restarts start from the first epoch, see
-    * `maxRestarts`).
+  /** Epochs between the training states (weights, optimizer state, history) rank 0 hands the
+    * driver during training, which a restart after a lost executor resumes from (0: none; a
+    * restart then trains from the first epoch). Default 1: every epoch but the last. Each costs
+    * rank 0 one copy of the weights and optimizer state sent to the driver, which holds the
+    * newest (at most `spark.driver.maxResultSize`; a larger state is not taken). Needs the
+    * driver's rendezvous (`spark.sparkdl.rendezvous=driver`, the default).
     */
   final val driverStateInterval = new IntParam(this, "driverStateInterval",
     "epochs between the training states (weights, optimizer state, history) rank 0 hands the driver for " +
-      "restarts; 0: none (a restart resumes from checkpointDir or the start); not used by the Scala estimator yet",
+      "restarts; 0: none (a restart resumes from checkpointDir or the start)",
     ParamValidators.gtEq(0))
 
   setDefault(labelCol -> "label", loss -> "cross_entropy", optimizer -> "adam", optimizerParams -> "{\"lr\":0.001}",

@@ -4,6 +4,7 @@ import java.io.DataInputStream
 import java.net.{InetSocketAddress, ServerSocket, Socket}
 import java.util.concurrent.Executors
 
+import scala.collection.mutable
 import scala.concurrent.duration._
 import scala.concurrent.{Await, ExecutionContext, Future}
 import scala.jdk.CollectionConverters._
@@ -169,6 +170,61 @@ class DriverRendezvousSuite extends AnyFunSuite {
       assert(dropped && (System.nanoTime() - began) / 1e9 < 15)
       slow.close()
       assert(gatherAll(rdv.address, Seq(0))(0) == Seq("hello from 0"))
+    } finally rdv.close()
+  }
+
+  /** Posts `kind` and `body` after an authenticated handshake; the driver's one-byte answer. */
+  private def post(address: RendezvousAddress, kind: Int)(body: java.io.DataOutputStream => Unit): Int = {
+    val conn = address.open(0)
+    try {
+      val out = new java.io.DataOutputStream(new java.io.BufferedOutputStream(conn.getOutputStream))
+      out.writeInt(kind)
+      body(out)
+      out.flush()
+      conn.setSoTimeout(10000)
+      conn.getInputStream.read()
+    } finally conn.close()
+  }
+
+  test("rank 0's training state is taken within the cap and refused unread beyond it; failures are noted") {
+    val states = mutable.Buffer.empty[(Int, Int)]
+    val failures = mutable.Buffer.empty[(Int, String)]
+    val rdv = new DriverRendezvous(2, "127.0.0.1", "127.0.0.1", maxStateBytes = 1000,
+      onState = (e, b) => states.synchronized(states += (e -> b.length)),
+      onFailure = (r, t) => failures.synchronized(failures += (r -> t)))
+    try {
+      assert(post(rdv.address, DriverRendezvous.StatePost) { out =>
+        out.writeInt(3); out.writeLong(1000); out.write(new Array[Byte](1000)) } == 1)
+      // 2 GB announced: answered "refused" at once, nothing allocated or read
+      assert(post(rdv.address, DriverRendezvous.StatePost) { out => out.writeInt(4); out.writeLong(2L << 30) } == 0)
+      assert(post(rdv.address, DriverRendezvous.StatePost) { out => out.writeInt(5); out.writeLong(1001) } == 0)
+      assert(post(rdv.address, DriverRendezvous.FailurePost) { out =>
+        out.writeInt(1); DriverRendezvous.writeString(out, "Traceback ... TrainingCodeError: boom") } == 1)
+      assert(states.toSeq == Seq(3 -> 1000))
+      assert(failures.toSeq == Seq(1 -> "Traceback ... TrainingCodeError: boom"))
+      // the ranks still meet on the same service
+      assert(gatherAll(rdv.address, Seq(0, 1))(1) == Seq("hello from 0", "hello from 1"))
+    } finally rdv.close()
+    val off = new DriverRendezvous(1, "127.0.0.1", "127.0.0.1") // states off: maxStateBytes 0
+    try assert(post(off.address, DriverRendezvous.StatePost) { out => out.writeInt(1); out.writeLong(10) } == 0)
+    finally off.close()
+    assert(DriverRendezvous.stateDeadlineMs(1L << 30) == 10000 + 128000)
+  }
+
+  test("a state that stalls is dropped at its deadline; an unknown kind is dropped at once") {
+    val rdv = new DriverRendezvous(1, "127.0.0.1", "127.0.0.1", maxStateBytes = 1L << 20, onState = (_, _) =>
+      fail("a partial state was taken"))
+    try {
+      val conn = rdv.address.open(0)
+      val out = new java.io.DataOutputStream(conn.getOutputStream)
+      out.writeInt(DriverRendezvous.StatePost); out.writeInt(1); out.writeLong(1L << 20); out.write(new Array[Byte](10))
+      out.flush()
+      conn.setSoTimeout(20000)
+      val began = System.nanoTime()
+      val answer = try conn.getInputStream.read() catch { case _: java.io.IOException => -1 }
+      assert(answer == -1 && (System.nanoTime() - began) / 1e9 < DriverRendezvous.stateDeadlineMs(1L << 20) / 1000.0 + 3)
+      conn.close()
+      assert(post(rdv.address, 77)(_ => ()) == -1)
     } finally rdv.close()
   }
 }

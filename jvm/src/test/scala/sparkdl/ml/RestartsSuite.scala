@@ -83,13 +83,16 @@ class RestartsSuite extends AnyFunSuite {
 
   /** Runs `Restarts.run` with a job that fails with `failures` (in order), then returns 42. */
   private def runWith(maxRestarts: Int, failures: String*): (Either[Throwable, Restarts.Done[Int]], Seq[Int],
-    Seq[String], Int) = {
+    Seq[String], Int) = runResuming(maxRestarts, () => 0, failures: _*)
+
+  private def runResuming(maxRestarts: Int, resumeEpoch: () => Int, failures: String*)
+      : (Either[Throwable, Restarts.Done[Int]], Seq[Int], Seq[String], Int) = {
     val calls = mutable.Buffer.empty[Int]
     val warnings = mutable.Buffer.empty[String]
     val waits = new AtomicInteger()
     val tick = new AtomicInteger()
     val result =
-      try Right(Restarts.run(maxRestarts, () => { waits.incrementAndGet(); () }, warnings += _,
+      try Right(Restarts.run(maxRestarts, () => { waits.incrementAndGet(); () }, resumeEpoch, warnings += _,
         () => f"2025-01-31T12:00:${tick.getAndIncrement()}%02d+00:00") { attempt =>
         calls += attempt
         if (attempt <= failures.length) throw failed(failures(attempt - 1))
@@ -111,6 +114,20 @@ class RestartsSuite extends AnyFunSuite {
     assert(warnings.head.startsWith("sparkdl: the training job failed (attempt 1 of 4): ExecutorLostFailure"))
     assert(warnings(1) == "sparkdl: restarting the training job (attempt 2) from the first epoch")
     assert(done.attemptsJson.items.length == 2)
+  }
+
+  test("a restart resumes from the epoch of the newest state the driver holds, and says so") {
+    val (none, _, first, _) = runWith(3, executorLost)
+    assert(none.toOption.get.attempts.map(_.resumedFromEpoch) == Vector(0, 0))
+    assert(first(1) == "sparkdl: restarting the training job (attempt 2) from the first epoch")
+    // asked once before the first attempt and once per restart, after the wait for the cluster
+    val newest = new AtomicInteger(2)
+    val (result, calls, warnings, _) = runResuming(3, () => newest.getAndIncrement(), executorLost, executorLost)
+    val done = result.toOption.get
+    assert(calls == Seq(1, 2, 3) && done.attempts.map(_.resumedFromEpoch) == Vector(2, 3, 4))
+    assert(done.attempts(1).toJson.get("resumed_from_epoch").contains(JInt(3)))
+    assert(warnings(1) == "sparkdl: restarting the training job (attempt 2) from epoch 3")
+    assert(warnings(3) == "sparkdl: restarting the training job (attempt 3) from epoch 4")
   }
 
   test("a failure in the user's code surfaces at once, as before, without a restart") {
@@ -152,7 +169,7 @@ class RestartsSuite extends AnyFunSuite {
       calls.incrementAndGet(); throw new IllegalStateException("no slots")
     })
     assert(other.getMessage == "no slots" && calls.get == 1)
-    val waited = intercept[SparkException](Restarts.run(3, () => throw new SparkException("slots gone"), _ => ()) {
+    val waited = intercept[SparkException](Restarts.run(3, () => throw new SparkException("slots gone"), warn = _ => ()) {
       _ => throw failed(executorLost)
     })
     assert(waited.getMessage == "slots gone")
