@@ -64,7 +64,10 @@ import time
 from pathlib import Path
 
 import torch
-from _common import cli, median, save, spark_session, synthetic, write_parquet
+from _common import cli, local_servers, median, save, spark_session, synthetic, write_parquet
+
+local_servers()  # puts deploy/local on sys.path
+from local_executors import executor_pids, wait_for_executors  # noqa: E402
 
 MASTER = "local-cluster[2,1,1024]"
 MLP_FEATURES, MLP_HIDDEN, CLASSES = 1024, 2048, 10
@@ -188,33 +191,6 @@ def timed_fit(df, kind: str, epochs: int, tmp: str, backend: str = "torch",
     return {"wall_s": wall, "began": began, "epoch_seconds": seconds, "periods": periods,
             "gaps": gaps, "writes": writes, "attempts": history.attempts,
             "restarts": history.restarts, "workers": history.workers}
-
-
-def executor_pids(spark) -> dict[str, int]:
-    """This application's executor JVMs, executor id -> pid (from /proc)."""
-    app = spark.sparkContext.applicationId
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            words = [w.decode(errors="replace")
-                     for w in Path("/proc", entry, "cmdline").read_bytes().split(b"\0")]
-        except OSError:
-            continue
-        if app in words and any("CoarseGrainedExecutorBackend" in w for w in words):
-            found[words[words.index("--executor-id") + 1]] = int(entry)
-    return found
-
-
-def wait_for_executors(spark, n: int = 2, within_s: float = 180.0) -> None:
-    from sparkdl.cluster import task_slots
-
-    deadline = time.monotonic() + within_s
-    while task_slots(spark.sparkContext) < n or len(executor_pids(spark)) < n:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the cluster did not come back to {n} executors")
-        time.sleep(0.5)
 
 
 class DriverLog(logging.Handler):

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -97,6 +98,34 @@ class RunOutputs:
         return self.resume.epoch if self.resume else 0
 
 
+class EpochSnapshot:
+    """Rank 0's weights and optimizer state after an epoch, each serialized at most
+    once however many copies are made of it (the driver's state and a checkpoint due
+    the same epoch share the bytes).
+
+    Example::
+
+        snapshot = EpochSnapshot(module, optimizer)
+        snapshot.weights, snapshot.optimizer_state   # safetensors, torch.save bytes
+    """
+
+    def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.module = module
+        self._optimizer = optimizer
+
+    @functools.cached_property
+    def weights(self) -> bytes:
+        from sparkdl.architecture import weights_to_bytes
+
+        return weights_to_bytes(self.module)
+
+    @functools.cached_property
+    def optimizer_state(self) -> bytes:
+        buffer = io.BytesIO()
+        torch.save(self._optimizer.state_dict(), buffer)
+        return buffer.getvalue()
+
+
 class RunWriter:
     """Rank 0's writer of :class:`RunOutputs`, called after every epoch."""
 
@@ -109,9 +138,11 @@ class RunWriter:
         self._history = list(outputs.resume.history) if outputs.resume else []
 
     def after_epoch(self, record: dict, module: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer) -> None:
-        """Log ``record``; checkpoint if this epoch is due."""
-        from sparkdl.architecture import state_dict_of, weights_to_bytes
+                    optimizer: torch.optim.Optimizer,
+                    snapshot: EpochSnapshot | None = None) -> None:
+        """Log ``record``; checkpoint if this epoch is due (from ``snapshot``, the
+        epoch's serialized state, when the caller already has one)."""
+        from sparkdl.architecture import state_dict_of
 
         self._history.append(record)
         epoch = record["epoch"]
@@ -121,9 +152,8 @@ class RunWriter:
         if self._ckpt is None or (epoch % self.outputs.interval and epoch != self.epochs):
             return
         name = checkpoint_name(epoch)
-        buffer = io.BytesIO()
-        torch.save(optimizer.state_dict(), buffer)
-        files = {WEIGHTS: weights_to_bytes(module), OPTIMIZER: buffer.getvalue()}
+        snapshot = snapshot or EpochSnapshot(module, optimizer)
+        files = {WEIGHTS: snapshot.weights, OPTIMIZER: snapshot.optimizer_state}
         for file, data in files.items():
             self._ckpt.write(f"{name}/{file}", data)
         state = {"epoch": epoch, "history": self._history,
@@ -266,10 +296,8 @@ def parse_state(data: bytes, source: str, epoch: int) -> dict:
                                 f"{damaged}") from None
 
     def bad(field: str, want: str, value) -> CorruptModelError:
-        shown = repr(value)
-        shown = shown if len(shown) <= 80 else shown[:80] + "..."
-        return CorruptModelError(f"{source} is damaged: {field} must be {want}. "
-                                 f"Received: {field}={shown}. {damaged}")
+        return CorruptModelError.of_field(f"{source} is damaged", field, want, value,
+                                          f". {damaged}")
 
     if not isinstance(state, dict):
         raise bad("the state", "a JSON object", state)

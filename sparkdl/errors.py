@@ -85,6 +85,19 @@ class CorruptModelError(SparkDLError, ValueError):
         sparkdl.errors.CorruptModelError: /m/weights.safetensors is not a valid safetensors file ...
     """
 
+    @classmethod
+    def of_field(cls, what: str, field: str, want: str, value, then: str = "") -> CorruptModelError:
+        """``{what}: {field} must be {want}. Received: {field}={value!r}`` (the value
+        cut at 80 characters), followed by ``then`` as it is.
+
+        Example:
+            >>> print(CorruptModelError.of_field("/ckpt/state.json is damaged", "epoch", "2", -1))
+            /ckpt/state.json is damaged: epoch must be 2. Received: epoch=-1
+        """
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:80] + "..."
+        return cls(f"{what}: {field} must be {want}. Received: {field}={shown}{then}")
+
 
 class ModelNotFoundError(SparkDLError, FileNotFoundError):
     """Nothing is saved at the path given to ``TorchModel.load`` or ``TorchEstimator.load``.

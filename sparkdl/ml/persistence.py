@@ -198,10 +198,8 @@ def parse_metadata(text: str, source: str, expected: str) -> dict:
         raise CorruptModelError(f"{source} is not valid JSON: {e}") from None
 
     def bad(field: str, want: str, value) -> CorruptModelError:
-        shown = repr(value)
-        shown = shown if len(shown) <= 80 else shown[:80] + "..."
-        return CorruptModelError(f"{source} is not the metadata of a saved {expected}: "
-                                 f"{field} must be {want}. Received: {field}={shown}")
+        return CorruptModelError.of_field(f"{source} is not the metadata of a saved {expected}",
+                                          field, want, value)
 
     if not isinstance(metadata, dict):
         raise bad("the metadata", "a JSON object", metadata)

@@ -9,7 +9,6 @@ process. Every rank runs the same number of steps (see
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 import traceback
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 
 from sparkdl.architecture import weights_from_bytes
-from sparkdl.checkpoints import RunWriter, load_optimizer_state
+from sparkdl.checkpoints import EpochSnapshot, RunWriter, load_optimizer_state
 from sparkdl.collective.base import Collective, PeerInfo
 from sparkdl.data.schedule import epoch_order, global_batch_rows, steps_per_epoch
 from sparkdl.data.shard import LocalShard
@@ -164,12 +163,13 @@ def train_loop(spec: TrainSpec, shard: LocalShard, collective: Collective, rank:
         history.append(record)
         # The driver's copy first: once an epoch shows in the logs, a restart resumes
         # after it.
+        snapshot = EpochSnapshot(module, optimizer)
         if rank == 0 and spec.rendezvous is not None and spec.state_interval and \
                 (epoch + 1) % spec.state_interval == 0 and epoch + 1 < spec.epochs:
             previous = outputs.resume.history if outputs.resume else []
-            _hand_state_to_driver(spec, epoch + 1, previous + history, module, optimizer)
+            _hand_state_to_driver(spec, epoch + 1, previous + history, snapshot)
         if writer is not None:
-            writer.after_epoch(record, module, optimizer)
+            writer.after_epoch(record, module, optimizer, snapshot)
     return module, history
 
 
@@ -199,20 +199,17 @@ def _in_user_code(exc: Exception, spec: TrainSpec, rank: int, epoch: int,
 
 
 def _hand_state_to_driver(spec: TrainSpec, epoch: int, history: list[dict],
-                          module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+                          snapshot: EpochSnapshot) -> None:
     """Rank 0's state after ``epoch`` to the driver, which a restarted fit resumes from.
 
     Never fails training: a driver that cannot take it leaves the restart to
     ``checkpointDir`` or the first epoch.
     """
-    from sparkdl.architecture import weights_to_bytes
     from sparkdl.checkpoints import Resume
     from sparkdl.epoch_state import encode_state
 
     try:
-        buffer = io.BytesIO()
-        torch.save(optimizer.state_dict(), buffer)
-        state = encode_state(Resume(epoch, weights_to_bytes(module), buffer.getvalue(),
+        state = encode_state(Resume(epoch, snapshot.weights, snapshot.optimizer_state,
                                     history))
         stored = spec.rendezvous.post_state(epoch, state)
     except Exception as exc:  # noqa: BLE001 - training goes on without it

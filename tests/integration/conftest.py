@@ -52,11 +52,15 @@ def spark():
     session.stop()
 
 
+# deploy/local's scripts (servers.py: Kafka broker, MiniDFSCluster; local_executors.py:
+# the executor JVMs to kill in fault drills) are imported as they say: from this directory.
+_LOCAL = str(Path(__file__).resolve().parents[2] / "deploy" / "local")
+if _LOCAL not in sys.path:
+    sys.path.append(_LOCAL)
+
+
 def _servers():
-    """``deploy/local/servers.py`` (Kafka broker, MiniDFSCluster), imported as it says."""
-    local = str(Path(__file__).resolve().parents[2] / "deploy" / "local")
-    if local not in sys.path:
-        sys.path.append(local)
+    """``deploy/local/servers.py``, imported as it says."""
     import servers
 
     return servers

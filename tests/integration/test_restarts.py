@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from local_executors import executor_pids, wait_for_executors
 
 from sparkdl import ClusterCapacityError, TorchEstimator, TrainingCodeError, WorkerFailedError
 from sparkdl.checkpoints import METRICS
-from sparkdl.cluster import task_slots
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -87,30 +87,6 @@ def assert_same_weights(a, b) -> None:
     assert wa.keys() == wb.keys()
     for name in wa:
         np.testing.assert_allclose(wa[name], wb[name], rtol=1e-5, atol=1e-6, err_msg=name)
-
-
-def executor_pids(spark) -> dict[str, int]:
-    """This application's executor JVMs: executor id -> pid (from /proc)."""
-    app = spark.sparkContext.applicationId
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            args = Path("/proc", entry, "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        words = [a.decode(errors="replace") for a in args]
-        if any("CoarseGrainedExecutorBackend" in w for w in words) and app in words:
-            found[words[words.index("--executor-id") + 1]] = int(entry)
-    return found
-
-
-def wait_for_executors(spark, n=2, within_s=120.0) -> None:
-    deadline = time.monotonic() + within_s
-    while task_slots(spark.sparkContext) < n or len(executor_pids(spark)) < n:
-        assert time.monotonic() < deadline, "the cluster did not come back to 2 executors"
-        time.sleep(0.5)
 
 
 def after_epoch(log_dir: Path, epoch: int, action) -> threading.Thread:

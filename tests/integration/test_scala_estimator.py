@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from local_executors import executor_pids, wait_for_executors
 from pyspark.errors import IllegalArgumentException
 from pyspark.sql import DataFrame
 from safetensors.numpy import load as st_load
@@ -333,10 +334,23 @@ def test_a_scoring_task_that_stops_early_does_not_give_back_its_worker(spark, jv
     assert len(rows) == full_batch.rows
 
 
+def python_running(program) -> str:
+    """A 'python' for setPythonExec that runs ``program`` as the worker (``-c`` probes run
+    as they are, in this interpreter)."""
+    import sys
+
+    script = program.parent / "python"
+    script.write_text(f"""#!/bin/sh
+if [ "$1" = "-c" ]; then exec {sys.executable} "$@"; fi
+exec {sys.executable} {program} "$@"
+""")
+    script.chmod(0o755)
+    return str(script)
+
+
 def wrapped_worker(tmp_path, flag) -> str:
     """A 'python' that runs the real worker, but whose training request crashes the process
     (after reading its partition) while ``flag`` exists."""
-    import sys
 
     program = tmp_path / "crashing_worker.py"
     program.write_text(f"""
@@ -356,13 +370,7 @@ def train(channel, request):
 w._train = train
 sys.exit(w.main(sys.argv[-1:]))
 """)
-    script = tmp_path / "python"
-    script.write_text(f"""#!/bin/sh
-if [ "$1" = "-c" ]; then exec {sys.executable} "$@"; fi
-exec {sys.executable} {program} "$@"
-""")
-    script.chmod(0o755)
-    return str(script)
+    return python_running(program)
 
 
 def test_a_worker_crash_mid_task_fails_the_fit_and_that_worker_is_not_reused(jvm_ml, full_batch,
@@ -643,44 +651,11 @@ def test_scala_train_validation_split_with_parallel_fits_of_mixed_sizes_finishes
 
 # -- restarts after a lost executor (issue 14) ---------------------------------------------
 
-def executor_pids(spark) -> dict[str, int]:
-    """This application's executor JVMs: executor id -> pid (from /proc)."""
-    import os
-
-    app = spark.sparkContext.applicationId
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                words = [a.decode(errors="replace") for a in f.read().split(b"\0")]
-        except OSError:
-            continue
-        if any("CoarseGrainedExecutorBackend" in w for w in words) and app in words:
-            found[words[words.index("--executor-id") + 1]] = int(entry)
-    return found
-
-
-def wait_for_executors(spark, n=2, within_s=120.0) -> None:
-    """Until the cluster has ``n`` executors and task slots (local-cluster's worker
-    relaunches a killed executor within seconds)."""
-    import time
-
-    from sparkdl.cluster import task_slots
-
-    deadline = time.monotonic() + within_s
-    while task_slots(spark.sparkContext) < n or len(executor_pids(spark)) < n:
-        assert time.monotonic() < deadline, f"the cluster did not come back to {n} executors"
-        time.sleep(0.5)
-
-
 def instrumented_worker(tmp_path, markers, sleep_s=0.5, fail_epoch=None) -> str:
     """A 'python' that runs the real worker, whose ranks touch ``markers/<pid>-<epoch>`` as
     each epoch starts (0-based) and then sleep ``sleep_s`` (so a kill lands mid-fit); with
     ``fail_epoch``, the loss raises in that epoch (an error in the user's code). The numbers
     trained are those of the plain worker."""
-    import sys
 
     program = tmp_path / "instrumented_worker.py"
     program.write_text(f"""
@@ -711,13 +686,7 @@ def resolve_loss(name):
 loop.epoch_order, loop.resolve_loss = epoch_order, resolve_loss
 sys.exit(w.main(sys.argv[-1:]))
 """)
-    script = tmp_path / "python"
-    script.write_text(f"""#!/bin/sh
-if [ "$1" = "-c" ]; then exec {sys.executable} "$@"; fi
-exec {sys.executable} {program} "$@"
-""")
-    script.chmod(0o755)
-    return str(script)
+    return python_running(program)
 
 
 def kill_an_executor_when(spark, ready, stop) -> tuple:
@@ -815,7 +784,8 @@ def test_rank_0_hands_the_scala_driver_its_state_only_with_the_fits_key_and_with
         assert newest.epoch() == 2 and bytes(newest.bytes()) == state
         assert not address.post_state(3, state + b"x" * 4096)  # over the cap: not sent
         address.post_failure(1, "Traceback ...\nsparkdl.errors.TrainingCodeError: boom")
-        assert states.userFailure().get().startswith("A training worker failed (rank 1):\nTraceback")
+        failure = states.userFailure().get()
+        assert failure.startswith("A training worker failed (rank 1):\nTraceback")
         with pytest.raises(WorkerFailedError, match="refused this rank's key"):
             JvmRendezvousAddress(address.host, address.port, b"k" * 32, 4096).post_state(3, state)
         assert states.newest().get().epoch() == 2
