@@ -1,12 +1,14 @@
-"""Local data servers for development and tests: a real Kafka broker and a real HDFS.
+"""Local servers for development and tests: Kafka, HDFS and a Spark standalone cluster.
 
 * :class:`KafkaBroker`: Apache Kafka in KRaft mode (broker and controller in one
   process), from the jars ``deploy/local/kafka/pom.xml`` resolves from Maven Central.
 * :class:`MiniHDFS`: one NameNode and one DataNode (Hadoop's MiniDFSCluster), with
   WebHDFS, from the jars ``deploy/local/hdfs/pom.xml`` resolves.
+* :class:`StandaloneCluster`: a Spark standalone Master and Workers, each its own
+  daemon JVM, from the Spark that pyspark ships (nothing to resolve).
 
-Both listen on ports the OS picks, keep their data in a temporary directory removed
-on stop, and resolve their jars with Maven on first use.
+All listen on ports the OS picks and keep their data in a temporary directory removed
+on stop; Kafka and HDFS resolve their jars with Maven on first use.
 
 Run one by hand (Ctrl-C stops it)::
 
@@ -14,12 +16,14 @@ Run one by hand (Ctrl-C stops it)::
     # -> kafka ready: bootstrap 127.0.0.1:40123 (logs in /tmp/sparkdl-kafka-.../broker.log)
     .venv/bin/python deploy/local/servers.py hdfs
     # -> hdfs ready: hdfs://localhost:36753, WebHDFS http://localhost:34497
+    .venv/bin/python deploy/local/servers.py standalone
+    # -> standalone ready: spark://127.0.0.1:38211 (2 workers, web UI http://127.0.0.1:41719)
 
 or from Python::
 
-    with KafkaBroker() as kafka, MiniHDFS() as hdfs:
+    with KafkaBroker() as kafka, MiniHDFS() as hdfs, StandaloneCluster() as spark:
         kafka.create_topic("events", partitions=3)
-        print(kafka.bootstrap, hdfs.uri)
+        print(kafka.bootstrap, hdfs.uri, spark.master_url)
 
 This file is a script beside its poms, not part of the ``sparkdl`` package. It is
 imported one way, the way ``kafka_stream_demo.py`` beside it does: with this directory
@@ -296,16 +300,165 @@ class MiniHDFS(_JavaServer):
         return self
 
 
+class StandaloneCluster:
+    """A Spark standalone cluster on 127.0.0.1: a Master and ``workers`` Workers, each a
+    daemon JVM of its own started with ``spark-class`` as Spark's ``sbin`` scripts do.
+
+    Submit to :attr:`master_url` (``spark-submit --master spark://127.0.0.1:<port>``)
+    or build a SparkSession on it. Executors run on this machine, so the project's
+    ``.venv`` Python serves them (``spark.pyspark.python``). It is a development
+    cluster: it binds 127.0.0.1 and enables no authentication (``spark.authenticate``),
+    so any local user can submit to it while it runs.
+
+    Args:
+        workdir: where the daemons' logs and the workers' application directories go;
+            a fresh temporary directory (deleted on stop) when ``None``.
+        workers: how many Worker daemons.
+        cores: ``--cores`` of each Worker (task slots it offers).
+        memory: ``--memory`` of each Worker (what its executors may take in all).
+        heap: each daemon JVM's own heap (``SPARK_DAEMON_MEMORY``).
+
+    Attributes:
+        master_url: ``spark://127.0.0.1:<port>``.
+        web_ui: ``http://127.0.0.1:<port>``, the Master's web UI (``/json/`` for status).
+
+    Example::
+
+        with StandaloneCluster(workers=2) as cluster:
+            subprocess.run([".venv/bin/spark-submit", "--master", cluster.master_url,
+                            "--conf", "spark.pyspark.python=.venv/bin/python",
+                            "python/train_digits.py"], check=True)
+    """
+
+    name = "Spark standalone"
+
+    def __init__(self, workdir: str | None = None, workers: int = 2, cores: int = 1,
+                 memory: str = "1g", heap: str = "512m") -> None:
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sparkdl-standalone-"))
+        self.workers, self.cores, self.memory, self.heap = workers, cores, memory, heap
+        self.port, self.web_port = free_port(), free_port()
+        self.master_url = f"spark://127.0.0.1:{self.port}"
+        self.web_ui = f"http://127.0.0.1:{self.web_port}"
+        self._daemons: list[_JavaServer] = []
+
+    @staticmethod
+    def spark_home() -> Path:
+        """``SPARK_HOME``, else the Spark inside the installed pyspark."""
+        if os.environ.get("SPARK_HOME"):
+            return Path(os.environ["SPARK_HOME"])
+        import pyspark
+
+        return Path(pyspark.__file__).resolve().parent
+
+    def _daemon(self, name: str, args: list[str], timeout_s: float, ready) -> None:
+        daemon = _JavaServer(str(self.workdir / name), self.heap, f"{name}.log")
+        daemon.name = f"Spark {name}"
+        daemon.workdir.mkdir(parents=True, exist_ok=True)
+        self._daemons.append(daemon)
+        home = self.spark_home()
+        # SPARK_HOME: spark-class would otherwise ask whichever python3 is on PATH where
+        # pyspark lives. SPARK_LOCAL_IP: the daemons and their executors bind 127.0.0.1.
+        # `env` sets them for this daemon only (it execs spark-class, which execs java).
+        # SPARK_MASTER_OPTS: no REST submission server (a fixed port, 6066, and no
+        # authentication); spark-submit talks to the Master's RPC port.
+        settings = [f"SPARK_HOME={home}", "SPARK_LOCAL_IP=127.0.0.1",
+                    f"SPARK_DAEMON_MEMORY={self.heap}",
+                    "SPARK_MASTER_OPTS=-Dspark.master.rest.enabled=false"]
+        daemon._launch(["env", *settings, str(home / "bin" / "spark-class"), *args],
+                       timeout_s, ready)
+
+    def status(self) -> dict:
+        """The Master's ``/json/`` status (workers, their state, cores, applications)."""
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.web_ui}/json/", timeout=2) as reply:
+            return json.loads(reply.read())
+
+    def alive_workers(self) -> int:
+        """Workers registered with the Master and ALIVE (0 while it does not answer)."""
+        try:
+            return sum(w.get("state") == "ALIVE" for w in self.status().get("workers", []))
+        except (OSError, ValueError):
+            return 0
+
+    def start(self, timeout_s: float = 120.0) -> StandaloneCluster:
+        """Start the Master, then the Workers; wait until every Worker is ALIVE.
+
+        Raises:
+            RuntimeError: if a daemon exits, or the cluster is not up within
+                ``timeout_s`` (with the tail of the daemon's log).
+        """
+        deadline = time.monotonic() + timeout_s
+        try:
+            self._daemon("master", ["org.apache.spark.deploy.master.Master", "--host",
+                                    "127.0.0.1", "--port", str(self.port), "--webui-port",
+                                    str(self.web_port)], timeout_s, self._master_ready)
+            for i in range(self.workers):
+                work = self.workdir / f"worker-{i}" / "work"
+                work.mkdir(parents=True, exist_ok=True)
+                self._daemon(f"worker-{i}", [
+                    "org.apache.spark.deploy.worker.Worker", self.master_url, "--host",
+                    "127.0.0.1", "--cores", str(self.cores), "--memory", self.memory,
+                    "--webui-port", str(free_port()), "--work-dir", str(work)],
+                    max(1.0, deadline - time.monotonic()), lambda: True)
+            while self.alive_workers() < self.workers:
+                for daemon in self._daemons:
+                    if daemon._proc is None or daemon._proc.poll() is not None:
+                        raise RuntimeError(f"{daemon.name} exited:\n{daemon._log_tail()}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{self.alive_workers()} of {self.workers} Spark workers registered "
+                        f"with {self.master_url} within {timeout_s:g} s:\n"
+                        f"{self._daemons[-1]._log_tail()}")
+                time.sleep(0.5)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _master_ready(self) -> bool:
+        try:
+            return self.status().get("status") == "ALIVE"
+        except (OSError, ValueError):
+            return False
+
+    def stop(self) -> None:
+        """Stop the Workers (their executors with them), then the Master; delete the
+        temporary directory."""
+        for daemon in reversed(self._daemons):
+            daemon.stop()  # SIGTERM to its process group, then SIGKILL after 20 s
+        self._daemons = []
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> StandaloneCluster:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("server", choices=["kafka", "hdfs"])
+    parser.add_argument("server", choices=["kafka", "hdfs", "standalone"])
     parser.add_argument("--dir", help="keep config, data and logs here")
+    parser.add_argument("--workers", type=int, default=2, help="standalone: Worker daemons")
+    parser.add_argument("--cores", type=int, default=1, help="standalone: cores per Worker")
+    parser.add_argument("--memory", default="1g", help="standalone: memory per Worker")
     args = parser.parse_args()
-    server = KafkaBroker(args.dir) if args.server == "kafka" else MiniHDFS(args.dir)
+    if args.server == "standalone":
+        server = StandaloneCluster(args.dir, args.workers, args.cores, args.memory)
+    else:
+        server = KafkaBroker(args.dir) if args.server == "kafka" else MiniHDFS(args.dir)
     with server:
         if args.server == "kafka":
             print(f"kafka ready: bootstrap {server.bootstrap} (logs in {server.log_path})",
                   flush=True)
+        elif args.server == "standalone":
+            print(f"standalone ready: {server.master_url} ({server.workers} workers, web UI "
+                  f"{server.web_ui}; logs in {server.workdir})", flush=True)
         else:
             print(f"hdfs ready: {server.uri}, WebHDFS {server.webhdfs} "
                   f"(logs in {server.log_path})", flush=True)
