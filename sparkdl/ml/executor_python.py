@@ -5,9 +5,10 @@ The training tasks run in the Python that Spark starts on each executor
 ``python3`` from the executor's ``PATH`` when neither is set). When that Python
 lacks sparkdl or torch, or has other versions than the driver, the barrier job
 would fail late with a raw ``Py4JJavaError``. :func:`check_executor_python` runs
-one short, non-barrier job first (a task per slot it is going to use) whose tasks
-import what the training task imports and report, as data, which interpreter ran,
-on which executor, and what it could not import or at which version. Any problem
+one short, non-barrier job first (a task per executor, within the slots) whose
+tasks look for what the training task imports (sparkdl, torch, pyarrow; and
+horovod.torch for the Horovod backend) and report, as data, which interpreter ran,
+on which executor, and what it lacked or has at another version than the driver. Any problem
 becomes a :class:`~sparkdl.errors.ConfigError` naming the interpreter, the executor
 and the settings that fix it. A success is remembered per application and
 interpreter, so later fits in the same SparkContext pay nothing.
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 #: What every training task imports (the worker runtime, the compute engine, Arrow).
 REQUIRED = ("sparkdl", "torch", "pyarrow")
+#: Of those, what the check imports (the others it finds, reading their versions from
+#: their distributions' metadata: importing torch would take seconds).
+IMPORTED = ("sparkdl",)
 #: What a task of the Horovod backend imports on top.
 HOROVOD = "horovod.torch"
 #: How long the check may take before it is cancelled (a cold ``import torch`` on a
@@ -54,41 +58,64 @@ _KNOWN: dict[tuple[str, str, bool], list[dict]] = {}
 _KNOWN_LOCK = threading.Lock()
 
 
-def probe(modules: tuple[str, ...], _rows: Iterable = ()) -> Iterator[dict]:
-    """Runs on an executor: which Python this is and what of ``modules`` it imports.
+def probe(modules: tuple[str, ...], imported: tuple[str, ...] = (),
+          _rows: Iterable = ()) -> Iterator[dict]:
+    """Runs on an executor: which Python this is, and which of ``modules`` it has.
 
-    Uses only the standard library until it imports ``modules``, and reports an
-    import that fails as data (``missing``), never by raising, so that the driver
-    can say which interpreter lacked what. Shipped by value (:func:`shipped_probe`):
-    unpickling it on the executor does not import sparkdl.
+    Finds each module without importing it (``importlib.util.find_spec``) and
+    reads its version from the installed distribution's metadata: ``import torch``
+    takes seconds and hundreds of MB in a Python worker that Spark keeps for later
+    tasks, and the training ranks import torch in processes of their own anyway.
+    The names in ``imported`` are imported too (sparkdl: light, and it proves the
+    package is whole). Uses only the standard library, and reports what is missing
+    as data (``missing``), never by raising, so that the driver can say which
+    interpreter lacked what. Shipped by value (:func:`shipped_probe`): unpickling
+    it on the executor does not import sparkdl.
 
     Args:
-        modules: module names to import, e.g. ``("sparkdl", "torch")``.
+        modules: module names, e.g. ``("sparkdl", "torch", "horovod.torch")``.
+        imported: those of ``modules`` to import as well.
         _rows: the partition's rows (ignored; it is a ``mapPartitions`` function).
 
     Yields:
         One dict: ``python`` (``sys.executable``), ``python_version``, ``executor``,
-        ``host``, ``found`` (name -> version) and ``missing`` (name -> error text).
+        ``host``, ``found`` (name -> version, ``"unknown"`` without metadata) and
+        ``missing`` (name -> error text).
 
     Example:
-        >>> facts = next(probe(("json",)))
-        >>> sorted(facts), "json" in facts["found"]
-        (['executor', 'found', 'host', 'missing', 'python', 'python_version'], True)
+        >>> facts = next(probe(("json", "no_such_module_x"), imported=("json",)))
+        >>> sorted(facts), facts["missing"]
+        (['executor', 'found', 'host', 'missing', 'python', 'python_version'], \
+{'no_such_module_x': "ModuleNotFoundError: No module named 'no_such_module_x'"})
     """
     import importlib
+    import importlib.metadata
+    import importlib.util
     import os
     import socket
     import sys
 
     found, missing = {}, {}
     for name in modules:
+        top = name.split(".")[0]
         try:
-            importlib.import_module(name)
+            # find_spec imports the parent packages of a dotted name (horovod for
+            # horovod.torch), which is what the Scala estimator's check does too.
+            if name in imported:
+                importlib.import_module(name)
+            elif importlib.util.find_spec(name) is None:
+                raise ModuleNotFoundError(f"No module named {name!r}")
         except Exception as exc:  # noqa: BLE001 - a broken install may raise anything
             missing[name] = f"{type(exc).__name__}: {exc}".strip()[:300]
             continue
-        top = sys.modules[name.split(".")[0]]
-        found[name] = str(getattr(top, "__version__", "") or "unknown")
+        version = getattr(sys.modules.get(top), "__version__", None) if name in imported \
+            else None
+        if not version:
+            try:
+                version = importlib.metadata.version(top)
+            except Exception:  # noqa: BLE001 - no metadata (a source tree on the path)
+                version = "unknown"
+        found[name] = str(version)
     # The executor id is not on Python's TaskContext: Spark names the executor's
     # working directory after it (.../app-xxx/<id>), some managers also set it in env.
     executor = os.environ.get("SPARK_EXECUTOR_ID") or os.path.basename(os.getcwd())
@@ -97,7 +124,8 @@ def probe(modules: tuple[str, ...], _rows: Iterable = ()) -> Iterator[dict]:
            "found": found, "missing": missing}
 
 
-def shipped_probe(modules: tuple[str, ...]) -> Callable[[Iterable], Iterator[dict]]:
+def shipped_probe(modules: tuple[str, ...],
+                  imported: tuple[str, ...] = ()) -> Callable[[Iterable], Iterator[dict]]:
     """:func:`probe` for ``modules``, in a form cloudpickle ships by value.
 
     A function of an importable module is pickled by reference, so unpickling it
@@ -114,7 +142,7 @@ def shipped_probe(modules: tuple[str, ...]) -> Callable[[Iterable], Iterator[dic
     code = types.FunctionType(probe.__code__, {"__builtins__": builtins,
                                                "__name__": "sparkdl_executor_probe"},
                               "probe", probe.__defaults__)
-    return functools.partial(code, modules)
+    return functools.partial(code, modules, imported)
 
 
 @dataclass(frozen=True)
@@ -348,7 +376,7 @@ def _run_probe(sc: SparkContext, tasks: int, modules: tuple[str, ...],
     timer.start()
     try:
         return sc.parallelize(range(tasks), tasks).mapPartitions(
-            shipped_probe(modules)).collect()
+            shipped_probe(modules, IMPORTED)).collect()
     except Exception:
         if timed_out.is_set():
             raise TimeoutError from None
@@ -395,7 +423,7 @@ def check_executor_python(sc: SparkContext, tasks: int, horovod: bool,
         raise ConfigError(
             f"The executors' Python ({driver.executor_python!r}, spark.pyspark.python / "
             f"PYSPARK_PYTHON) did not answer the sparkdl check within {timeout_s:g} s "
-            f"({tasks} tasks importing {', '.join(modules)}). {_fix(driver)}") from None
+            f"({tasks} tasks looking for {', '.join(modules)}). {_fix(driver)}") from None
     except Exception as exc:  # Py4JJavaError / PythonException: the worker did not start
         if sc._jsc.sc().isStopped():
             raise
@@ -403,7 +431,7 @@ def check_executor_python(sc: SparkContext, tasks: int, horovod: bool,
     message = describe(answers, driver, horovod)
     if message:
         raise ConfigError(message)
-    log.info("sparkdl: the executors' Python %s imports %s", driver.executor_python,
+    log.info("sparkdl: the executors' Python %s has %s", driver.executor_python,
              ", ".join(modules))
     with _KNOWN_LOCK:
         _KNOWN[key] = answers

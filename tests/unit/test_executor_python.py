@@ -49,20 +49,35 @@ def healthy(**versions):
 
 
 def test_probe_reports_this_interpreter_and_versions():
-    facts = next(probe(("sparkdl", "torch", "no_such_module_sparkdl_test")))
+    facts = next(probe(("sparkdl", "torch", "no_such_module_sparkdl_test"),
+                       imported=("sparkdl",)))
     assert facts["python"] == sys.executable
     assert facts["python_version"] == sys.version.split()[0]
-    assert facts["found"] == {"sparkdl": sparkdl.__version__, "torch": str(torch.__version__)}
+    assert facts["found"]["sparkdl"] == sparkdl.__version__
+    # torch's version from its distribution's metadata, which may leave out "+cu132"
+    assert str(torch.__version__).startswith(facts["found"]["torch"])
     assert facts["missing"] == {"no_such_module_sparkdl_test": "ModuleNotFoundError: No module "
                                 "named 'no_such_module_sparkdl_test'"}
     assert facts["executor"] and facts["host"]
+
+
+def test_probe_finds_torch_without_importing_it(tmp_path):
+    # Importing torch takes seconds and stays in the Python worker Spark reuses. In a
+    # fresh process, as on an executor: the shipped probe, unpickled and run.
+    blob = cloudpickle.dumps(shipped_probe(("torch", "pyarrow", "sparkdl"), ("sparkdl",)))
+    script = ("import pickle, sys; (facts,) = pickle.loads(sys.stdin.buffer.read())(iter([])); "
+              "print(sorted(facts['found']), 'torch' in sys.modules, 'pyarrow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], input=blob, capture_output=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.stdout.decode().split("\n")[0] == \
+        "['pyarrow', 'sparkdl', 'torch'] False False", done.stderr.decode()[-2000:]
 
 
 def test_probe_reports_a_module_that_raises_on_import_as_data(tmp_path, monkeypatch):
     (tmp_path / "broken_sparkdl_test_mod.py").write_text("raise OSError('libfoo.so: cannot "
                                                          "open shared object file')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    facts = next(probe(("broken_sparkdl_test_mod",)))
+    facts = next(probe(("broken_sparkdl_test_mod",), imported=("broken_sparkdl_test_mod",)))
     assert facts["missing"] == {"broken_sparkdl_test_mod": "OSError: libfoo.so: cannot open "
                                                           "shared object file"}
 
@@ -81,7 +96,7 @@ def test_executor_id_comes_from_the_environment_or_the_work_directory(tmp_path, 
 def test_the_shipped_probe_runs_in_a_python_without_sparkdl(tmp_path):
     # As an executor's Python worker gets it: pickled on the driver, unpickled by a
     # Python whose only extra modules are pyspark and py4j, from Spark's zips.
-    blob = cloudpickle.dumps(shipped_probe(("sparkdl", "torch", "json")))
+    blob = cloudpickle.dumps(shipped_probe(("sparkdl", "torch", "json"), ("sparkdl",)))
     load = ("import pickle, sys; f = pickle.loads(sys.stdin.buffer.read()); "
             "sys.stdout.buffer.write(pickle.dumps(list(f(iter([0])))))")
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": SPARK_PYTHONPATH}
