@@ -168,7 +168,7 @@ def main(quick: bool = False) -> dict:
 
     from sparkdl import TorchEstimator
     from sparkdl.data.kafka import read_kafka
-    from sparkdl.jvm import kafka_jars
+    from sparkdl.jvm import kafka_conf
 
     if __name__ != "__main__":  # bench/ is not importable on the executors
         cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -179,7 +179,7 @@ def main(quick: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="sparkdl-bench-") as tmp, \
             local_servers().KafkaBroker() as kafka, \
             spark_session("local-cluster[2,1,1024]", "bench-kafka-stream",
-                          **{"spark.jars": ",".join(kafka_jars())}) as spark:
+                          **kafka_conf(offline=True)) as spark:
         bootstrap = kafka.bootstrap
         parquet = spark.read.parquet(write_parquet(f"{tmp}/data", x, y, files=2))
         for topic, partitions in (("f32", 2), ("json", 2), ("backlog", 2), ("live", 2),

@@ -50,7 +50,7 @@ def main() -> None:
         read_kafka_stream,
         to_kafka_records,
     )
-    from sparkdl.jvm import kafka_jars
+    from sparkdl.jvm import with_kafka
 
     out = Path(args.output)
     shutil.rmtree(out, ignore_errors=True)
@@ -58,8 +58,9 @@ def main() -> None:
         print(f"kafka ready: {kafka.bootstrap}")
         for topic, partitions in (("digits", 3), ("digits-scores", 1), ("digits-dlq", 1)):
             kafka.create_topic(topic, partitions)
-        spark = (SparkSession.builder.master("local-cluster[2,1,1024]")
-                 .config("spark.jars", ",".join(kafka_jars()))
+        # the connector by its Maven coordinates, from ~/.m2 (`make kafka-jars`) alone
+        spark = (with_kafka(SparkSession.builder.master("local-cluster[2,1,1024]"),
+                            offline=True)
                  .config("spark.ui.showConsoleProgress", "false").getOrCreate())
         spark.sparkContext.setLogLevel("ERROR")
         try:

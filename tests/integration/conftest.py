@@ -24,15 +24,18 @@ def spark():
 
     from sparkdl.cluster import task_slots
     from sparkdl.errors import ConfigError
-    from sparkdl.jvm import jar_path, kafka_jars
+    from sparkdl.jvm import jar_path, kafka_conf, ship_package_jars
 
-    jars = []
-    for find in (lambda: [jar_path()], kafka_jars):
-        try:  # `make test` builds them first; the tests that need them fail loudly without
-            jars += find()
+    builder = SparkSession.builder
+    # `make test` builds the jar and puts Spark's Kafka connector into ~/.m2 first; the
+    # tests that need them fail loudly without. offline: Spark resolves the connector's
+    # coordinates from ~/.m2 alone, so the tests never reach outside the machine.
+    for conf in (lambda: {"spark.jars": jar_path()}, lambda: kafka_conf(offline=True)):
+        try:
+            for key, value in conf().items():
+                builder = builder.config(key, value)
         except ConfigError:
             pass
-    builder = SparkSession.builder.config("spark.jars", ",".join(jars))
     session = (
         builder.master(f"local-cluster[{N_EXECUTORS},1,1024]")
         .appName("sparkdl-tests")
@@ -43,6 +46,7 @@ def spark():
         .config("spark.python.worker.faulthandler.enabled", "true")
         .getOrCreate()
     )
+    ship_package_jars(session)  # the builder's spark.jars hid the Kafka packages' jars
     session.sparkContext.setLogLevel("ERROR")
     deadline = time.monotonic() + 120
     while task_slots(session.sparkContext) < N_EXECUTORS:
