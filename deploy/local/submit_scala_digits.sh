@@ -2,6 +2,10 @@
 # Run the Scala example (sparkdl.examples.TrainDigits) through spark-submit on a local
 # 2-executor standalone cluster: the JVM job trains through the executors' Python workers.
 set -euo pipefail
+# --master spark://127.0.0.1:<port> (first argument) submits to another cluster, e.g. the one
+# `.venv/bin/python deploy/local/servers.py standalone` starts; the rest go to the app.
+MASTER='local-cluster[2,1,1024]'
+if [ "${1:-}" = "--master" ]; then MASTER="$2"; shift 2; fi
 cd "$(dirname "$0")/../.."
 make setup jvm
 PY="$PWD/.venv/bin/python"
@@ -19,6 +23,6 @@ if not os.path.exists("out/digits.parquet"):
                              "label": d.target.astype("int64")}), "out/digits.parquet")
 PYEOF
 export PYSPARK_PYTHON="$PY"
-exec .venv/bin/spark-submit --master 'local-cluster[2,1,1024]' \
+exec .venv/bin/spark-submit --master "$MASTER" \
   --conf spark.pyspark.python="$PY" --conf spark.ui.showConsoleProgress=false \
   --class sparkdl.examples.TrainDigits "$JAR" out/digits.parquet "$@"

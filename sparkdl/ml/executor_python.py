@@ -227,10 +227,11 @@ def _fix(driver: DriverSide) -> str:
             f"{driver.sparkdl} and torch {_major_minor(driver.torch)}.x present on every "
             "executor host (spark-submit --conf spark.pyspark.python=...; a Python process "
             "that starts its own SparkSession reads PYSPARK_PYTHON instead, set it before the "
-            "session starts), or ship the driver's environment: `make env-archive`, then "
-            "spark-submit --archives env.tar.gz#environment --conf "
-            f"spark.pyspark.python=./environment/bin/python (spark.archives). The driver runs "
-            f"{driver.python}.")
+            "session starts), or ship an environment with the job: pack one with "
+            "`python -m sparkdl.pack_env --wheel <sparkdl wheel> --output sparkdl-env.tar` "
+            "(`make env-archive` in the source tree), then spark-submit --archives "
+            "sparkdl-env.tar#environment --conf spark.pyspark.python=./environment/bin/python "
+            f"(spark.archives). The driver runs {driver.python}.")
 
 
 def describe(answers: list[dict], driver: DriverSide, horovod: bool) -> str | None:
@@ -247,7 +248,7 @@ def describe(answers: list[dict], driver: DriverSide, horovod: bool) -> str | No
         >>> ("executors 0, 1 on h ran /usr/bin/python3.11 (Python 3.11.2): cannot import "
         ...  "sparkdl (ModuleNotFoundError: No module named 'sparkdl').") in message
         True
-        >>> "set spark.pyspark.python" in message and "--archives env.tar.gz" in message
+        >>> "set spark.pyspark.python" in message and "--archives sparkdl-env.tar" in message
         True
     """
     groups: dict[tuple, list[str]] = {}

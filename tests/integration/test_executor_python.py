@@ -82,7 +82,7 @@ def test_a_fit_whose_executors_lack_sparkdl_fails_in_seconds(tmp_path):
     assert "cannot import sparkdl (ModuleNotFoundError: No module named 'sparkdl')" in message
     assert f"The driver asked for {BASE_PYTHON!r} (spark.pyspark.python" in message
     assert "set spark.pyspark.python to a Python with sparkdl" in message
-    assert "--archives env.tar.gz#environment" in message
+    assert "--archives sparkdl-env.tar#environment" in message
     # From fit() on a cluster whose executors are up: the schema/stats jobs, then the
     # check, and no barrier job. Seconds on an idle machine; the bound leaves room for
     # a loaded CI host (2 shared cores).

@@ -146,7 +146,8 @@ def test_the_message_names_interpreter_executors_and_settings():
     assert "executor 3" not in message  # that one can train
     assert "The driver asked for '/usr/bin/python3' (spark.pyspark.python" in message
     for setting in ("spark.pyspark.python", "PYSPARK_PYTHON", "spark.archives",
-                    "--archives env.tar.gz#environment", "make env-archive"):
+                    "--archives sparkdl-env.tar#environment", "make env-archive",
+                    "python -m sparkdl.pack_env"):
         assert setting in message
     assert describe(answers[2:], DRIVER, horovod=False) is None
 
