@@ -7,9 +7,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.sparkdl-installed
 MVN    ?= mvn -q -B
 JVM_SOURCES := $(shell find jvm/src -type f 2>/dev/null) jvm/pom.xml $(wildcard sparkdl/schemas/*.json)
-JAR    := jvm/target/sparkdl-jvm_2.13-$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml).jar
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+JAR    := jvm/target/sparkdl-jvm_2.13-$(VERSION).jar
+WHEEL  := dist/sparkdl-$(VERSION)-py3-none-any.whl
+ENV_ARCHIVE ?= dist/sparkdl-env.tar
 
-.PHONY: setup demo test unit integration lint bench clean jvm jvm-test kafka-jars hdfs-jars
+.PHONY: setup demo test unit integration lint bench clean jvm jvm-test kafka-jars hdfs-jars \
+        dist env-archive
 
 setup: $(STAMP)
 
@@ -32,7 +36,22 @@ $(JAR): $(JVM_SOURCES)
 jvm-test:
 	$(MVN) -f jvm/pom.xml package
 
-# A local Kafka broker's jars and Spark's Kafka connector, from Maven Central.
+# The wheel, carrying the Scala jar (setup.py: reused from jvm/target when it is newer than
+# its sources, else built by Maven). No build isolation: the .venv's setuptools, no network.
+dist: setup
+	rm -rf build $(WHEEL)   # build/lib would keep modules deleted since the last build
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
+	@echo "built $(WHEEL)"
+
+# A relocatable environment (sparkdl from the wheel, torch, pyspark, pyarrow, Horovod) for
+# spark.archives=$(ENV_ARCHIVE)#environment, spark.pyspark.python=./environment/bin/python.
+# Cached in ~/.cache/sparkdl/env by the wheel's hash and the packed versions; first build
+# about a minute or two (copies .venv's installed files, packs ~7 GB uncompressed).
+env-archive: dist
+	$(PY) -m sparkdl.pack_env --wheel $(WHEEL) --output $(ENV_ARCHIVE)
+
+# A local Kafka broker's jars (deploy/local/kafka/target/broker), and Spark's Kafka
+# connector with its dependencies in ~/.m2, where spark.jars.packages finds it offline.
 KAFKA_STAMP := deploy/local/kafka/target/.resolved
 kafka-jars: $(KAFKA_STAMP)
 
@@ -64,4 +83,4 @@ bench: setup jvm kafka-jars hdfs-jars
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf out spark-warehouse .pytest_cache
+	rm -rf out spark-warehouse .pytest_cache build dist

@@ -16,7 +16,8 @@ Maven's local repository first and then Maven Central (:func:`with_kafka`).
 From a shell, for ``spark-submit``::
 
     spark-submit --jars "$(python -m sparkdl.jvm jar)" \\
-                 --packages "$(python -m sparkdl.jvm kafka-packages)" app.py
+                 --packages "$(python -m sparkdl.jvm kafka-packages)" \\
+                 --exclude-packages "$(python -m sparkdl.jvm kafka-excludes)" app.py
 
 Example:
     >>> from sparkdl.jvm import jar_name, kafka_packages
