@@ -245,7 +245,9 @@ def test_max_restarts_zero_fails_as_before(healthy_cluster, digits, tmp_path):
 
 def test_an_executor_that_does_not_come_back_fails_within_the_timeout(tmp_path):
     # In an application of its own: it shrinks its cluster for good.
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    local = str(Path(__file__).resolve().parents[2] / "deploy" / "local")  # local_executors
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+           "PYTHONPATH": os.pathsep.join(filter(None, [local, os.environ.get("PYTHONPATH")]))}
     began = time.monotonic()
     done = subprocess.run([sys.executable, __file__, str(tmp_path)], capture_output=True,
                           text=True, timeout=600, env=env)
