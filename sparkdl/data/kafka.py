@@ -2,7 +2,7 @@
 
 ``read_kafka`` reads a topic between two offsets and ``read_kafka_stream`` follows
 it as a streaming DataFrame, both with Spark's own Kafka source
-(``spark-sql-kafka-0-10``, which :func:`sparkdl.jvm.kafka_jars` locates), and both
+(``spark-sql-kafka-0-10``, which :func:`sparkdl.jvm.with_kafka` adds), and both
 decode each record's value the same way. Decoding never runs Python per row: JSON
 is parsed in the JVM (``from_json``); raw little-endian float32 tensors are
 reinterpreted a whole Arrow batch at a time with numpy; Arrow IPC values are read
@@ -103,7 +103,7 @@ def read_kafka(spark: SparkSession, bootstrap: str, topic: str, *, value_format:
 
     Args:
         spark: a session with the Kafka connector on its classpath
-            (``spark.jars`` = :func:`sparkdl.jvm.kafka_jars`).
+            (:func:`sparkdl.jvm.with_kafka`, or ``--packages`` of spark-submit).
         bootstrap: Kafka bootstrap servers, ``host:port[,host:port]``.
         topic: the topic (or comma-separated topics) to read.
         value_format: ``json`` (one JSON object per record, fields per ``schema``),
@@ -290,8 +290,10 @@ def _require_connector(spark: SparkSession) -> None:
     except Exception as exc:  # noqa: BLE001 - py4j wraps ClassNotFoundException
         raise ConfigError(
             "Spark's Kafka connector is not on this session's classpath. Start the session "
-            "with spark.jars set to sparkdl.jvm.kafka_jars() (built by `make kafka-jars`), "
-            "e.g. SparkSession.builder.config('spark.jars', ','.join(kafka_jars()))."
+            "with sparkdl.jvm.with_kafka(SparkSession.builder) (spark.jars.packages), or "
+            "spark-submit --packages \"$(python -m sparkdl.jvm kafka-packages)\"; in a "
+            "source checkout `make kafka-jars` puts the connector in ~/.m2 for "
+            "with_kafka(builder, offline=True)."
         ) from exc
 
 
