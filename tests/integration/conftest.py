@@ -63,6 +63,22 @@ if _LOCAL not in sys.path:
     sys.path.append(_LOCAL)
 
 
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    """sparkdl's wheel, built by ``make dist``'s command (the jar comes from jvm/target
+    when `make test` built it)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path_factory.mktemp("dist")
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                           "--no-build-isolation", "-w", str(out), str(root)], cwd=root,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    (whl,) = out.glob("sparkdl-*-py3-none-any.whl")
+    return whl
+
+
 def _servers():
     """``deploy/local/servers.py``, imported as it says."""
     import servers

@@ -100,16 +100,6 @@ def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    """``make dist``'s command; the jar comes from jvm/target when `make test` built it."""
-    out = tmp_path_factory.mktemp("dist")
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(out), str(ROOT)], cwd=ROOT)
-    (whl,) = out.glob("sparkdl-*-py3-none-any.whl")
-    return whl
-
-
-@pytest.fixture(scope="module")
 def clean_venv(wheel, tmp_path_factory) -> Path:
     """A new venv holding only the wheel (``--no-deps``), the project's deps by ``.pth``."""
     venv = tmp_path_factory.mktemp("venv") / "clean"
