@@ -10,6 +10,8 @@ cd "$(dirname "$0")/../.."
 make setup
 PY="$PWD/.venv/bin/python"
 export PYSPARK_PYTHON="$PY" PYSPARK_DRIVER_PYTHON="$PY"
+# The job gets the master too: it picks local-cluster itself unless told (it cannot see
+# spark-submit's --master before its SparkContext starts).
 exec .venv/bin/spark-submit --master "$MASTER" \
   --conf spark.pyspark.python="$PY" --conf spark.ui.showConsoleProgress=false \
-  python/train_digits.py --output out/digits-submit "$@"
+  python/train_digits.py --master "$MASTER" --output out/digits-submit "$@"

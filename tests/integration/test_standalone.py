@@ -73,14 +73,17 @@ def submit(cluster, *args: str, cwd: Path, timeout_s: float = 900) -> str:
     return done.stdout
 
 
-def final_state(cluster, app_name: str, timeout_s: float = 30.0) -> str | None:
+def final_state(cluster, app_name: str, timeout_s: float = 30.0) -> str:
     """The state the Master gives application ``app_name`` once it completed (the
-    Master hears of it shortly after spark-submit returns), or None."""
+    Master hears of it shortly after spark-submit returns): proof that the app ran on
+    this cluster, not on a cluster of its own."""
     deadline = time.monotonic() + timeout_s
     while True:
         apps = {app["name"]: app["state"] for app in cluster.status()["completedapps"]}
-        if app_name in apps or time.monotonic() > deadline:
-            return apps.get(app_name)
+        if app_name in apps:
+            return apps[app_name]
+        if time.monotonic() > deadline:
+            return f"not among the Master's completed applications {apps}"
         time.sleep(0.5)
 
 
@@ -93,8 +96,11 @@ def test_the_cluster_has_two_alive_workers_on_localhost(standalone):
 
 
 def test_python_digits_job_reaches_the_demo_accuracy(standalone, tmp_path):
+    # The job is told the master as well: it falls back to local-cluster on its own
+    # (its SparkConf() is read before the JVM starts, so it misses spark-submit's).
     out = submit(standalone, str(REPO / "python" / "train_digits.py"),
-                 "--output", str(tmp_path / "digits"), cwd=tmp_path)
+                 "--master", standalone.master_url, "--output", str(tmp_path / "digits"),
+                 cwd=tmp_path)
     accuracy = {m.group(1): float(m.group(2))
                 for m in re.finditer(r"^(MLP|CNN) test accuracy: ([0-9.]+)", out, re.M)}
     assert set(accuracy) == {"MLP", "CNN"}, out[-3000:]
