@@ -358,6 +358,11 @@ def _run_probe(sc: SparkContext, tasks: int, modules: tuple[str, ...],
                timeout_s: float) -> list[dict]:
     """Run the probe job; cancel it after ``timeout_s``.
 
+    Cancelling ends the job for the driver at once. A task stuck in starting an
+    interpreter that never answers keeps its slot until that process exits (Spark
+    cannot interrupt the read), which is why the fit stops here with a ConfigError
+    rather than going on to a barrier job that would wait for the slot.
+
     Raises:
         TimeoutError: it was cancelled at the deadline.
         Exception: whatever Spark raised when the job failed.
