@@ -6,6 +6,8 @@
   WebHDFS, from the jars ``deploy/local/hdfs/pom.xml`` resolves.
 * :class:`StandaloneCluster`: a Spark standalone Master and Workers, each its own
   daemon JVM, from the Spark that pyspark ships (nothing to resolve).
+* :class:`MiniYARN`: a YARN ResourceManager and NodeManager, each its own daemon JVM,
+  on a :class:`MiniHDFS`, from the same Hadoop jars.
 
 All listen on ports the OS picks and keep their data in a temporary directory removed
 on stop; Kafka and HDFS resolve their jars with Maven on first use.
@@ -18,6 +20,9 @@ Run one by hand (Ctrl-C stops it)::
     # -> hdfs ready: hdfs://localhost:36753, WebHDFS http://localhost:34497
     .venv/bin/python deploy/local/servers.py standalone
     # -> standalone ready: spark://127.0.0.1:38211 (2 workers, web UI http://127.0.0.1:41719)
+    .venv/bin/python deploy/local/servers.py yarn
+    # -> yarn ready: ResourceManager 127.0.0.1:40231 (web UI http://127.0.0.1:45163), ...
+    #      export HADOOP_CONF_DIR=/tmp/sparkdl-yarn-.../conf
 
 or from Python::
 
@@ -440,14 +445,327 @@ class StandaloneCluster:
         self.stop()
 
 
+def _xml_config(path: Path, props: dict[str, object]) -> None:
+    """Write a Hadoop ``*-site.xml`` holding ``props``."""
+    from xml.sax.saxutils import escape
+
+    body = "".join(f"  <property><name>{escape(k)}</name><value>{escape(str(v))}</value>"
+                   "</property>\n" for k, v in props.items())
+    path.write_text(f'<?xml version="1.0"?>\n<configuration>\n{body}</configuration>\n')
+
+
+class MiniYARN:
+    """A Hadoop YARN cluster on 127.0.0.1: a ResourceManager and one NodeManager, each a
+    daemon JVM of its own (the main classes ``yarn resourcemanager`` and ``yarn
+    nodemanager`` run), from the Hadoop 3.5.0 jars ``deploy/local/hdfs/pom.xml`` resolves.
+
+    Its default file system is ``hdfs`` (a started :class:`MiniHDFS`), where Spark stages
+    applications and containers read their files. Point ``spark-submit --master yarn`` at
+    it with ``HADOOP_CONF_DIR=<conf_dir>`` (:meth:`env`). The NodeManager's containers are
+    real processes started by its ``DefaultContainerExecutor``, with a system ``PATH``
+    and no Python of the project's: ship one (``--archives env.tar#environment``).
+
+    It is a development cluster: simple authentication (any local user may submit, as
+    anyone), no TLS, 127.0.0.1 only, and the capacity scheduler with a single ``default``
+    queue. Container logs stay in the NodeManager's log directory
+    (:meth:`container_logs`), not aggregated.
+
+    Args:
+        hdfs: the started :class:`MiniHDFS` YARN uses as its default file system.
+        workdir: where the config, NodeManager's local and log directories and the
+            daemons' logs go; a fresh temporary directory (deleted on stop) when ``None``.
+        memory_mb: memory the NodeManager offers containers (an application master and
+            two 1 GiB executors take ~4.2 GiB with Spark's overheads).
+        vcores: virtual cores it offers (accounting only: the scheduler counts them).
+        heap: each daemon JVM's own ``-Xmx``.
+
+    Attributes:
+        conf_dir: ``HADOOP_CONF_DIR`` / ``YARN_CONF_DIR`` for clients (core-site.xml,
+            hdfs-site.xml, yarn-site.xml, capacity-scheduler.xml, log4j.properties).
+        rm_address: ``127.0.0.1:<port>``, the ResourceManager's client RPC address.
+        web_ui: ``http://127.0.0.1:<port>``, the ResourceManager's web UI and REST API.
+        log_dirs: the NodeManager's container log directory
+            (``<app id>/<container id>/{stdout,stderr,...}``).
+
+    Example::
+
+        with MiniHDFS() as hdfs, MiniYARN(hdfs) as yarn:
+            subprocess.run([".venv/bin/spark-submit", "--master", "yarn",
+                            "--deploy-mode", "cluster", ...], env=yarn.env(), check=True)
+    """
+
+    name = "YARN"
+    #: A system PATH for the NodeManager and so its containers (YARN passes PATH on), so
+    #: nothing finds the project's .venv there.
+    SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+    def __init__(self, hdfs: MiniHDFS, workdir: str | None = None, memory_mb: int = 6144,
+                 vcores: int = 4, heap: str = "512m") -> None:
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sparkdl-yarn-"))
+        self.hdfs, self.memory_mb, self.vcores, self.heap = hdfs, memory_mb, vcores, heap
+        self.conf_dir = self.workdir / "conf"
+        self.local_dirs = self.workdir / "nm-local"
+        self.log_dirs = self.workdir / "nm-logs"
+        self.rm_address = f"127.0.0.1:{free_port()}"
+        self.web_ui = f"http://127.0.0.1:{free_port()}"
+        self.nm_address = f"127.0.0.1:{free_port()}"
+        self._daemons: list[_JavaServer] = []
+        self._classpath = ""
+
+    @staticmethod
+    def java_home() -> str:
+        """``JAVA_HOME``, else the JDK of the ``java`` on PATH (containers need it)."""
+        if os.environ.get("JAVA_HOME"):
+            return os.environ["JAVA_HOME"]
+        java = shutil.which("java")
+        if java is None:
+            raise RuntimeError("YARN needs Java: set JAVA_HOME or put java on PATH")
+        return str(Path(java).resolve().parent.parent)
+
+    def _configure(self) -> None:
+        if not self.hdfs.uri:
+            raise RuntimeError("start the MiniHDFS before MiniYARN (its default file system)")
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        for d in (self.local_dirs, self.log_dirs):
+            d.mkdir(parents=True, exist_ok=True)
+        _xml_config(self.conf_dir / "core-site.xml", {"fs.defaultFS": self.hdfs.uri})
+        _xml_config(self.conf_dir / "hdfs-site.xml", {
+            # sparkdl's workers reach hdfs:// checkpoints through WebHDFS at this address
+            "dfs.namenode.http-address": self.hdfs.webhdfs.removeprefix("http://"),
+            "dfs.replication": 1,  # one DataNode: clients must not ask for 3 replicas
+        })
+        rm = "yarn.resourcemanager."
+        nm = "yarn.nodemanager."
+        _xml_config(self.conf_dir / "yarn-site.xml", {
+            # every RPC and HTTP endpoint on 127.0.0.1, on ports chosen here (a port 0
+            # would leave clients without the address)
+            f"{rm}hostname": "127.0.0.1",
+            f"{rm}address": self.rm_address,
+            f"{rm}scheduler.address": f"127.0.0.1:{free_port()}",
+            f"{rm}resource-tracker.address": f"127.0.0.1:{free_port()}",
+            f"{rm}admin.address": f"127.0.0.1:{free_port()}",
+            f"{rm}webapp.address": self.web_ui.removeprefix("http://"),
+            f"{nm}hostname": "127.0.0.1",
+            f"{nm}address": self.nm_address,
+            f"{nm}localizer.address": f"127.0.0.1:{free_port()}",
+            f"{nm}webapp.address": f"127.0.0.1:{free_port()}",
+            # the NodeManager registers within a second of the ResourceManager listening,
+            # not after the default 30 s retry interval
+            f"{rm}connect.retry-interval.ms": 500,
+            f"{nm}local-dirs": str(self.local_dirs),
+            f"{nm}log-dirs": str(self.log_dirs),
+            f"{nm}resource.memory-mb": self.memory_mb,
+            f"{nm}resource.cpu-vcores": self.vcores,
+            "yarn.scheduler.minimum-allocation-mb": 128,
+            "yarn.scheduler.maximum-allocation-mb": self.memory_mb,
+            "yarn.scheduler.maximum-allocation-vcores": self.vcores,
+            # Python workers and torch outgrow a JVM's container estimate; nothing to police
+            # on a development machine
+            f"{nm}pmem-check-enabled": "false",
+            f"{nm}vmem-check-enabled": "false",
+            # a full-ish /tmp must not mark the only node's disks bad (it would go UNHEALTHY
+            # and take no containers)
+            f"{nm}disk-health-checker.max-disk-utilization-per-disk-percentage": "100.0",
+            f"{nm}disk-health-checker.min-free-space-per-disk-mb": 0,
+            # localized files (a packed Python environment is GBs) stay cached between
+            # applications up to this size, not the default 10 GiB
+            f"{nm}localizer.cache.target-size-mb": 65536,
+            # Containers inherit these from the NodeManager unless the application sets
+            # them: the defaults, and SPARK_LOCAL_IP (set to 127.0.0.1 for the daemon), so
+            # Spark's drivers and executors bind and advertise 127.0.0.1. Unset, Spark
+            # picks a non-loopback interface when the host name resolves to 127.0.0.1,
+            # and nothing here is to reach outside the machine. (Not admin-env: the NM
+            # appends that to a value the application passes, and Spark's AM passes its
+            # SPARK_* variables on to executors: "127.0.0.1:127.0.0.1".)
+            f"{nm}env-whitelist": "JAVA_HOME,HADOOP_COMMON_HOME,HADOOP_HDFS_HOME,"
+                                  "HADOOP_CONF_DIR,CLASSPATH_PREPEND_DISTCACHE,HADOOP_YARN_HOME,"
+                                  "HADOOP_HOME,PATH,LANG,TZ,SPARK_LOCAL_IP",
+            "yarn.log-aggregation-enable": "false",
+            f"{rm}recovery.enabled": "false",
+        })
+        # CapacityScheduler, as production clusters run it: one queue taking everything.
+        # Application masters may hold half of it (the default 10% is less than one Spark
+        # driver in cluster mode on a small node).
+        _xml_config(self.conf_dir / "capacity-scheduler.xml", {
+            "yarn.scheduler.capacity.root.queues": "default",
+            "yarn.scheduler.capacity.root.default.capacity": 100,
+            "yarn.scheduler.capacity.root.default.maximum-capacity": 100,
+            "yarn.scheduler.capacity.maximum-am-resource-percent": 0.5,
+        })
+        (self.conf_dir / "log4j.properties").write_text(
+            "log4j.rootLogger=INFO,console\n"
+            "log4j.appender.console=org.apache.log4j.ConsoleAppender\n"
+            "log4j.appender.console.layout=org.apache.log4j.PatternLayout\n"
+            "log4j.appender.console.layout.ConversionPattern=%d{ISO8601} %p %c{2}: %m%n\n")
+
+    def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """``base`` (default ``os.environ``) with ``HADOOP_CONF_DIR`` and ``YARN_CONF_DIR``
+        naming this cluster, for ``spark-submit --master yarn``."""
+        return {**(os.environ if base is None else base),
+                "HADOOP_CONF_DIR": str(self.conf_dir), "YARN_CONF_DIR": str(self.conf_dir)}
+
+    def _daemon(self, name: str, main_class: str, timeout_s: float, ready) -> None:
+        daemon = _JavaServer(str(self.workdir / name), self.heap, f"{name}.log")
+        daemon.name = f"YARN {name}"
+        daemon.workdir.mkdir(parents=True, exist_ok=True)
+        self._daemons.append(daemon)
+        # `env -i`: the daemon (and the NodeManager's containers, which inherit PATH,
+        # JAVA_HOME and SPARK_LOCAL_IP from it) sees a system PATH and none of this
+        # process's Python settings (VIRTUAL_ENV, PYTHONPATH, PYSPARK_PYTHON, ...).
+        settings = [f"PATH={self.SYSTEM_PATH}", f"JAVA_HOME={self.java_home()}",
+                    f"HOME={os.environ.get('HOME', '/tmp')}", "LANG=C.UTF-8",
+                    f"HADOOP_CONF_DIR={self.conf_dir}", f"YARN_CONF_DIR={self.conf_dir}",
+                    "SPARK_LOCAL_IP=127.0.0.1"]
+        daemon._launch(["env", "-i", *settings, str(Path(self.java_home()) / "bin" / "java"),
+                        f"-Xmx{self.heap}", "-cp", self._classpath, main_class],
+                       timeout_s, ready)
+
+    def _get(self, path: str) -> dict:
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.web_ui}/ws/v1/cluster{path}", timeout=5) as reply:
+            return json.loads(reply.read())
+
+    def status(self) -> dict:
+        """The ResourceManager's ``/ws/v1/cluster/info`` (``state`` is ``STARTED`` when up)."""
+        return self._get("/info")["clusterInfo"]
+
+    def nodes(self) -> list[dict]:
+        """The NodeManagers the ResourceManager knows (``/ws/v1/cluster/nodes``)."""
+        return (self._get("/nodes").get("nodes") or {}).get("node") or []
+
+    def running_nodes(self) -> int:
+        """NodeManagers RUNNING (0 while the ResourceManager does not answer)."""
+        try:
+            return sum(n.get("state") == "RUNNING" for n in self.nodes())
+        except (OSError, ValueError):
+            return 0
+
+    def application(self, app_id: str) -> dict:
+        """An application's report (``state``, ``finalStatus``, ``diagnostics``, ...)."""
+        return self._get(f"/apps/{app_id}")["app"]
+
+    def applications(self) -> list[dict]:
+        """Every application's report, oldest first."""
+        apps = (self._get("/apps").get("apps") or {}).get("app") or []
+        return sorted(apps, key=lambda a: a["id"])
+
+    def container_logs(self, app_id: str, max_chars: int = 20000) -> dict[str, str]:
+        """``{"<container id>/<file>": text}`` of an application's container logs on the
+        NodeManager (its driver's stdout is the first container's, in cluster mode);
+        each text is the last ``max_chars`` characters of its file."""
+        logs = {}
+        for file in sorted((self.log_dirs / app_id).glob("*/*")):
+            if file.is_file():
+                text = file.read_text(errors="replace")
+                logs[f"{file.parent.name}/{file.name}"] = text[-max_chars:]
+        return logs
+
+    def fs(self, *args: str, timeout_s: float = 600.0) -> str:
+        """Run Hadoop's file system shell (``hadoop fs <args>``) against this cluster's
+        default file system; returns its stdout.
+
+        Raises:
+            RuntimeError: if it fails or runs past ``timeout_s``, with its output.
+        """
+        if not self._classpath:
+            raise RuntimeError("start MiniYARN before using its file system shell")
+        command = [_java(), "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", self._classpath,
+                   "org.apache.hadoop.fs.FsShell", *args]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
+                                  env={**os.environ, "HADOOP_CONF_DIR": str(self.conf_dir)})
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"hadoop fs {' '.join(args)} did not finish within "
+                               f"{timeout_s:g} s") from None
+        if done.returncode != 0:
+            raise RuntimeError(f"hadoop fs {' '.join(args)} failed (exit code "
+                               f"{done.returncode}):\n{done.stdout}{done.stderr[-3000:]}")
+        return done.stdout
+
+    def start(self, timeout_s: float = 180.0) -> MiniYARN:
+        """Write the config, start the ResourceManager and the NodeManager; wait until the
+        NodeManager is RUNNING in the ResourceManager.
+
+        Raises:
+            RuntimeError: if a daemon exits, or the cluster is not up within
+                ``timeout_s`` (with the tail of the daemon's log).
+        """
+        target = resolve_jars("hdfs", "yarn/slf4j-reload4j-1.7.36.jar")
+        # conf first: the daemons and FsShell read *-site.xml and log4j.properties from it
+        self._classpath = f"{self.conf_dir}:{target / 'server'}/*:{target / 'yarn'}/*"
+        deadline = time.monotonic() + timeout_s
+        try:
+            self._configure()
+            # Both at once: the NodeManager retries its registration every 0.5 s until the
+            # ResourceManager listens (each JVM takes seconds to start).
+            self._daemon("resourcemanager",
+                         "org.apache.hadoop.yarn.server.resourcemanager.ResourceManager",
+                         timeout_s, lambda: True)
+            self._daemon("nodemanager", "org.apache.hadoop.yarn.server.nodemanager.NodeManager",
+                         timeout_s, lambda: True)
+            while self.running_nodes() < 1:
+                for daemon in self._daemons:
+                    if daemon._proc is None or daemon._proc.poll() is not None:
+                        raise RuntimeError(f"{daemon.name} exited:\n{daemon._log_tail()}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the NodeManager did not register with the ResourceManager within "
+                        f"{timeout_s:g} s:\n{self._daemons[-1]._log_tail()}\n"
+                        f"{self._daemons[0]._log_tail()}")
+                time.sleep(0.5)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the NodeManager (its containers with it), then the ResourceManager; delete
+        the temporary directory."""
+        for daemon in reversed(self._daemons):
+            daemon.stop()  # SIGTERM to its process group, then SIGKILL after 20 s
+        self._daemons = []
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> MiniYARN:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _serve_yarn(workdir: str | None) -> None:
+    """``servers.py yarn``: an HDFS and a YARN cluster on it, until Ctrl-C."""
+    hdfs_dir = yarn_dir = None
+    if workdir:
+        hdfs_dir, yarn_dir = f"{workdir}/hdfs", f"{workdir}/yarn"
+        for d in (hdfs_dir, yarn_dir):
+            Path(d).mkdir(parents=True, exist_ok=True)
+    with MiniHDFS(hdfs_dir) as hdfs, MiniYARN(hdfs, yarn_dir) as yarn:
+        print(f"yarn ready: ResourceManager {yarn.rm_address} (web UI {yarn.web_ui}), "
+              f"HDFS {hdfs.uri} (WebHDFS {hdfs.webhdfs}); container logs in "
+              f"{yarn.log_dirs}\n  export HADOOP_CONF_DIR={yarn.conf_dir}\n"
+              f"  spark-submit --master yarn --deploy-mode cluster ...", flush=True)
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("server", choices=["kafka", "hdfs", "standalone"])
+    parser.add_argument("server", choices=["kafka", "hdfs", "standalone", "yarn"])
     parser.add_argument("--dir", help="keep config, data and logs here")
     parser.add_argument("--workers", type=int, default=2, help="standalone: Worker daemons")
     parser.add_argument("--cores", type=int, default=1, help="standalone: cores per Worker")
     parser.add_argument("--memory", default="1g", help="standalone: memory per Worker")
     args = parser.parse_args()
+    if args.server == "yarn":
+        _serve_yarn(args.dir)
+        return
     if args.server == "standalone":
         server = StandaloneCluster(args.dir, args.workers, args.cores, args.memory)
     else:
