@@ -1,15 +1,19 @@
 """Train an MLP and a small CNN on the handwritten digits, across 2 Spark executors.
 
 The digits data set ships inside scikit-learn (1797 8x8 images), so nothing is
-downloaded. The job trains both networks data-parallel on ``local-cluster[2,1,1024]``
-(two executor JVMs, one rank each), prints per-epoch loss and accuracy, scores the
-held-out test set, writes it to Parquet, saves the CNN, reloads it and checks that
-the reloaded model predicts exactly the same.
+downloaded; ``--data`` reads the same rows from Parquet instead (any Spark path, e.g.
+on HDFS, so the driver needs no scikit-learn). The job trains both networks
+data-parallel on ``local-cluster[2,1,1024]`` (two executor JVMs, one rank each),
+prints per-epoch loss and accuracy, scores the held-out test set, writes it to
+Parquet, saves the CNN, reloads it and checks that the reloaded model predicts
+exactly the same.
 
 Run it with ``make demo``, or::
 
     .venv/bin/python python/train_digits.py --output out/digits
     spark-submit --master 'local-cluster[2,1,1024]' python/train_digits.py
+    spark-submit --master yarn ... python/train_digits.py \
+        --data hdfs:///data/digits.parquet --output hdfs:///runs/digits
 """
 
 from __future__ import annotations
@@ -19,10 +23,8 @@ import os
 import sys
 
 import torch
-from pyspark import SparkConf
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from sklearn.datasets import load_digits
 
 from sparkdl import TorchEstimator, TorchModel
 
@@ -46,7 +48,15 @@ def cnn() -> torch.nn.Module:
     )
 
 
-def digits(spark: SparkSession) -> DataFrame:
+def digits(spark: SparkSession, path: str | None = None) -> DataFrame:
+    """The digits as (features array<float>[64], label long): from Parquet at ``path``
+    (as deploy/local/submit_scala_digits.sh writes it), else from scikit-learn."""
+    if path:
+        return spark.read.parquet(path).select(
+            F.col("features").cast("array<float>").alias("features"),
+            F.col("label").cast("long").alias("label"))
+    from sklearn.datasets import load_digits  # only here: a cluster's Python may lack it
+
     data = load_digits()
     rows = [((image / 16.0).tolist(), int(label))
             for image, label in zip(data.data, data.target)]
@@ -75,19 +85,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--master", default=None,
                         help="Spark master (default: local-cluster[2,1,1024] unless "
                              "spark-submit set one)")
-    parser.add_argument("--output", default="out/digits", help="where results are written")
+    parser.add_argument("--output", default="out/digits",
+                        help="where results are written (a local directory or any Spark "
+                             "path, e.g. hdfs:///runs/digits)")
+    parser.add_argument("--data", default=None,
+                        help="Parquet of the digits (features, label), any Spark path "
+                             "(default: scikit-learn's copy, built on the driver)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (SparkSession.builder.appName("sparkdl-digits").config("spark.ui.enabled", "false")
                .config("spark.ui.showConsoleProgress", "false"))
-    if args.master or not SparkConf().contains("spark.master"):  # spark-submit sets it
+    # Under spark-submit (and in YARN's application master) pyspark joins the JVM that
+    # launched it, named by PYSPARK_GATEWAY_PORT, whose --master must win; SparkConf()
+    # cannot tell, as it sees no settings before the SparkContext exists.
+    if args.master or "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = builder.master(args.master or "local-cluster[2,1,1024]")
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     try:
-        train_df, test_df = digits(spark).randomSplit([0.8, 0.2], seed=7)
+        train_df, test_df = digits(spark, args.data).randomSplit([0.8, 0.2], seed=7)
         common = dict(loss="cross_entropy", optimizer="adam", batchSize=32,
                       numWorkers=args.workers, seed=42, validationFraction=0.1)
         _, mlp_acc = train("MLP", TorchEstimator(model=mlp, epochs=20,
@@ -99,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
                                                          **common),
                                    train_df, test_df)
 
-        scored_path = os.path.abspath(f"{args.output}/test_scored.parquet")
-        model_path = os.path.abspath(f"{args.output}/cnn_model")
+        # a URI (hdfs://...) as given; a local directory made absolute for the messages
+        output = args.output if "://" in args.output else os.path.abspath(args.output)
+        scored_path = f"{output}/test_scored.parquet"
+        model_path = f"{output}/cnn_model"
         scored = cnn_model.transform(test_df)
         scored.write.mode("overwrite").parquet(scored_path)
         cnn_model.write().overwrite().save(model_path)
