@@ -66,14 +66,28 @@ def check_capacity(sc: SparkContext, num_workers: int,
         time.sleep(0.5)
         slots = task_slots(sc)
     if slots < num_workers:
-        raise ClusterCapacityError(
-            f"numWorkers={num_workers} needs {num_workers} concurrent task slots but the "
-            f"cluster has {slots} (master {sc.master!r}, spark.executor.cores="
+        raise ClusterCapacityError(capacity_message(num_workers, slots, sc.master, conf))
+    return slots
+
+
+def capacity_message(num_workers: int, slots: int, master: str, conf) -> str:
+    """The ClusterCapacityError's text, the same for a classic and a Connect session.
+
+    Args:
+        conf: a :class:`~pyspark.SparkConf`, or anything with its ``get(key, default)``.
+
+    Example:
+        >>> print(capacity_message(3, 2, "local-cluster[2,1,1024]", {}))  # doctest: +ELLIPSIS
+        numWorkers=3 needs 3 concurrent task slots but the cluster has 2 (master \
+'local-cluster[2,1,1024]', spark.executor.cores=default, ...). Lower numWorkers to at most 2 \
+or add executors/cores.
+    """
+    return (f"numWorkers={num_workers} needs {num_workers} concurrent task slots but the "
+            f"cluster has {slots} (master {master!r}, spark.executor.cores="
             f"{conf.get('spark.executor.cores', 'default')}, spark.task.cpus="
             f"{conf.get('spark.task.cpus', '1')}, spark.executor.instances="
             f"{conf.get('spark.executor.instances', 'default')}). Lower numWorkers to at "
             f"most {slots} or add executors/cores.")
-    return slots
 
 
 def wait_for_slots(sc: SparkContext, num_workers: int, timeout_s: float) -> int:
@@ -150,4 +164,16 @@ def barrier_slots(sc: SparkContext, num_workers: int, slots: int):
         with barrier_slots(sc, 2, slots):
             rows = job.collect()
     """
-    return _LEDGER.hold(sc.applicationId, num_workers, slots)
+    return barrier_slots_of(sc.applicationId, num_workers, slots)
+
+
+def barrier_slots_of(app_id: str, num_workers: int, slots: int):
+    """:func:`barrier_slots` by application id (a Spark Connect session has no
+    SparkContext: :attr:`sparkdl.session.SessionFacts.app_id`).
+
+    Example::
+
+        with barrier_slots_of(facts_for(spark).app_id, 2, slots):
+            rows = job.collect()
+    """
+    return _LEDGER.hold(app_id, num_workers, slots)

@@ -380,12 +380,31 @@ class DriverRendezvous:
 def rendezvous_mode(spark) -> str:
     """The session's ``spark.sparkdl.rendezvous`` setting, checked.
 
+    A classic session defaults to ``driver`` (this process hosts the rendezvous). A
+    Spark Connect session defaults to, and needs, ``barrier``: its client may be
+    unreachable from the executors (a remote notebook, serverless compute), so ranks
+    meet through ``BarrierTaskContext.allGather`` instead of dialling it.
+
     Raises:
-        ConfigError: for an unknown mode.
+        ConfigError: for an unknown mode, or ``driver`` over Spark Connect.
+
+    Example::
+
+        rendezvous_mode(SparkSession.builder.remote("sc://127.0.0.1:15002").getOrCreate())
+        # 'barrier'
     """
-    mode = spark.conf.get(MODE_CONF, "driver")
+    from sparkdl.session import facts_for
+
+    remote = not facts_for(spark).driver_rendezvous
+    mode = spark.conf.get(MODE_CONF, "barrier" if remote else "driver")
     if mode not in MODES:
         raise ConfigError(f"{MODE_CONF} must be one of {list(MODES)}. Received: {mode!r}")
+    if remote and mode == "driver":
+        raise ConfigError(
+            f"{MODE_CONF}=driver needs executors to reach the driver's Python process, "
+            "which a Spark Connect session does not run (its client may be anywhere). "
+            f"Set {MODE_CONF}=barrier (the default over Spark Connect) or unset it. "
+            f"Received: {mode!r}")
     return mode
 
 

@@ -6,6 +6,8 @@
   WebHDFS, from the jars ``deploy/local/hdfs/pom.xml`` resolves.
 * :class:`StandaloneCluster`: a Spark standalone Master and Workers, each its own
   daemon JVM, from the Spark that pyspark ships (nothing to resolve).
+* :class:`ConnectServer`: a Spark Connect server (``sc://``) whose application runs on
+  ``local-cluster``, from the Spark that pyspark ships.
 * :class:`MiniYARN`: a YARN ResourceManager and NodeManager, each its own daemon JVM,
   on a :class:`MiniHDFS`, from the same Hadoop jars.
 
@@ -305,6 +307,76 @@ class MiniHDFS(_JavaServer):
         return self
 
 
+class ConnectServer(_JavaServer):
+    """A Spark Connect server on 127.0.0.1 (``SparkConnectServer``, started by
+    ``spark-submit`` from the Spark inside pyspark) whose application runs on
+    ``master`` with sparkdl's jar, executors on ``python``.
+
+    Clients reach it as ``sc://127.0.0.1:<port>`` (:attr:`url`). It is a development
+    server: gRPC without TLS or authentication, bound to 127.0.0.1 only.
+
+    Args:
+        workdir: where its log goes; a fresh temporary directory (deleted on stop)
+            when ``None``.
+        master: the application's master (``local-cluster[2,1,1024]``: two executor JVMs).
+        python: the executors' Python (``spark.pyspark.python``).
+        jars: jars for the application (sparkdl's, ``jvm/target/sparkdl-jvm_*.jar``).
+        heap: the server (driver) JVM's ``--driver-memory``.
+
+    Attributes:
+        port: the gRPC port. url: ``sc://127.0.0.1:<port>``.
+
+    Example::
+
+        with ConnectServer(python=".venv/bin/python") as server:
+            spark = SparkSession.builder.remote(server.url).getOrCreate()
+    """
+
+    name = "Spark Connect"
+
+    def __init__(self, workdir: str | None = None, master: str = "local-cluster[2,1,1024]",
+                 python: str | None = None, jars: list[str] | None = None,
+                 heap: str = "1g") -> None:
+        import sys
+
+        super().__init__(workdir, heap, "connect.log")
+        self.master, self.jars = master, list(jars or [])
+        self.python = python or sys.executable
+        self.port = free_port()
+        self.url = f"sc://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 180.0) -> ConnectServer:
+        """Start the server; wait until it logs that it listens.
+
+        Raises:
+            RuntimeError: if it exits or is not ready within ``timeout_s`` (with the
+                tail of its log).
+        """
+        home = StandaloneCluster.spark_home()
+        command = [str(home / "bin" / "spark-submit"), "--class",
+                   "org.apache.spark.sql.connect.service.SparkConnectServer",
+                   "--master", self.master, "--driver-memory", self.heap,
+                   "--conf", f"spark.connect.grpc.binding.port={self.port}",
+                   "--conf", "spark.connect.grpc.binding.address=127.0.0.1",
+                   "--conf", f"spark.pyspark.python={self.python}",
+                   "--conf", "spark.ui.enabled=false"]
+        if self.jars:
+            command += ["--jars", ",".join(self.jars)]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        # spark-submit reads PYSPARK_PYTHON for the server's own Python workers;
+        # SPARK_HOME so that it does not ask whichever python3 is on PATH for it.
+        env = ["env", f"PYSPARK_PYTHON={self.python}", f"SPARK_HOME={home}"]
+        self._launch([*env, *command, "spark-internal"], timeout_s, self._ready)
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            return "Spark Connect server started at" in self.log_path.read_text(
+                errors="replace")
+        except OSError:
+            return False
+
+
 class StandaloneCluster:
     """A Spark standalone cluster on 127.0.0.1: a Master and ``workers`` Workers, each a
     daemon JVM of its own started with ``spark-class`` as Spark's ``sbin`` scripts do.
@@ -443,6 +515,7 @@ class StandaloneCluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
 
 
 def _xml_config(path: Path, props: dict[str, object]) -> None:

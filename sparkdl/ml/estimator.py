@@ -15,7 +15,6 @@ from pyspark.sql import functions as F
 
 from sparkdl.architecture import Architecture, weights_to_bytes
 from sparkdl.checkpoints import RunOutputs, latest_checkpoint
-from sparkdl.cluster import check_capacity
 from sparkdl.collective import check_backend, default_backend
 from sparkdl.data.columns import (
     as_float_tensor,
@@ -29,13 +28,13 @@ from sparkdl.errors import ConfigError, SchemaError
 from sparkdl.history import TrainingHistory
 from sparkdl.losses import resolve_loss
 from sparkdl.ml import preflight
-from sparkdl.ml.executor_python import check_for_fit
 from sparkdl.ml.model import TorchModel
 from sparkdl.ml.params import TrainingParams
 from sparkdl.ml.persistence import TorchEstimatorReader, TorchEstimatorWriter
 from sparkdl.ml.recovery import RestartPolicy, train_with_restarts
 from sparkdl.optimizers import check_optimizer
 from sparkdl.rendezvous import rendezvous_mode
+from sparkdl.session import facts_for
 from sparkdl.storage.resolve import resolve_location
 from sparkdl.validation import require_fraction, require_positive, require_positive_int
 from sparkdl.worker.spec import TrainSpec
@@ -304,10 +303,11 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         preflight.check_labels(loss.task, output_shape, stats, label_col)
         num_workers = self.getNumWorkers()
         spark = dataset.sparkSession
-        slots = check_capacity(spark.sparkContext, num_workers)
+        facts = facts_for(spark)  # a classic or a Spark Connect session
+        slots = facts.check_capacity(num_workers)
         # Before the barrier job (and once, not per restart): can the executors' Python
         # import sparkdl and torch at the driver's versions? Remembered per application.
-        check_for_fit(spark.sparkContext, slots, num_workers, self._backend())
+        facts.check_executor_python(slots, num_workers, self._backend())
         if outputs.checkpoints:  # a checkpoint of another network fails before the job
             outputs = dataclasses.replace(
                 outputs, resume=latest_checkpoint(outputs.checkpoints, shapes))

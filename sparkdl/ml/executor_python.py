@@ -417,21 +417,51 @@ def check_executor_python(sc: SparkContext, tasks: int, horovod: bool,
 
         check_executor_python(spark.sparkContext, tasks=2, horovod=False)
     """
-    driver = DriverSide.of(sc)
-    key = (sc.applicationId, driver.executor_python, horovod)
+    return checked(sc.applicationId, DriverSide.of(sc), tasks, horovod,
+                   functools.partial(_run_probe, sc), lambda: sc._jsc.sc().isStopped(),
+                   timeout_s)
+
+
+def checked(app_id: str, driver: DriverSide, tasks: int, horovod: bool,
+            run: Callable[[int, tuple[str, ...], float], list[dict]],
+            stopped: Callable[[], bool], timeout_s: float = PROBE_TIMEOUT_S) -> list[dict]:
+    """The check for either kind of session: ``run`` is its probe job.
+
+    A classic session runs :func:`_run_probe` (an RDD job through py4j), a Spark
+    Connect session a DataFrame job (:func:`sparkdl.session.connect.run_probe`); the
+    answers, the errors and the cache are the same.
+
+    Args:
+        app_id: the application (the cache's key, with the interpreter and ``horovod``).
+        driver: what the executors are compared with.
+        tasks: how many probe tasks.
+        horovod: whether ``horovod.torch`` is needed.
+        run: ``run(tasks, modules, timeout_s)`` -> the probe's answers.
+        stopped: whether the session stopped (a failed job then is not a Python problem).
+        timeout_s: the deadline for the check's job.
+
+    Raises:
+        ConfigError: as :func:`check_executor_python` says.
+
+    Example::
+
+        checked("app-1", DriverSide.of(sc), 2, False, functools.partial(_run_probe, sc),
+                lambda: False)
+    """
+    key = (app_id, driver.executor_python, horovod)
     with _KNOWN_LOCK:
         if key in _KNOWN:
             return _KNOWN[key]
     modules = REQUIRED + ((HOROVOD,) if horovod else ())
     try:
-        answers = _run_probe(sc, tasks, modules, timeout_s)
+        answers = run(tasks, modules, timeout_s)
     except TimeoutError:
         raise ConfigError(
             f"The executors' Python ({driver.executor_python!r}, spark.pyspark.python / "
             f"PYSPARK_PYTHON) did not answer the sparkdl check within {timeout_s:g} s "
             f"({tasks} tasks looking for {', '.join(modules)}). {_fix(driver)}") from None
     except Exception as exc:  # Py4JJavaError / PythonException: the worker did not start
-        if sc._jsc.sc().isStopped():
+        if stopped():
             raise
         raise ConfigError(failed_probe_message(exc, driver)) from exc
     message = describe(answers, driver, horovod)

@@ -31,10 +31,10 @@ from datetime import datetime, timezone
 from pyspark.sql import DataFrame
 
 from sparkdl.checkpoints import Resume, latest_checkpoint
-from sparkdl.cluster import wait_for_slots
 from sparkdl.epoch_state import decode_state
 from sparkdl.errors import TrainingCodeError, WorkerFailedError
 from sparkdl.ml.training_job import JobResult, run_training_job
+from sparkdl.session import facts_for
 from sparkdl.validation import require_non_negative_int
 from sparkdl.worker.spec import TrainSpec
 
@@ -107,8 +107,7 @@ class _DriverState:
 def max_state_bytes(spark) -> int:
     """The largest state the driver takes: ``spark.driver.maxResultSize``, the cap Spark
     puts on what tasks hand the driver."""
-    size = int(spark.sparkContext._jsc.sc().conf().getSizeAsBytes(
-        "spark.driver.maxResultSize", "1g"))
+    size = facts_for(spark).max_result_bytes()
     return size if size > 0 else _UNLIMITED_STATE_BYTES
 
 
@@ -179,11 +178,14 @@ def train_with_restarts(prepared: DataFrame, spec: TrainSpec, slots: int, meet: 
         WorkerFailedError: the restarts ran out, or the failure repeats by nature.
         ClusterCapacityError: the task slots did not come back within ``timeout_s``.
     """
-    spark = prepared.sparkSession
+    facts = facts_for(prepared.sparkSession)
     reports = _DriverState()
     resume = spec.outputs.resume
     attempts: list[dict] = []
-    interval = policy.state_interval
+    # Rank 0 hands its state to the driver's rendezvous only; in barrier mode (always
+    # over Spark Connect, whose client ranks may not reach) a restart resumes from
+    # checkpointDir or the first epoch.
+    interval = policy.state_interval if meet == "driver" else 0
     for attempt in range(policy.max_restarts + 1):
         # A resumed run builds the network from the state's weights: the initial ones
         # would only enlarge every task's closure.
@@ -198,7 +200,7 @@ def train_with_restarts(prepared: DataFrame, spec: TrainSpec, slots: int, meet: 
             return RecoveredRun(JobResult(resume.weights, [], []), resume, attempts)
         try:
             job = run_training_job(prepared, run, slots, meet, on_state=reports.on_state,
-                                   max_state_bytes=max_state_bytes(spark) if interval else 0,
+                                   max_state_bytes=max_state_bytes(facts.spark) if interval else 0,
                                    on_failure=reports.on_failure)
         except WorkerFailedError as exc:
             message = str(exc)
@@ -208,7 +210,7 @@ def train_with_restarts(prepared: DataFrame, spec: TrainSpec, slots: int, meet: 
                 raise TrainingCodeError(reports.user_failure) from exc
             if TrainingCodeError.__name__ in message:  # no report: barrier mode
                 raise TrainingCodeError(message) from exc
-            if spark.sparkContext._jsc.sc().isStopped():
+            if facts.is_stopped():
                 raise
             if not retryable(message) or attempt == policy.max_restarts:
                 if attempt:
@@ -217,7 +219,7 @@ def train_with_restarts(prepared: DataFrame, spec: TrainSpec, slots: int, meet: 
                 raise WorkerFailedError(message) from exc
             log.warning("sparkdl: the training job failed (attempt %d of %d): %s; restarting",
                         attempt + 1, policy.max_restarts + 1, record["cause"])
-            slots = wait_for_slots(spark.sparkContext, spec.num_workers, policy.timeout_s)
+            slots = facts.wait_for_slots(spec.num_workers, policy.timeout_s)
             resume = _newer(resume, reports.newest)
             if spec.outputs.checkpoints is not None:
                 try:

@@ -15,9 +15,10 @@ from functools import partial
 
 from pyspark.sql import DataFrame
 
-from sparkdl.cluster import barrier_slots
+from sparkdl.cluster import barrier_slots_of
 from sparkdl.errors import WorkerFailedError
 from sparkdl.rendezvous import rendezvous_for
+from sparkdl.session import facts_for
 from sparkdl.worker.spec import TrainSpec
 from sparkdl.worker.train_task import RESULT_DDL, ShippedSpec, train_task
 
@@ -48,7 +49,9 @@ def run_training_job(prepared: DataFrame, spec: TrainSpec, slots: int, meet: str
         WorkerFailedError: with the failing worker's own traceback.
     """
     spark = prepared.sparkSession
-    with barrier_slots(spark.sparkContext, spec.num_workers, slots), \
+    # The job's rows come back through collect(): over Spark Connect a barrier stage
+    # followed by limit/show/take is refused.
+    with barrier_slots_of(facts_for(spark).app_id, spec.num_workers, slots), \
             rendezvous_for(spark, meet, spec.num_workers, spec.timeout_s, **reports) as address:
         shipped = ShippedSpec.of(dataclasses.replace(spec, rendezvous=address))
         job = prepared.mapInArrow(partial(train_task, shipped), RESULT_DDL, barrier=True)

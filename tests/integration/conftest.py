@@ -156,3 +156,26 @@ class FullBatchCase:
 @pytest.fixture(scope="session")
 def full_batch(spark):
     return FullBatchCase(spark)
+
+
+@pytest.fixture(scope="session")
+def connect():
+    """A Spark Connect session on a real Connect server (``servers.ConnectServer``),
+    started once per run: ``local-cluster[2,1,1024]``, sparkdl's jar, executors on this
+    Python. The server's process group is stopped at the end.
+
+    The session comes from pyspark's Connect builder directly: ``SparkSession.builder
+    .remote(...)`` refuses to start one while this process holds the classic session.
+    """
+    import servers
+    from pyspark.sql.connect.session import SparkSession as RemoteSession
+
+    from sparkdl.jvm import jar_path
+
+    # start() waits up to 180 s for "Spark Connect server started" in its log.
+    with servers.ConnectServer(python=sys.executable, jars=[jar_path()]) as server:
+        session = RemoteSession.builder.remote(server.url).getOrCreate()
+        try:
+            yield session
+        finally:
+            session.stop()
