@@ -1,4 +1,4 @@
-"""Local servers for development and tests: Kafka, HDFS and a Spark standalone cluster.
+"""Local servers for development and tests: Kafka, HDFS, Spark standalone, YARN, Connect.
 
 * :class:`KafkaBroker`: Apache Kafka in KRaft mode (broker and controller in one
   process), from the jars ``deploy/local/kafka/pom.xml`` resolves from Maven Central.
@@ -25,6 +25,8 @@ Run one by hand (Ctrl-C stops it)::
     .venv/bin/python deploy/local/servers.py yarn
     # -> yarn ready: ResourceManager 127.0.0.1:40231 (web UI http://127.0.0.1:45163), ...
     #      export HADOOP_CONF_DIR=/tmp/sparkdl-yarn-.../conf
+    .venv/bin/python deploy/local/servers.py connect
+    # -> connect ready: sc://127.0.0.1:41877 (executors on .../.venv/bin/python; logs in ...)
 
 or from Python::
 
@@ -93,7 +95,8 @@ class _JavaServer:
 
     def __init__(self, workdir: str | None, heap: str, log_name: str) -> None:
         self._own_dir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"sparkdl-{self.name.lower()}-"))
+        slug = "-".join(self.name.lower().split())  # "Spark Connect": no space in paths
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"sparkdl-{slug}-"))
         self.heap = heap
         self.log_path = self.workdir / log_name
         self._proc: subprocess.Popen | None = None
@@ -830,7 +833,7 @@ def _serve_yarn(workdir: str | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("server", choices=["kafka", "hdfs", "standalone", "yarn"])
+    parser.add_argument("server", choices=["kafka", "hdfs", "standalone", "yarn", "connect"])
     parser.add_argument("--dir", help="keep config, data and logs here")
     parser.add_argument("--workers", type=int, default=2, help="standalone: Worker daemons")
     parser.add_argument("--cores", type=int, default=1, help="standalone: cores per Worker")
@@ -841,6 +844,9 @@ def main() -> None:
         return
     if args.server == "standalone":
         server = StandaloneCluster(args.dir, args.workers, args.cores, args.memory)
+    elif args.server == "connect":
+        jar = sorted((HERE.parents[1] / "jvm" / "target").glob("sparkdl-jvm_*.jar"))
+        server = ConnectServer(args.dir, jars=[str(j) for j in jar[-1:]])
     else:
         server = KafkaBroker(args.dir) if args.server == "kafka" else MiniHDFS(args.dir)
     with server:
@@ -850,6 +856,9 @@ def main() -> None:
         elif args.server == "standalone":
             print(f"standalone ready: {server.master_url} ({server.workers} workers, web UI "
                   f"{server.web_ui}; logs in {server.workdir})", flush=True)
+        elif args.server == "connect":
+            print(f"connect ready: {server.url} (executors on {server.python}; logs in "
+                  f"{server.log_path})", flush=True)
         else:
             print(f"hdfs ready: {server.uri}, WebHDFS {server.webhdfs} "
                   f"(logs in {server.log_path})", flush=True)
