@@ -12,7 +12,7 @@ JAR    := jvm/target/sparkdl-jvm_2.13-$(VERSION).jar
 WHEEL  := dist/sparkdl-$(VERSION)-py3-none-any.whl
 ENV_ARCHIVE ?= dist/sparkdl-env.tar
 
-.PHONY: setup demo test unit integration lint bench clean jvm jvm-test kafka-jars hdfs-jars \
+.PHONY: setup demo test test-yarn unit integration lint bench clean jvm jvm-test kafka-jars hdfs-jars \
         dist env-archive
 
 setup: $(STAMP)
@@ -72,6 +72,11 @@ lint: setup
 
 test: setup lint jvm-test kafka-jars hdfs-jars
 	$(PY) -m pytest sparkdl tests
+
+# Spark on a real YARN (ResourceManager + NodeManager on a MiniHDFS), the packed ~6 GiB
+# environment shipped by --archives: 15-20 minutes, so not part of `make test`.
+test-yarn: setup jvm hdfs-jars
+	SPARKDL_TEST_YARN=1 $(PY) -m pytest tests/integration/test_yarn.py
 
 unit: setup
 	$(PY) -m pytest sparkdl tests/unit
