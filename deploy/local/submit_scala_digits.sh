@@ -11,17 +11,7 @@ make setup jvm
 PY="$PWD/.venv/bin/python"
 JAR="$(ls jvm/target/sparkdl-jvm_2.13-*.jar | head -1)"
 mkdir -p out
-"$PY" - <<'PYEOF'
-import os
-import pyarrow as pa
-import pyarrow.parquet as pq
-from sklearn.datasets import load_digits
-
-d = load_digits()
-if not os.path.exists("out/digits.parquet"):
-    pq.write_table(pa.table({"features": [list(map(float, r / 16.0)) for r in d.data],
-                             "label": d.target.astype("int64")}), "out/digits.parquet")
-PYEOF
+[ -e out/digits.parquet ] || "$PY" deploy/local/digits_parquet.py out/digits.parquet
 export PYSPARK_PYTHON="$PY"
 exec .venv/bin/spark-submit --master "$MASTER" \
   --conf spark.pyspark.python="$PY" --conf spark.ui.showConsoleProgress=false \

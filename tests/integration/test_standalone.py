@@ -24,6 +24,8 @@ import pytest
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
+#: Writes the digits as Parquet, as deploy/local/submit_scala_digits.sh does.
+DIGITS_PARQUET = REPO / "deploy" / "local" / "digits_parquet.py"
 SUBMIT = Path(sys.executable).parent / "spark-submit"
 #: What python/train_digits.py asserts for both networks (it prints DEMO OK above it).
 PYTHON_DEMO_ACCURACY = 0.95
@@ -117,15 +119,7 @@ def test_scala_app_reaches_the_demo_accuracy(standalone, tmp_path):
 
     jar = jar_path()  # a ConfigError naming `make jvm` when it was never built
     parquet = tmp_path / "digits.parquet"
-    # As deploy/local/submit_scala_digits.sh writes it; in a child process, as importing
-    # scikit-learn sets KMP_* variables in the environment of whoever imports it.
-    subprocess.run([sys.executable, "-c", (
-        "import sys, pyarrow as pa, pyarrow.parquet as pq\n"
-        "from sklearn.datasets import load_digits\n"
-        "d = load_digits()\n"
-        "pq.write_table(pa.table({'features': [list(map(float, r / 16.0)) for r in d.data],"
-        " 'label': d.target.astype('int64')}), sys.argv[1])\n"), str(parquet)],
-        check=True, timeout=120)
+    subprocess.run([sys.executable, str(DIGITS_PARQUET), str(parquet)], check=True, timeout=120)
     out = submit(standalone, "--class", "sparkdl.examples.TrainDigits", jar, str(parquet),
                  cwd=tmp_path)
     found = re.search(r"^test accuracy: ([0-9.]+)", out, re.M)

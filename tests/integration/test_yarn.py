@@ -44,6 +44,8 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow,
               pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[2]
+#: Writes the digits as Parquet, as deploy/local/submit_scala_digits.sh does.
+DIGITS_PARQUET = REPO / "deploy" / "local" / "digits_parquet.py"
 SUBMIT = Path(sys.executable).parent / "spark-submit"
 #: What python/train_digits.py asserts for both networks (it prints DEMO OK above it).
 PYTHON_DEMO_ACCURACY = 0.95
@@ -118,16 +120,8 @@ def shipped(yarn, hdfs, tmp_path_factory) -> Shipped:
     with zipfile.ZipFile(libs, "w", zipfile.ZIP_STORED) as zf:
         for jar in sorted((_spark_home() / "jars").glob("*.jar")):
             zf.write(jar, jar.name)
-    # as deploy/local/submit_scala_digits.sh writes it; in a child process, as importing
-    # scikit-learn sets KMP_* variables in the environment of whoever imports it
     digits = tmp / "digits.parquet"
-    subprocess.run([sys.executable, "-c", (
-        "import sys, pyarrow as pa, pyarrow.parquet as pq\n"
-        "from sklearn.datasets import load_digits\n"
-        "d = load_digits()\n"
-        "pq.write_table(pa.table({'features': [list(map(float, r / 16.0)) for r in d.data],"
-        " 'label': d.target.astype('int64')}), sys.argv[1])\n"), str(digits)],
-        check=True, timeout=120)
+    subprocess.run([sys.executable, str(DIGITS_PARQUET), str(digits)], check=True, timeout=120)
     seconds["stage_local"] = time.monotonic() - t0
 
     t0 = time.monotonic()
