@@ -251,9 +251,12 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
             case e: SparkException if sc.isStopped =>
               throw new SparkException(TorchEstimator.workerError(e.getMessage), e)
             // a rank that failed in the user's code said so first: never retried, whichever
-            // rank's failure (a peer's broken collective) reached Spark first
-            case e: SparkException => throw new Restarts.JobFailed(
-              states.userFailure.getOrElse(TorchEstimator.workerError(e.getMessage)), e)
+            // rank's failure (a peer's broken collective) reached Spark first; its report is
+            // added where Spark's message does not already carry that worker's error
+            case e: SparkException =>
+              val shown = TorchEstimator.workerError(e.getMessage)
+              throw new Restarts.JobFailed(states.userFailure.filterNot(_ => shown.contains("TrainingCodeError"))
+                .fold(shown)(report => s"$shown\n$report"), e)
           } finally {
             rendezvous.foreach(_.close())
             state.foreach(_.destroy())
