@@ -11,6 +11,7 @@ exactly the same.
 Run it with ``make demo``, or::
 
     .venv/bin/python python/train_digits.py --output out/digits
+    .venv/bin/python python/train_digits.py --remote sc://127.0.0.1:15002  # Spark Connect
     spark-submit --master 'local-cluster[2,1,1024]' python/train_digits.py
     spark-submit --master yarn ... python/train_digits.py \
         --data hdfs:///data/digits.parquet --output hdfs:///runs/digits
@@ -92,8 +93,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="Parquet of the digits (features, label), any Spark path "
                              "(default: scikit-learn's copy, built on the driver)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--remote", default=None, metavar="sc://HOST:PORT",
+                        help="run through this Spark Connect server instead (the same code "
+                             "from a thin client; paths are on the server's file system)")
     args = parser.parse_args(argv)
 
+    if args.remote:
+        spark = SparkSession.builder.remote(args.remote).getOrCreate()
+        return run(spark, args)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (SparkSession.builder.appName("sparkdl-digits").config("spark.ui.enabled", "false")
                .config("spark.ui.showConsoleProgress", "false"))
@@ -104,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         builder = builder.master(args.master or "local-cluster[2,1,1024]")
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    return run(spark, args)
+
+
+def run(spark: SparkSession, args: argparse.Namespace) -> int:
+    """The job, on a classic or a Spark Connect session alike."""
     try:
         train_df, test_df = digits(spark, args.data).randomSplit([0.8, 0.2], seed=7)
         common = dict(loss="cross_entropy", optimizer="adam", batchSize=32,

@@ -316,7 +316,10 @@ class ConnectServer(_JavaServer):
     ``master`` with sparkdl's jar, executors on ``python``.
 
     Clients reach it as ``sc://127.0.0.1:<port>`` (:attr:`url`). It is a development
-    server: gRPC without TLS or authentication, bound to 127.0.0.1 only.
+    server: gRPC without TLS or authentication, bound to 127.0.0.1 only, and
+    ``copyFromLocalToFs`` may write to its local disk
+    (``spark.sql.artifact.copyFromLocalToFs.allowDestLocal``), which is how models
+    are saved over Connect when the default file system is the local one.
 
     Args:
         workdir: where its log goes; a fresh temporary directory (deleted on stop)
@@ -325,6 +328,7 @@ class ConnectServer(_JavaServer):
         python: the executors' Python (``spark.pyspark.python``).
         jars: jars for the application (sparkdl's, ``jvm/target/sparkdl-jvm_*.jar``).
         heap: the server (driver) JVM's ``--driver-memory``.
+        confs: more ``--conf`` settings of the application.
 
     Attributes:
         port: the gRPC port. url: ``sc://127.0.0.1:<port>``.
@@ -339,11 +343,13 @@ class ConnectServer(_JavaServer):
 
     def __init__(self, workdir: str | None = None, master: str = "local-cluster[2,1,1024]",
                  python: str | None = None, jars: list[str] | None = None,
-                 heap: str = "1g") -> None:
+                 heap: str = "1g", confs: dict[str, str] | None = None) -> None:
         import sys
 
         super().__init__(workdir, heap, "connect.log")
         self.master, self.jars = master, list(jars or [])
+        self.confs = {"spark.sql.artifact.copyFromLocalToFs.allowDestLocal": "true",
+                      **(confs or {})}
         self.python = python or sys.executable
         self.port = free_port()
         self.url = f"sc://127.0.0.1:{self.port}"
@@ -363,6 +369,8 @@ class ConnectServer(_JavaServer):
                    "--conf", "spark.connect.grpc.binding.address=127.0.0.1",
                    "--conf", f"spark.pyspark.python={self.python}",
                    "--conf", "spark.ui.enabled=false"]
+        for key, value in self.confs.items():
+            command += ["--conf", f"{key}={value}"]
         if self.jars:
             command += ["--jars", ",".join(self.jars)]
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -117,8 +117,12 @@ def probe(modules: tuple[str, ...], imported: tuple[str, ...] = (),
                 version = "unknown"
         found[name] = str(version)
     # The executor id is not on Python's TaskContext: Spark names the executor's
-    # working directory after it (.../app-xxx/<id>), some managers also set it in env.
-    executor = os.environ.get("SPARK_EXECUTOR_ID") or os.path.basename(os.getcwd())
+    # working directory after it (.../app-xxx/<id>), some managers also set it in env;
+    # a Spark Connect session's workers run in <id>/<SPARK_JOB_ARTIFACT_UUID>.
+    where = os.getcwd()
+    if os.path.basename(where) == os.environ.get("SPARK_JOB_ARTIFACT_UUID"):
+        where = os.path.dirname(where)
+    executor = os.environ.get("SPARK_EXECUTOR_ID") or os.path.basename(where)
     yield {"python": sys.executable, "python_version": sys.version.split()[0],
            "executor": executor, "host": socket.gethostname(),
            "found": found, "missing": missing}

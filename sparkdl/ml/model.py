@@ -19,6 +19,7 @@ from sparkdl.errors import SchemaError
 from sparkdl.history import TrainingHistory
 from sparkdl.ml.params import TrainingParams
 from sparkdl.ml.persistence import TorchModelReader, TorchModelWriter
+from sparkdl.session import facts_for
 from sparkdl.worker.score_task import ScoreSpec, score_batches
 
 
@@ -57,7 +58,7 @@ class TorchModel(Model, TrainingParams, MLWritable, MLReadable):
         self._architecture = architecture
         self._weights = weights
         self._history = history or TrainingHistory()
-        self._broadcast = None
+        self._shared: dict[str, object] = {}
 
     @property
     def history(self) -> TrainingHistory:
@@ -92,11 +93,15 @@ class TorchModel(Model, TrainingParams, MLWritable, MLReadable):
         return f"{self.uid}-{hashlib.sha1(self._weights).hexdigest()[:16]}"
 
     def _payload(self, spark: SparkSession):
-        if self._broadcast is None:
+        """The network for scoring tasks, shared once per session (a broadcast in a
+        classic session; over Spark Connect, see :mod:`sparkdl.worker.model_payload`)."""
+        facts = facts_for(spark)
+        session = getattr(spark, "session_id", None) or facts.app_id
+        if session not in self._shared:
             arch = self._architecture
-            self._broadcast = spark.sparkContext.broadcast(
-                (arch.kind, arch.payload, self._weights))
-        return self._broadcast
+            self._shared[session] = facts.share_model(
+                self.version, (arch.kind, arch.payload, self._weights))
+        return self._shared[session]
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         feature_cols = self.getFeatureColumns()

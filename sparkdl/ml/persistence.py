@@ -12,10 +12,11 @@ plus files beside it::
     loss.pkl, optimizer.pkl      an estimator's custom loss / optimizer callable
 
 A save writes everything into a hidden sibling directory, data files before the
-metadata, and renames it into place (see :func:`sparkdl.ml.files.save_atomically`):
-a failed or killed save leaves the path as it was. Loading checks every file and
-raises :class:`~sparkdl.errors.CorruptModelError` naming the one that is missing or
-malformed, before anything is built.
+metadata, and renames it into place (:mod:`sparkdl.ml.files_hadoop`): a failed or
+killed save leaves the path as it was. Over Spark Connect, which has no rename, the
+files go into the path itself, metadata last (:mod:`sparkdl.ml.files_connect`).
+Loading checks every file and raises :class:`~sparkdl.errors.CorruptModelError`
+naming the one that is missing or malformed, before anything is built.
 
 Weights are never pickled. ``.pkl`` files run code when loaded, as any pickle
 does: load them from trusted paths only (``load(path, trusted=False)`` refuses
@@ -30,7 +31,7 @@ import re
 from dataclasses import fields
 
 from py4j.protocol import Py4JJavaError
-from pyspark.errors import AnalysisException
+from pyspark.errors import PySparkException
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReader, MLWriter
 
 from sparkdl.architecture import (
@@ -43,7 +44,7 @@ from sparkdl.architecture import (
 )
 from sparkdl.errors import ConfigError, CorruptModelError, ModelNotFoundError, UntrustedCodeError
 from sparkdl.history import TrainingHistory
-from sparkdl.ml.files import exists, is_file, read_bytes, save_atomically, write_bytes
+from sparkdl.ml.files import ModelFiles, files_for
 
 #: The file of an architecture, by kind: a JSON spec is not a pickle.
 ARCHITECTURE_FILES = {"spec": "network.json", "module": "architecture.pkl",
@@ -66,13 +67,21 @@ class _AtomicWriter(MLWriter):
     def __init__(self, instance) -> None:
         super().__init__()
         self.instance = instance
+        self._files: ModelFiles | None = None
+
+    @property
+    def files(self) -> ModelFiles:
+        """The files of this writer's session (Hadoop's FileSystem or Connect's APIs)."""
+        if self._files is None:
+            self._files = files_for(self.sparkSession)
+        return self._files
 
     def save(self, path: str) -> None:
-        """Save to ``path``; with ``overwrite()``, replace what is there only once the
-        new directory is complete."""
+        """Save to ``path``; with ``overwrite()``, replace what is there (in a classic
+        session only once the new directory is complete)."""
         if not isinstance(path, str):
             raise TypeError(f"path should be a string, got type {type(path).__name__}")
-        save_atomically(self.sparkSession, path, self.saveImpl, self.shouldOverwrite)
+        self.files.save_directory(path, self.saveImpl, self.shouldOverwrite)
 
 
 class TorchModelWriter(_AtomicWriter):
@@ -80,11 +89,11 @@ class TorchModelWriter(_AtomicWriter):
 
     def saveImpl(self, path: str) -> None:
         model = self.instance
-        write_bytes(self.sc, f"{path}/{WEIGHTS_FILE}", model._weights)
+        self.files.write_bytes(f"{path}/{WEIGHTS_FILE}", model._weights)
         arch = model._architecture
-        write_bytes(self.sc, f"{path}/{ARCHITECTURE_FILES[arch.kind]}", arch.payload)
+        self.files.write_bytes(f"{path}/{ARCHITECTURE_FILES[arch.kind]}", arch.payload)
         DefaultParamsWriter.saveMetadata(
-            model, path, self.sc,
+            model, path, self.sparkSession,
             extraMetadata={"architectureKind": arch.kind, "history": model.history.to_dict()})
 
 
@@ -101,13 +110,13 @@ class TorchEstimatorWriter(_AtomicWriter):
         arch = Architecture.of(model) if model is not None else None
         custom = [name for name in CODE_FILES if est._custom_code(name) is not None]
         if arch is not None:
-            write_bytes(self.sc, f"{path}/{ARCHITECTURE_FILES[arch.kind]}", arch.payload)
+            self.files.write_bytes(f"{path}/{ARCHITECTURE_FILES[arch.kind]}", arch.payload)
             if arch.kind == "module":
-                write_bytes(self.sc, f"{path}/{INITIAL_WEIGHTS_FILE}", weights_to_bytes(model))
+                self.files.write_bytes(f"{path}/{INITIAL_WEIGHTS_FILE}", weights_to_bytes(model))
         for name in custom:
-            write_bytes(self.sc, f"{path}/{CODE_FILES[name]}", dumps_code(est._custom_code(name)))
+            self.files.write_bytes(f"{path}/{CODE_FILES[name]}", dumps_code(est._custom_code(name)))
         DefaultParamsWriter.saveMetadata(
-            est, path, self.sc,
+            est, path, self.sparkSession,
             extraMetadata={"architectureKind": arch.kind if arch else None,
                            "customCode": custom})
 
@@ -119,8 +128,8 @@ class _SavedDir:
     """The files of one saved model or estimator, each checked as it is read."""
 
     def __init__(self, reader: MLReader, path: str, what: str) -> None:
-        self.sc = reader.sc
         self.spark = reader.sparkSession
+        self.files = files_for(self.spark)
         self.path = path
         self.what = what
 
@@ -128,7 +137,7 @@ class _SavedDir:
         return f"{self.path}/{name}"
 
     def has(self, name: str) -> bool:
-        return exists(self.sc, self.file(name))
+        return self.files.exists(self.file(name))
 
     def missing(self, name: str, detail: str = "is missing") -> CorruptModelError:
         return CorruptModelError(
@@ -138,15 +147,17 @@ class _SavedDir:
 
     def read(self, name: str) -> bytes:
         path = self.file(name)
-        if not is_file(self.sc, path):
-            raise self.missing(name, "is missing" if not self.has(name) else "is not a file")
         try:
-            return read_bytes(self.sc, path)
-        except Py4JJavaError as e:
-            raise CorruptModelError(f"{path} cannot be read: {_java_message(e)}") from None
+            return self.files.read_file(path)
+        except FileNotFoundError:
+            raise self.missing(name) from None
+        except IsADirectoryError:
+            raise self.missing(name, "is not a file") from None
+        except OSError as e:
+            raise CorruptModelError(f"{path} cannot be read: {e}") from None
 
     def metadata(self, cls) -> dict:
-        if not exists(self.sc, self.path):
+        if not self.files.exists(self.path):
             raise ModelNotFoundError(
                 f"Nothing is saved at {self.path}: no such file or directory. Check the "
                 f"path given to {cls.__name__}.load.")
@@ -155,17 +166,17 @@ class _SavedDir:
         source = self.file(METADATA_DIR)
         try:
             row = self.spark.read.text(source).first()
-        except (AnalysisException, Py4JJavaError) as e:
-            raise CorruptModelError(f"{source} cannot be read: {_java_message(e)}") from None
+        except (PySparkException, Py4JJavaError) as e:
+            raise CorruptModelError(f"{source} cannot be read: {_message(e)}") from None
         if row is None:
             raise self.missing(METADATA_DIR, "is empty")
         return parse_metadata(row[0], source, cls.__name__)
 
 
-def _java_message(error: Exception) -> str:
-    java = getattr(error, "java_exception", None)
-    text = java.toString() if java is not None else str(error)
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+def _message(error: Exception) -> str:
+    java = getattr(error, "java_exception", None)  # py4j's own text is its call, not why
+    text = (java.toString() if java is not None else str(error)).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def parse_metadata(text: str, source: str, expected: str) -> dict:

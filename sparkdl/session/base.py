@@ -67,3 +67,16 @@ class SessionFacts(ABC):
 
         Runs one small job per application (remembered).
         """
+
+    @abstractmethod
+    def share_model(self, key: str, model: tuple[str, bytes, bytes]):
+        """Make ``(kind, architecture, weights)`` readable by scoring tasks.
+
+        Args:
+            key: names the model (its version: uid and weights digest).
+            model: what :mod:`sparkdl.worker.score_task` builds the module from.
+
+        Returns:
+            An object whose ``.value`` gives ``model`` on an executor: a broadcast,
+            or what :mod:`sparkdl.worker.model_payload` ships over Connect.
+        """

@@ -44,3 +44,6 @@ class ClassicFacts(SessionFacts):
         from sparkdl.ml.executor_python import check_for_fit
 
         check_for_fit(self.spark.sparkContext, slots, num_workers, backend)
+
+    def share_model(self, key: str, model: tuple[str, bytes, bytes]):
+        return self.spark.sparkContext.broadcast(model)

@@ -23,8 +23,10 @@ import builtins
 import functools
 import json
 import logging
+import os
 import re
 import sys
+import tempfile
 import threading
 import types
 import uuid
@@ -43,6 +45,13 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 2
           "pb": 1 << 50}
 
 Conf = Callable[[str], "str | None"]
+
+#: Networks up to this size travel inside the scoring function; larger ones as a
+#: session artifact (see :mod:`sparkdl.worker.model_payload`).
+INLINE_MODEL_BYTES = 8 << 20
+#: The (session, model) pairs whose artifact this process added: an artifact's name
+#: is taken for the session's lifetime.
+_SHARED: set[tuple[str, str]] = set()
 
 
 class ConfView:
@@ -254,3 +263,18 @@ class ConnectFacts(SessionFacts):
         tasks = probe_tasks(slots, num_workers, executors_from_confs(self.conf.get))
         checked(self.app_id, driver, tasks, backend == "horovod",
                 functools.partial(run_probe, self.spark), lambda: self.is_stopped())
+
+    def share_model(self, key: str, model: tuple[str, bytes, bytes]):
+        from sparkdl.worker.model_payload import ArtifactModel, InlineModel, write_frame
+
+        kind, architecture, weights = model
+        if len(architecture) + len(weights) <= INLINE_MODEL_BYTES:
+            return InlineModel(kind, architecture, weights)
+        name = f"sparkdl-model-{re.sub(r'[^A-Za-z0-9_.-]', '_', key)}.bin"
+        if (self.spark.session_id, name) not in _SHARED:
+            with tempfile.TemporaryDirectory(prefix="sparkdl-artifact-") as where:
+                path = os.path.join(where, name)
+                write_frame(path, kind, architecture, weights)
+                self.spark.addArtifacts(path, file=True)
+            _SHARED.add((self.spark.session_id, name))
+        return ArtifactModel(name)

@@ -87,6 +87,11 @@ def executor_id() -> str:
     # The executor id is not exposed on TaskContext; SparkEnv is on the JVM side.
     # Executors launched by Spark carry it in their working directory name
     # (.../app-xxx/<id>) and in SPARK_EXECUTOR_ID on some cluster managers.
+    # A Spark Connect session's Python workers run one level down, in a directory
+    # named after the session's artifacts (SPARK_JOB_ARTIFACT_UUID).
     if os.environ.get("SPARK_EXECUTOR_ID"):
         return os.environ["SPARK_EXECUTOR_ID"]
-    return os.path.basename(os.getcwd())
+    where = os.getcwd()
+    if os.path.basename(where) == os.environ.get("SPARK_JOB_ARTIFACT_UUID"):
+        where = os.path.dirname(where)
+    return os.path.basename(where)

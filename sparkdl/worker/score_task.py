@@ -2,7 +2,8 @@
 
 Spark reuses Python workers across tasks (``spark.python.worker.reuse``), so the
 module cache below outlives a task: the first batch of a worker deserialises the
-broadcast weights, every later batch and task on that worker reuses them.
+shared weights (a broadcast, or see :mod:`sparkdl.worker.model_payload`), every
+later batch and task on that worker reuses them.
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ def score_batches(spec: ScoreSpec, payload,
 
     Args:
         spec: the scoring description.
-        payload: a broadcast of ``(kind, architecture bytes, weights bytes)``.
+        payload: ``.value`` gives ``(kind, architecture bytes, weights bytes)``: a
+            broadcast, or a :mod:`sparkdl.worker.model_payload` object.
         batches: input record batches.
 
     Yields:

@@ -159,23 +159,30 @@ def full_batch(spark):
 
 
 @pytest.fixture(scope="session")
-def connect():
-    """A Spark Connect session on a real Connect server (``servers.ConnectServer``),
-    started once per run: ``local-cluster[2,1,1024]``, sparkdl's jar, executors on this
-    Python. The server's process group is stopped at the end.
-
-    The session comes from pyspark's Connect builder directly: ``SparkSession.builder
-    .remote(...)`` refuses to start one while this process holds the classic session.
-    """
+def connect_server():
+    """A real Spark Connect server (``servers.ConnectServer``), started once per run:
+    ``local-cluster[2,1,1024]``, sparkdl's jar, executors on this Python. Its process
+    group is stopped at the end; ``.url`` is ``sc://127.0.0.1:<port>``."""
     import servers
-    from pyspark.sql.connect.session import SparkSession as RemoteSession
 
     from sparkdl.jvm import jar_path
 
     # start() waits up to 180 s for "Spark Connect server started" in its log.
     with servers.ConnectServer(python=sys.executable, jars=[jar_path()]) as server:
-        session = RemoteSession.builder.remote(server.url).getOrCreate()
-        try:
-            yield session
-        finally:
-            session.stop()
+        yield server
+
+
+@pytest.fixture(scope="session")
+def connect(connect_server):
+    """A Spark Connect session on :func:`connect_server`.
+
+    The session comes from pyspark's Connect builder directly: ``SparkSession.builder
+    .remote(...)`` refuses to start one while this process holds the classic session.
+    """
+    from pyspark.sql.connect.session import SparkSession as RemoteSession
+
+    session = RemoteSession.builder.remote(connect_server.url).getOrCreate()
+    try:
+        yield session
+    finally:
+        session.stop()

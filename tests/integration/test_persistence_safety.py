@@ -24,7 +24,8 @@ from sparkdl import (
     UntrustedCodeError,
 )
 from sparkdl.architecture import Architecture, weights_to_bytes
-from sparkdl.ml import files, persistence
+from sparkdl.ml import files
+from sparkdl.ml.files_hadoop import HadoopFiles
 from sparkdl.nn import Dense, Input, Sequential
 
 pytestmark = [pytest.mark.spark]
@@ -66,13 +67,13 @@ def assert_is(loaded: TorchModel, model: TorchModel) -> None:
 def record_writes(monkeypatch):
     """The files written through persistence, in order."""
     written = []
-    real = persistence.write_bytes
+    real = HadoopFiles.write_bytes
 
-    def write_bytes(sc, path, data):
+    def write_bytes(self, path, data):
         written.append(path)
-        real(sc, path, data)
+        real(self, path, data)
 
-    monkeypatch.setattr(persistence, "write_bytes", write_bytes)
+    monkeypatch.setattr(HadoopFiles, "write_bytes", write_bytes)
     return written
 
 
