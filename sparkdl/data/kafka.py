@@ -282,19 +282,39 @@ def _subscribe(reader, bootstrap: str, topic: str, starting_offsets: str, option
     return reader
 
 
-def _require_connector(spark: SparkSession) -> None:
+def _connector_missing(spark: SparkSession) -> bool:
+    from sparkdl.session import is_connect
+
+    if is_connect(spark):
+        # No JVM to ask: resolving a Kafka relation's schema looks the source up on
+        # the server without contacting any broker.
+        from pyspark.errors import PySparkException
+
+        try:
+            _ = spark.read.format("kafka").option("kafka.bootstrap.servers", "127.0.0.1:1") \
+                .option("subscribe", "sparkdl-probe").load().schema
+        except PySparkException as exc:
+            return exc.getCondition() in ("KAFKA_DATA_SOURCE_NOT_ENABLED", "DATA_SOURCE_NOT_FOUND")
+        return False
     jvm = spark._jvm
     try:
         loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
         jvm.java.lang.Class.forName(_SOURCE, False, loader)
-    except Exception as exc:  # noqa: BLE001 - py4j wraps ClassNotFoundException
+    except Exception:  # noqa: BLE001 - py4j wraps ClassNotFoundException
+        return True
+    return False
+
+
+def _require_connector(spark: SparkSession) -> None:
+    if _connector_missing(spark):
         raise ConfigError(
             "Spark's Kafka connector is not on this session's classpath. Start the session "
             "with sparkdl.jvm.with_kafka(SparkSession.builder) (spark.jars.packages), or "
             "spark-submit --packages \"$(python -m sparkdl.jvm kafka-packages)\"; in a "
             "source checkout `make kafka-jars` puts the connector in ~/.m2 for "
-            "with_kafka(builder, offline=True)."
-        ) from exc
+            "with_kafka(builder, offline=True). A Spark Connect server needs it at launch "
+            "(--packages)."
+        )
 
 
 def _struct(spark: SparkSession, schema: str | StructType) -> StructType:

@@ -35,10 +35,13 @@ import types
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pyspark import SparkContext
 
 from sparkdl.errors import ConfigError
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -358,42 +361,57 @@ def check_for_fit(sc: SparkContext, slots: int, num_workers: int, backend: str) 
                           horovod=backend == "horovod")
 
 
-def _run_probe(sc: SparkContext, tasks: int, modules: tuple[str, ...],
-               timeout_s: float) -> list[dict]:
-    """Run the probe job; cancel it after ``timeout_s``.
+def run_with_deadline(job: Callable[[], T], add_tag: Callable[[str], None],
+                      remove_tag: Callable[[str], None], cancel_tag: Callable[[str], object],
+                      timeout_s: float) -> T:
+    """Run ``job`` under a fresh job tag; cancel the tag's jobs after ``timeout_s``.
+
+    The tag calls are a classic SparkContext's (``addJobTag``, ``removeJobTag``,
+    ``cancelJobsWithTag``) or a Spark Connect session's (``addTag``, ``removeTag``,
+    ``interruptTag``).
 
     Cancelling ends the job for the driver at once. A task stuck in starting an
     interpreter that never answers keeps its slot until that process exits (Spark
-    cannot interrupt the read), which is why the fit stops here with a ConfigError
-    rather than going on to a barrier job that would wait for the slot.
+    cannot interrupt the read), which is why the fit stops with a ConfigError rather
+    than going on to a barrier job that would wait for the slot.
 
     Raises:
         TimeoutError: it was cancelled at the deadline.
         Exception: whatever Spark raised when the job failed.
     """
     tag = f"sparkdl-python-check-{uuid.uuid4().hex[:8]}"
-    description = sc.getLocalProperty("spark.job.description")
     timed_out = threading.Event()
 
     def cancel() -> None:
         timed_out.set()
-        sc.cancelJobsWithTag(tag)
+        cancel_tag(tag)
 
     timer = threading.Timer(timeout_s, cancel)
     timer.daemon = True
-    sc.addJobTag(tag)
-    sc.setJobDescription("sparkdl: does the executors' Python import sparkdl and torch?")
+    add_tag(tag)
     timer.start()
     try:
-        return sc.parallelize(range(tasks), tasks).mapPartitions(
-            shipped_probe(modules, IMPORTED)).collect()
+        return job()
     except Exception:
         if timed_out.is_set():
             raise TimeoutError from None
         raise
     finally:
         timer.cancel()
-        sc.removeJobTag(tag)
+        remove_tag(tag)
+
+
+def _run_probe(sc: SparkContext, tasks: int, modules: tuple[str, ...],
+               timeout_s: float) -> list[dict]:
+    """The probe job on a classic SparkContext, cancelled after ``timeout_s``."""
+    description = sc.getLocalProperty("spark.job.description")
+    sc.setJobDescription("sparkdl: does the executors' Python import sparkdl and torch?")
+    try:
+        return run_with_deadline(
+            lambda: sc.parallelize(range(tasks), tasks).mapPartitions(
+                shipped_probe(modules, IMPORTED)).collect(),
+            sc.addJobTag, sc.removeJobTag, sc.cancelJobsWithTag, timeout_s)
+    finally:
         sc.setLocalProperty("spark.job.description", description)  # None clears it
 
 

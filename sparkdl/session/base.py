@@ -80,3 +80,11 @@ class SessionFacts(ABC):
             An object whose ``.value`` gives ``model`` on an executor: a broadcast,
             or what :mod:`sparkdl.worker.model_payload` ships over Connect.
         """
+
+    @abstractmethod
+    def hadoop_conf(self, key: str) -> str | None:
+        """A Hadoop setting as this session's jobs see it (``fs.defaultFS``, ...), or None."""
+
+    @abstractmethod
+    def hadoop_user(self) -> str:
+        """The Hadoop user files are created as under simple authentication."""

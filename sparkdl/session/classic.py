@@ -47,3 +47,10 @@ class ClassicFacts(SessionFacts):
 
     def share_model(self, key: str, model: tuple[str, bytes, bytes]):
         return self.spark.sparkContext.broadcast(model)
+
+    def hadoop_conf(self, key: str) -> str | None:
+        return self.spark.sparkContext._jsc.hadoopConfiguration().get(key)
+
+    def hadoop_user(self) -> str:
+        ugi = self.spark.sparkContext._jvm.org.apache.hadoop.security.UserGroupInformation
+        return ugi.getCurrentUser().getShortUserName()

@@ -27,9 +27,7 @@ import os
 import re
 import sys
 import tempfile
-import threading
 import types
-import uuid
 from collections.abc import Callable, Iterator
 
 from sparkdl.errors import ClusterCapacityError
@@ -177,29 +175,12 @@ def run_probe(spark, tasks: int, modules: tuple[str, ...], timeout_s: float) -> 
         TimeoutError: it was interrupted at the deadline.
         Exception: whatever Spark raised when the job failed.
     """
-    from sparkdl.ml.executor_python import IMPORTED, shipped_probe
+    from sparkdl.ml.executor_python import IMPORTED, run_with_deadline, shipped_probe
 
-    tag = f"sparkdl-python-check-{uuid.uuid4().hex[:8]}"
-    timed_out = threading.Event()
-
-    def cancel() -> None:
-        timed_out.set()
-        spark.interruptTag(tag)
-
-    timer = threading.Timer(timeout_s, cancel)
-    timer.daemon = True
-    spark.addTag(tag)
-    timer.start()
-    try:
-        rows = spark.range(tasks, numPartitions=tasks).mapInArrow(
-            shipped_probe_arrow(shipped_probe(modules, IMPORTED)), "answer string").collect()
-    except Exception:
-        if timed_out.is_set():
-            raise TimeoutError from None
-        raise
-    finally:
-        timer.cancel()
-        spark.removeTag(tag)
+    rows = run_with_deadline(
+        lambda: spark.range(tasks, numPartitions=tasks).mapInArrow(
+            shipped_probe_arrow(shipped_probe(modules, IMPORTED)), "answer string").collect(),
+        spark.addTag, spark.removeTag, spark.interruptTag, timeout_s)
     return [json.loads(row.answer) for row in rows]
 
 
@@ -278,3 +259,14 @@ class ConnectFacts(SessionFacts):
                 self.spark.addArtifacts(path, file=True)
             _SHARED.add((self.spark.session_id, name))
         return ArtifactModel(name)
+
+    def hadoop_conf(self, key: str) -> str | None:
+        # The server's hdfs-site.xml is out of reach: what the application's confs
+        # set (spark.hadoop.*, at launch or with spark.conf.set) is what a client sees.
+        return self.conf.get(f"spark.hadoop.{key}")
+
+    def hadoop_user(self) -> str:
+        import getpass
+
+        # As Hadoop's own client names itself under simple authentication.
+        return os.environ.get("HADOOP_USER_NAME") or getpass.getuser()

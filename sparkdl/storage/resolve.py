@@ -18,7 +18,8 @@ def resolve_location(spark, url: str, param: str) -> StorageLocation:
     ``hdfs://`` paths use the NameNode HTTP address from the Hadoop configuration
     Spark has (``dfs.namenode.http-address``, as in ``hdfs-site.xml`` or
     ``spark.hadoop.dfs.namenode.http-address``); ``webhdfs://host:port/path``
-    names it directly.
+    names it directly. A Spark Connect client sees only the ``spark.hadoop.*``
+    confs of the application, not the server's ``hdfs-site.xml``.
 
     Args:
         spark: the active SparkSession.
@@ -40,24 +41,25 @@ def resolve_location(spark, url: str, param: str) -> StorageLocation:
     if scheme not in ("hdfs", "webhdfs"):
         raise ConfigError(f"{param}={url!r}: workers write to {SUPPORTED}; "
                           f"{scheme}:// is not supported. Use one of those.")
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
-    if (conf.get("hadoop.security.authentication") or "simple").lower() != "simple":
+    from sparkdl.session import facts_for
+
+    facts = facts_for(spark)
+    conf = facts.hadoop_conf
+    if (conf("hadoop.security.authentication") or "simple").lower() != "simple":
         raise ConfigError(f"{param}={url!r}: this HDFS uses Kerberos, which the workers' "
                           "WebHDFS client does not support. Use a local path.")
     if not parts.hostname:
-        default = urllib.parse.urlsplit(conf.get("fs.defaultFS") or "")
+        default = urllib.parse.urlsplit(conf("fs.defaultFS") or "")
         if default.scheme != "hdfs" or not default.hostname:
             raise ConfigError(f"{param}={url!r} names no NameNode and fs.defaultFS is not "
                               "hdfs://. Write the full hdfs://host:port/path.")
         parts = default._replace(path=parts.path)
-    jvm = spark.sparkContext._jvm
-    user = jvm.org.apache.hadoop.security.UserGroupInformation.getCurrentUser() \
-        .getShortUserName()
+    user = facts.hadoop_user()
     root = parts.path or "/"
     if scheme == "webhdfs":
         return StorageLocation("webhdfs", root, url, f"http://{parts.netloc}", user)
-    http = (conf.get(f"dfs.namenode.http-address.{parts.hostname}")
-            or conf.get("dfs.namenode.http-address") or "0.0.0.0:9870")
+    http = (conf(f"dfs.namenode.http-address.{parts.hostname}")
+            or conf("dfs.namenode.http-address") or "0.0.0.0:9870")
     host, _, port = http.rpartition(":")
     if host in ("", "0.0.0.0", "[::]"):
         host = parts.hostname  # bound to every interface: the NameNode's own host

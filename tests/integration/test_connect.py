@@ -10,10 +10,12 @@ results: fit, transform (batch and streaming), save/load, Pipelines, bad input.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -250,3 +252,35 @@ def test_bad_input_to_transform_fails_as_in_a_classic_session(twins):
     with remote_mode(), pytest.raises(SchemaError) as remote:
         model.transform(remote_df.withColumnRenamed("features", "x"))
     assert str(remote.value) == str(classic.value)
+
+
+def test_checkpoints_in_hdfs_over_connect_resume(connect, full_batch, twins, hdfs):
+    """``hdfs://`` checkpoints from a Connect client: the NameNode's HTTP address comes
+    from the application's ``spark.hadoop.*`` confs (the server's hdfs-site.xml is out
+    of the client's reach)."""
+    straight, _, _ = twins
+    case = type(full_batch)
+    ckpt = f"{hdfs.uri}/runs/connect/ckpt"
+    connect.conf.set("spark.hadoop.dfs.namenode.http-address", hdfs.webhdfs.split("://")[1])
+    try:
+        with remote_mode():
+            remote = case(connect)
+            remote.fit(2, backend="torch", epochs=2, checkpointDir=ckpt)
+            resumed = remote.fit(2, backend="torch", checkpointDir=ckpt)
+    finally:
+        connect.conf.unset("spark.hadoop.dfs.namenode.http-address")
+    assert resumed.history.resumed_from_epoch == 2
+    a, b = case.weights(straight), case.weights(resumed)
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    listing = json.loads(urllib.request.urlopen(
+        f"{hdfs.webhdfs}/webhdfs/v1/runs/connect/ckpt?op=LISTSTATUS", timeout=30).read())
+    assert [f["pathSuffix"] for f in listing["FileStatuses"]["FileStatus"]][-1] == "epoch-0005"
+
+
+def test_kafka_without_the_connector_fails_as_in_a_classic_session(connect):
+    from sparkdl.data.kafka import read_kafka
+
+    with remote_mode(), pytest.raises(ConfigError, match="Kafka connector is not on this "
+                                                         "session's classpath"):
+        read_kafka(connect, "127.0.0.1:1", "events", schema="x double")

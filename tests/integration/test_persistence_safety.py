@@ -141,16 +141,16 @@ def test_an_overwrite_whose_rename_fails_puts_the_old_model_back(spark, tmp_path
     path = str(tmp_path / "m")
     old = spec_model(1)
     old.save(path)
-    real = files.rename
+    real = HadoopFiles.rename
     renames = []
 
-    def rename(sc, src, dst):
+    def rename(self, src, dst):
         renames.append((os.path.basename(src), os.path.basename(dst)))
         if files.TEMP_MARK in src:
             raise OSError(f"Could not rename {src} to {dst}")
-        real(sc, src, dst)
+        real(self, src, dst)
 
-    monkeypatch.setattr(files, "rename", rename)
+    monkeypatch.setattr(HadoopFiles, "rename", rename)
     with pytest.raises(OSError, match="Could not rename"):
         spec_model(2).write().overwrite().save(path)
     assert [dst for _, dst in renames][0].startswith(".m" + files.OLD_MARK)  # moved aside
