@@ -53,6 +53,60 @@ class TrainingHistory:
         """The values of one metric, epoch by epoch (``None`` where absent)."""
         return [e.get(name) for e in self.epochs]
 
+    def plot(self, metrics: list[str] | None = None, figsize: tuple[float, float] | None = None):
+        """The training curves: one panel per metric, train and validation together.
+
+        Needs matplotlib (``pip install 'sparkdl[notebook]'``). In a notebook the
+        returned figure shows itself as the cell's result.
+
+        Args:
+            metrics: base names to draw (``"loss"``, ``"accuracy"``, ...); default
+                every ``train_*``/``val_*`` metric the epochs recorded, except row counts.
+            figsize: matplotlib's figure size; default 5 x 3.5 inches per panel.
+
+        Returns:
+            A ``matplotlib.figure.Figure``.
+
+        Raises:
+            ImportError: matplotlib is missing (the message says how to install it).
+            ValueError: there are no epochs, or no such metric.
+
+        Example::
+
+            fig = model.history.plot()             # loss and accuracy panels
+            fig.savefig("curves.png")
+        """
+        try:
+            from matplotlib.figure import Figure
+        except ImportError as exc:
+            raise ImportError("TrainingHistory.plot needs matplotlib: pip install "
+                              "'sparkdl[notebook]' (or matplotlib)") from exc
+        if not self.epochs:
+            raise ValueError("This history has no epochs to plot.")
+        found = [k.split("_", 1)[1] for e in self.epochs for k in e
+                 if k.startswith(("train_", "val_")) and not k.endswith("_rows")]
+        available = list(dict.fromkeys(found))
+        names = list(metrics) if metrics else available
+        missing = [m for m in names if m not in available]
+        if missing or not names:
+            raise ValueError(f"No metric {missing or names} in this history; it has "
+                             f"{available}.")
+        # Figure, not pyplot: no global state, no GUI backend needed on a driver.
+        figure = Figure(figsize=figsize or (5 * len(names), 3.5), layout="constrained")
+        axes = figure.subplots(1, len(names), squeeze=False)[0]
+        for ax, name in zip(axes, names):
+            for prefix, label, style in (("train", "train", "-o"), ("val", "validation", "--s")):
+                points = [(e["epoch"], e[f"{prefix}_{name}"]) for e in self.epochs
+                          if isinstance(e.get(f"{prefix}_{name}"), (int, float))]
+                if points:
+                    ax.plot(*zip(*points), style, label=label, markersize=3)
+            ax.set_title(name)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            ax.legend()
+        _show_in_ipython(Figure)
+        return figure
+
     def __len__(self) -> int:
         return len(self.epochs)
 
@@ -76,6 +130,20 @@ class TrainingHistory:
     def from_dict(cls, data: dict) -> TrainingHistory:
         """Inverse of :meth:`to_dict`."""
         return cls(**{**data, "epochs": _map_floats(data.get("epochs", []), _decode)})
+
+
+def _show_in_ipython(figure_class) -> None:
+    """Let IPython render a bare ``Figure`` as a PNG, as pyplot's inline backend would
+    (a notebook that never imported pyplot would print ``<Figure size ...>``)."""
+    try:
+        from IPython import get_ipython
+        from IPython.core.pylabtools import print_figure
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["image/png"].for_type(
+            figure_class, lambda fig: print_figure(fig, "png"))
 
 
 _NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}

@@ -18,10 +18,11 @@ attempt number, and a rank that connects again replaces its earlier, dead
 connection, so a retried barrier stage meets again.
 
 The same service takes rank reports while the job trains (:meth:`RendezvousAddress.post_state`,
-:meth:`RendezvousAddress.post_failure`): rank 0's state after an epoch, so that a
-fit restarted after a lost executor resumes there, and a rank's failure in the
-user's own code, so that it is never retried. Reports are authenticated the same
-way; a state is size-capped before it is read.
+:meth:`RendezvousAddress.post_failure`, :meth:`RendezvousAddress.post_progress`):
+rank 0's state after an epoch, so that a fit restarted after a lost executor
+resumes there, a rank's failure in the user's own code, so that it is never
+retried, and rank 0's live metrics, which the driver shows as the fit's progress.
+Reports are authenticated the same way; a state is size-capped before it is read.
 
 ``spark.sparkdl.rendezvous=barrier`` falls back to ``allGather`` where executors
 cannot open connections to the driver (and then no report reaches the driver).
@@ -41,6 +42,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import socket
 import struct
@@ -53,6 +55,8 @@ from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 
 from sparkdl.errors import ConfigError, WorkerFailedError
+
+log = logging.getLogger(__name__)
 
 #: Spark setting choosing how ranks meet: ``driver`` (default) or ``barrier``.
 MODE_CONF = "spark.sparkdl.rendezvous"
@@ -189,6 +193,23 @@ class RendezvousAddress:
         except (WorkerFailedError, EOFError, OSError):
             pass
 
+    def post_progress(self, message: dict) -> None:
+        """Hand the driver rank 0's live metrics (an epoch's record, or a step's running
+        loss): JSON, at most :data:`MAX_MESSAGE_BYTES`.
+
+        Raises:
+            WorkerFailedError: if the driver cannot be reached.
+            OSError, EOFError: if the connection drops.
+        """
+        data = _dumps({"kind": "progress", "message": message})
+        if len(data) > MAX_MESSAGE_BYTES:
+            return
+        conn = self._connect(0)
+        with conn:
+            _kernel_timeouts(conn, HANDSHAKE_S)
+            conn.send_bytes(data)
+            conn.recv_bytes(16)
+
     def _connect(self, rank: int) -> Connection:
         deadline = time.monotonic() + HANDSHAKE_S * 3
         while True:
@@ -233,14 +254,18 @@ class DriverRendezvous:
         on_state: takes rank 0's training states ``(epoch, bytes)``; None: none taken.
         max_state_bytes: the largest state taken (checked before it is read).
         on_failure: takes ranks' failures in user code ``(rank, text)``.
+        on_progress: takes rank 0's live metrics (a dict); called on the service's
+            thread, and what it raises is logged, never sent back.
     """
 
     def __init__(self, num_ranks: int, host: str, bind: str | None = None,
                  timeout_s: float = 600.0,
                  on_state: Callable[[int, bytes], None] | None = None,
                  max_state_bytes: int = 0,
-                 on_failure: Callable[[int, str], None] | None = None) -> None:
+                 on_failure: Callable[[int, str], None] | None = None,
+                 on_progress: Callable[[dict], None] | None = None) -> None:
         self.num_ranks = num_ranks
+        self._on_progress = on_progress
         self._authkey = secrets.token_bytes(32)
         self._bind = bind or host
         self._listener = socket.create_server((self._bind, 0))
@@ -357,6 +382,16 @@ class DriverRendezvous:
                 if isinstance(rank, int) and isinstance(text, str):
                     self._on_failure(rank, text)
                 conn.send_bytes(b"noted")
+            elif kind == "progress" and self._on_progress is not None:
+                # Answered after the display took it: rank 0's reporter sends one at a
+                # time, so messages arrive in order (its own thread waits, not training).
+                message = head.get("message")
+                if isinstance(message, dict):
+                    try:
+                        self._on_progress(message)
+                    except Exception:  # noqa: BLE001 - a display must not stop the service
+                        log.exception("sparkdl: showing the training progress failed")
+                conn.send_bytes(b"noted")
 
     def close(self) -> None:
         """Stop listening and drop ranks still waiting (they see the rendezvous closed)."""
@@ -415,8 +450,8 @@ def rendezvous_for(spark, mode: str, num_ranks: int, timeout_s: float,
 
     Yields the driver service's address (closed on exit), or ``None`` for
     ``barrier`` mode, where ranks meet through ``BarrierTaskContext.allGather``.
-    ``reports`` are :class:`DriverRendezvous`'s ``on_state``, ``max_state_bytes``
-    and ``on_failure``.
+    ``reports`` are :class:`DriverRendezvous`'s ``on_state``, ``max_state_bytes``,
+    ``on_failure`` and ``on_progress``.
     """
     if mode == "barrier":
         yield None

@@ -31,6 +31,7 @@ from sparkdl.ml import preflight
 from sparkdl.ml.model import TorchModel
 from sparkdl.ml.params import TrainingParams
 from sparkdl.ml.persistence import TorchEstimatorReader, TorchEstimatorWriter
+from sparkdl.ml.progress import FitProgress, progress_interval
 from sparkdl.ml.recovery import RestartPolicy, train_with_restarts
 from sparkdl.optimizers import check_optimizer
 from sparkdl.rendezvous import rendezvous_mode
@@ -102,12 +103,14 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
                  validationFraction=None, validationCol=None, backend=None,
                  backendOptions=None, backwardPassesPerStep=None, shuffle=None,
                  timeout=None, checkpointDir=None, checkpointInterval=None,
-                 logDir=None, maxRestarts=None, driverStateInterval=None) -> None:
+                 logDir=None, maxRestarts=None, driverStateInterval=None, verbose=None,
+                 onEpochEnd=None) -> None:
         super().__init__()
         self._setDefault(backend=default_backend())
         self._model = None
         self._loss_fn = None
         self._optimizer_fn = None
+        self._callbacks: list[Callable[[int, dict], object]] = []
         self.setParams(**self._input_kwargs)
 
     @keyword_only
@@ -118,17 +121,53 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
                   validationFraction=None, validationCol=None, backend=None,
                   backendOptions=None, backwardPassesPerStep=None, shuffle=None,
                   timeout=None, checkpointDir=None, checkpointInterval=None,
-                  logDir=None, maxRestarts=None, driverStateInterval=None) -> TorchEstimator:
+                  logDir=None, maxRestarts=None, driverStateInterval=None, verbose=None,
+                  onEpochEnd=None) -> TorchEstimator:
         """Set any Param by name, plus ``model``, callable ``loss``/``optimizer``."""
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         if "model" in kwargs:
             self.setModel(kwargs.pop("model"))
+        if "onEpochEnd" in kwargs:
+            self.setOnEpochEnd(kwargs.pop("onEpochEnd"))
         for name in ("loss", "optimizer"):
             if name in kwargs and callable(kwargs[name]):
                 self._set_custom_code(name, kwargs.pop(name))
             elif name in kwargs:
                 setattr(self, f"_{name}_fn", None)
         return self._set(**kwargs)
+
+    def setOnEpochEnd(self, callbacks) -> TorchEstimator:
+        """Call ``callback(epoch, metrics)`` on the driver as each epoch ends.
+
+        ``metrics`` is the epoch's history record (``train_loss``, ``train_accuracy``,
+        ``val_loss``, ``seconds``, ...). Callbacks run while the job trains where ranks
+        reach the driver (a classic session's default), else when it returns; what one
+        raises is logged, not raised. They are driver-side code: copies of the
+        estimator (Pipelines, CrossValidator) keep them, ``save`` does not.
+
+        Args:
+            callbacks: a callable, a list of them, or None for none.
+
+        Example::
+
+            curve = []
+            est.setOnEpochEnd(lambda epoch, m: curve.append(m["train_loss"]))
+        """
+        if callbacks is None:
+            callbacks = []
+        elif callable(callbacks):
+            callbacks = [callbacks]
+        callbacks = list(callbacks)
+        bad = [c for c in callbacks if not callable(c)]
+        if bad:
+            raise ConfigError(f"onEpochEnd takes a callable(epoch, metrics) or a list of them. "
+                              f"Received: {bad[0]!r}")
+        self._callbacks = callbacks
+        return self
+
+    def getOnEpochEnd(self) -> list[Callable[[int, dict], object]]:
+        """The ``onEpochEnd`` callbacks."""
+        return list(self._callbacks)
 
     def _custom_code(self, name: str) -> Callable | None:
         """The callable behind ``loss``/``optimizer`` = ``"custom"``, else None."""
@@ -266,6 +305,9 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         if frac > 0 and self.isSet(self.validationCol):
             raise ConfigError("Set validationFraction or validationCol, not both.")
         require_positive("timeout", self.getTimeout())
+        if self.getOrDefault(self.verbose) not in (0, 1, 2):
+            raise ConfigError(f"verbose must be 0 (quiet), 1 (a progress bar) or 2 (a line "
+                              f"per epoch). Received: verbose={self.getOrDefault(self.verbose)}")
         self._restart_policy()
         for name in ("loss", "optimizer"):
             if self.getOrDefault(name) == "custom" and self._custom_code(name) is None:
@@ -341,6 +383,7 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
             backend_options=dict(self.getOrDefault(self.backendOptions)),
             backward_passes_per_step=self.getOrDefault(self.backwardPassesPerStep),
             outputs=outputs,
+            progress_interval_s=progress_interval(spark) if meet == "driver" else 0.0,
         )
         start = outputs.resume
         if start is not None and start.epoch >= spec.epochs:
@@ -349,10 +392,15 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         else:
             log.info("sparkdl: training on %d workers with backend=%s%s", num_workers,
                      spec.backend, f", resuming after epoch {start.epoch}" if start else "")
-        run = train_with_restarts(prepared, spec, slots, meet, self._restart_policy(), shapes)
+        progress = FitProgress(self.getOrDefault(self.verbose), spec.epochs, self._callbacks,
+                               start.epoch if start else 0)
+        try:
+            run = train_with_restarts(prepared, spec, slots, meet, self._restart_policy(),
+                                      shapes, on_progress=progress.on_message)
+            progress.replay(run.job.epochs)  # what no live report showed (barrier mode)
+        finally:
+            progress.close()
         weights, epochs, workers = run.job.weights, run.job.epochs, run.job.workers
-        for record in epochs:
-            log.info("sparkdl epoch %s", record)
         resume = run.resume
         history = TrainingHistory((resume.history if resume else []) + epochs, spec.backend,
                                   num_workers, workers, start.epoch if start else 0,

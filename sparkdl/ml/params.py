@@ -181,6 +181,10 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
                                 "state, history) rank 0 hands the driver for restarts; 0: "
                                 "none (a restart resumes from checkpointDir or the start)",
                                 typeConverter=TypeConverters.toInt)
+    verbose = Param(Params._dummy(), "verbose",
+                    "live progress on the driver while fitting: 0 quiet, 1 a progress bar "
+                    "(a widget in notebooks), 2 a line per epoch (log files, spark-submit)",
+                    typeConverter=TypeConverters.toInt)
     logDir = Param(Params._dummy(), "logDir",
                    "directory (local, file:, hdfs://, webhdfs://) for metrics.jsonl, one "
                    "line per epoch, updated as training runs; '' for none",
@@ -193,7 +197,7 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
                          validationFraction=0.0, backend="torch", backendOptions={},
                          backwardPassesPerStep=1, shuffle=True, timeout=600.0,
                          checkpointDir="", checkpointInterval=1, logDir="", maxRestarts=3,
-                         driverStateInterval=1)
+                         driverStateInterval=1, verbose=1)
 
     def getLoss(self) -> str:
         """The loss name (``"custom"`` for a callable)."""

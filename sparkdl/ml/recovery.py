@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -161,7 +162,8 @@ def _newer(a: Resume | None, b: Resume | None) -> Resume | None:
 
 
 def train_with_restarts(prepared: DataFrame, spec: TrainSpec, slots: int, meet: str,
-                        policy: RestartPolicy, shapes: dict[str, list[int]]) -> RecoveredRun:
+                        policy: RestartPolicy, shapes: dict[str, list[int]],
+                        on_progress: Callable[[dict], None] | None = None) -> RecoveredRun:
     """Run the barrier job, running it again from the newest state after an
     infrastructure failure.
 
@@ -172,6 +174,8 @@ def train_with_restarts(prepared: DataFrame, spec: TrainSpec, slots: int, meet: 
         meet: the rendezvous mode.
         policy: restarts, state interval and the wait for slots.
         shapes: the network's parameter shapes (to read ``checkpointDir``).
+        on_progress: takes rank 0's live metrics (driver rendezvous only; see
+            :class:`~sparkdl.ml.progress.FitProgress`).
 
     Raises:
         TrainingCodeError: the user's code failed (at once, never retried).
@@ -201,7 +205,7 @@ def train_with_restarts(prepared: DataFrame, spec: TrainSpec, slots: int, meet: 
         try:
             job = run_training_job(prepared, run, slots, meet, on_state=reports.on_state,
                                    max_state_bytes=max_state_bytes(facts.spark) if interval else 0,
-                                   on_failure=reports.on_failure)
+                                   on_failure=reports.on_failure, on_progress=on_progress)
         except WorkerFailedError as exc:
             message = str(exc)
             record.update(ended=_now(), status="failed", cause=_cause(message),

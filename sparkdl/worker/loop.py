@@ -106,7 +106,6 @@ def train_loop(spec: TrainSpec, shard: LocalShard, collective: Collective, rank:
         history[-1]["train_loss"]
     """
     loss_spec = resolve_loss(spec.loss)
-    task = loss_spec.task
     try:
         module = build_module(spec, device)
         built = build_optimizer(spec.optimizer, spec.optimizer_params, module.parameters())
@@ -122,6 +121,31 @@ def train_loop(spec: TrainSpec, shard: LocalShard, collective: Collective, rank:
 
     train_rows = [p.train_rows for p in peers]
     global_rows = global_batch_rows(train_rows, spec.batch_size)
+    trained = np.cumsum(global_rows)  # rows all ranks trained after each step
+    reporter = _progress_reporter(spec, rank)
+    try:
+        return _epochs(spec, shard, collective, rank, peers, device, module, optimizer,
+                       loss_spec, writer, global_rows, trained, reporter)
+    finally:
+        if reporter is not None:
+            reporter.close()
+
+
+def _progress_reporter(spec: TrainSpec, rank: int):
+    post = getattr(spec.rendezvous, "post_progress", None)  # the JVM's takes none
+    if rank != 0 or post is None or not spec.progress_interval_s:
+        return None
+    from sparkdl.worker.progress import ProgressReporter
+
+    return ProgressReporter(post, spec.progress_interval_s)
+
+
+def _epochs(spec, shard, collective, rank, peers, device, module, optimizer, loss_spec,
+            writer, global_rows, trained, reporter):
+    """The epochs of :func:`train_loop`, reporting rank 0's progress to ``reporter``."""
+    outputs = spec.outputs
+    task = loss_spec.task
+    train_rows = [p.train_rows for p in peers]
     steps = steps_per_epoch(train_rows, spec.batch_size)
     classify = task in ("multiclass", "binary")
     accumulate = spec.backward_passes_per_step
@@ -151,6 +175,9 @@ def train_loop(spec: TrainSpec, shard: LocalShard, collective: Collective, rank:
                 except Exception as exc:
                     raise _in_user_code(exc, spec, rank, epoch, step) from exc
                 metrics.add(output.detach(), y, mean_loss.detach(), task)
+                if reporter is not None:
+                    reporter.step(epoch + 1, step + 1, steps, metrics.loss / metrics.rows,
+                                  int(trained[step]), time.perf_counter() - began)
             else:
                 _zero_contribution(module)
             if step == group_start + group - 1:
@@ -161,6 +188,8 @@ def train_loop(spec: TrainSpec, shard: LocalShard, collective: Collective, rank:
                                     epoch))
         record["seconds"] = time.perf_counter() - began
         history.append(record)
+        if reporter is not None:
+            reporter.epoch(record, spec.epochs)
         # The driver's copy first: once an epoch shows in the logs, a restart resumes
         # after it.
         snapshot = EpochSnapshot(module, optimizer)

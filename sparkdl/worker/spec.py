@@ -60,6 +60,9 @@ class TrainSpec:
         state_interval: every this many epochs rank 0 hands its training state
             to the driver (through ``rendezvous``), which a restart after a lost
             executor resumes from; 0: never.
+        progress_interval_s: rank 0 sends its live metrics to the driver (through
+            ``rendezvous``): every epoch's record, and a step report at most this
+            often within an epoch; 0: no live metrics.
     """
 
     architecture: Architecture
@@ -80,6 +83,7 @@ class TrainSpec:
     rendezvous: RendezvousAddress | JvmRendezvousAddress | None = None
     outputs: RunOutputs = field(default_factory=RunOutputs)
     state_interval: int = 0
+    progress_interval_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "epochs", "num_workers", "backward_passes_per_step"):

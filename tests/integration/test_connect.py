@@ -57,8 +57,10 @@ def test_session_kind_is_detected(spark, connect):
 def test_fit_over_connect_trains_the_same_weights_as_classic(full_batch, connect):
     case = type(full_batch)  # conftest's FullBatchCase: the same rows, seed and network
     classic = full_batch.fit(2, backend="torch")
+    seen = []  # over Connect the epochs reach callbacks when the job returns
     with remote_mode():
-        remote = case(connect).fit(2, backend="torch")
+        remote = case(connect).fit(2, backend="torch", verbose=2,
+                                   onEpochEnd=lambda epoch, m: seen.append((epoch, m)))
     a, b = case.weights(classic), case.weights(remote)
     assert a.keys() == b.keys()
     for name in a:
@@ -70,6 +72,8 @@ def test_fit_over_connect_trains_the_same_weights_as_classic(full_batch, connect
     assert [w["rank"] for w in history.workers] == [0, 1]
     assert sum(w["train_rows"] for w in history.workers) == case.rows
     assert history.attempts[0]["status"] == "finished"
+    assert [e for e, _ in seen] == [1, 2, 3, 4, 5]
+    assert [m["train_loss"] for _, m in seen] == history.metric("train_loss")
 
 
 def _errors(spark, make, fit_df, remote: bool):
