@@ -71,7 +71,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 test: setup lint jvm-test kafka-jars hdfs-jars
-	$(PY) -m pytest sparkdl tests
+	$(PY) -m pytest --durations=25 sparkdl tests
 
 # Spark on a real YARN (ResourceManager + NodeManager on a MiniHDFS), the packed ~6 GiB
 # environment shipped by --archives: 15-20 minutes, so not part of `make test`.

@@ -9,7 +9,10 @@ Layout under ``checkpointDir`` (the same on local disk and in HDFS)::
                                      written last: a checkpoint without it is incomplete
 
 and under ``logDir``: ``metrics.jsonl``, one JSON object per finished epoch,
-rewritten after every epoch so it can be followed while the fit runs.
+rewritten after every epoch so it can be followed while the fit runs, and
+``events.out.tfevents.0.sparkdl``, the same figures (plus the learning rate and
+per-step running loss) for ``tensorboard --logdir``
+(:mod:`sparkdl.worker.tensorboard_events`).
 
 Rank 0 writes both (every rank holds the same weights). Each file lands under a
 temporary name and is renamed into place (local disk), and ``state.json`` comes
@@ -35,6 +38,7 @@ import io
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 
 import torch
@@ -136,6 +140,30 @@ class RunWriter:
                                       if outputs.checkpoints else None)
         self._logs: Storage | None = open_storage(outputs.logs) if outputs.logs else None
         self._history = list(outputs.resume.history) if outputs.resume else []
+        self._events = None
+        self._last_step_write = time.monotonic()
+        if self._logs is not None:
+            from sparkdl.worker.tensorboard_events import EventLog
+
+            self._events = EventLog()
+            for record in self._history:  # a resumed fit's file holds every epoch
+                self._events.epoch(record)
+
+    def after_step(self, global_step: int, loss: float, samples_per_s: float | None,
+                   interval_s: float) -> None:
+        """Log a step's running figures to TensorBoard, at most every ``interval_s``."""
+        if self._events is None or time.monotonic() - self._last_step_write < interval_s:
+            return
+        self._last_step_write = time.monotonic()
+        self._events.scalar("step/train_loss", loss, global_step)
+        if samples_per_s is not None:
+            self._events.scalar("step/samples_per_s", samples_per_s, global_step)
+        self._write_events()
+
+    def _write_events(self) -> None:
+        from sparkdl.worker.tensorboard_events import EVENTS_FILE
+
+        self._logs.write(EVENTS_FILE, self._events.to_bytes())
 
     def after_epoch(self, record: dict, module: torch.nn.Module,
                     optimizer: torch.optim.Optimizer,
@@ -149,6 +177,8 @@ class RunWriter:
         if self._logs is not None:
             self._logs.write(METRICS, "".join(json.dumps(r) + "\n" for r in self._history)
                              .encode())
+            self._events.epoch(record, lr=optimizer.param_groups[0].get("lr"))
+            self._write_events()
         if self._ckpt is None or (epoch % self.outputs.interval and epoch != self.epochs):
             return
         name = checkpoint_name(epoch)

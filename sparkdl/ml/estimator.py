@@ -28,6 +28,7 @@ from sparkdl.errors import ConfigError, SchemaError
 from sparkdl.history import TrainingHistory
 from sparkdl.losses import resolve_loss
 from sparkdl.ml import preflight
+from sparkdl.ml.mlflow_tracking import MlflowRun, require_mlflow
 from sparkdl.ml.model import TorchModel
 from sparkdl.ml.params import TrainingParams
 from sparkdl.ml.persistence import TorchEstimatorReader, TorchEstimatorWriter
@@ -104,7 +105,7 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
                  backendOptions=None, backwardPassesPerStep=None, shuffle=None,
                  timeout=None, checkpointDir=None, checkpointInterval=None,
                  logDir=None, maxRestarts=None, driverStateInterval=None, verbose=None,
-                 onEpochEnd=None) -> None:
+                 onEpochEnd=None, mlflowExperiment=None) -> None:
         super().__init__()
         self._setDefault(backend=default_backend())
         self._model = None
@@ -122,7 +123,7 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
                   backendOptions=None, backwardPassesPerStep=None, shuffle=None,
                   timeout=None, checkpointDir=None, checkpointInterval=None,
                   logDir=None, maxRestarts=None, driverStateInterval=None, verbose=None,
-                  onEpochEnd=None) -> TorchEstimator:
+                  onEpochEnd=None, mlflowExperiment=None) -> TorchEstimator:
         """Set any Param by name, plus ``model``, callable ``loss``/``optimizer``."""
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         if "model" in kwargs:
@@ -308,6 +309,7 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         if self.getOrDefault(self.verbose) not in (0, 1, 2):
             raise ConfigError(f"verbose must be 0 (quiet), 1 (a progress bar) or 2 (a line "
                               f"per epoch). Received: verbose={self.getOrDefault(self.verbose)}")
+        require_mlflow(self.getOrDefault(self.mlflowExperiment))
         self._restart_policy()
         for name in ("loss", "optimizer"):
             if self.getOrDefault(name) == "custom" and self._custom_code(name) is None:
@@ -392,12 +394,20 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         else:
             log.info("sparkdl: training on %d workers with backend=%s%s", num_workers,
                      spec.backend, f", resuming after epoch {start.epoch}" if start else "")
-        progress = FitProgress(self.getOrDefault(self.verbose), spec.epochs, self._callbacks,
+        tracking = MlflowRun.start(self.getOrDefault(self.mlflowExperiment), self.uid)
+        if tracking is not None:
+            tracking.log_params(self._tracked_params())
+        callbacks = self._callbacks + ([tracking.log_epoch] if tracking else [])
+        progress = FitProgress(self.getOrDefault(self.verbose), spec.epochs, callbacks,
                                start.epoch if start else 0)
         try:
             run = train_with_restarts(prepared, spec, slots, meet, self._restart_policy(),
                                       shapes, on_progress=progress.on_message)
             progress.replay(run.job.epochs)  # what no live report showed (barrier mode)
+        except BaseException:
+            if tracking is not None:
+                tracking.end(failed=True)
+            raise
         finally:
             progress.close()
         weights, epochs, workers = run.job.weights, run.job.epochs, run.job.workers
@@ -410,7 +420,22 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         self._copyValues(fitted)
         fitted._set(featureShape=list(feature_shape), task=loss.task,
                     outputShape=list(output_shape))
+        if tracking is not None:
+            tracking.log_model(fitted, spark)
+            tracking.end()
         return fitted
+
+    def _tracked_params(self) -> dict:
+        """What MLflow records of this fit: every Param, and the network's kind."""
+        params = {p.name: v for p, v in self.extractParamMap().items()}
+        model = self._model
+        params["model"] = type(model).__name__ if isinstance(model, torch.nn.Module) \
+            else getattr(model, "__name__", type(model).__name__)
+        for name in ("loss", "optimizer"):
+            code = self._custom_code(name)
+            if code is not None:
+                params[name] = getattr(code, "__name__", "custom")
+        return params
 
     def _output_locations(self, spark) -> RunOutputs:
         ckpt_url = self.getOrDefault(self.checkpointDir)

@@ -54,6 +54,31 @@ class ModelFiles(ABC):
         """Whether ``path`` exists (a file or a directory)."""
 
     @abstractmethod
+    def delete(self, path: str) -> None:
+        """Delete ``path`` and everything under it, if it exists."""
+
+    def save_in_place(self, path: str, write: Callable[[str], None], overwrite: bool) -> None:
+        """Save into ``path`` itself, for file systems without a rename: an old
+        directory is deleted first (``overwrite``), the new one written (metadata last),
+        and a failed write's directory removed."""
+        if self.exists(path):  # before any work
+            if not overwrite:
+                raise path_exists_error(path)
+            self.delete(path)
+        try:
+            write(path)
+        except BaseException:
+            quietly(self.delete, path)
+            raise
+
+    def save_metadata(self, instance, path: str, extra: dict) -> None:
+        """Write Spark ML's ``metadata/`` of ``instance`` under ``path`` (pyspark's
+        ``DefaultParamsWriter``: a one-line JSON text file, through the session)."""
+        from pyspark.ml.util import DefaultParamsWriter
+
+        DefaultParamsWriter.saveMetadata(instance, path, self.spark, extraMetadata=extra)
+
+    @abstractmethod
     def save_directory(self, path: str, write: Callable[[str], None],
                        overwrite: bool = False) -> None:
         """Save a directory whose content ``write(where)`` writes.

@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 from pyspark.errors import AnalysisException, PySparkException
 
 from sparkdl.errors import ConfigError
-from sparkdl.ml.files import ModelFiles, path_exists_error, quietly
+from sparkdl.ml.files import ModelFiles
 
 #: The server conf that lets ``copyFromLocalToFs`` write to the server's local disk.
 ALLOW_LOCAL = "spark.sql.artifact.copyFromLocalToFs.allowDestLocal"
@@ -128,12 +128,4 @@ class ConnectFiles(ModelFiles):
         if posixpath.normpath(path) in ("/", "."):
             raise ConfigError(f"A model cannot be saved as a file system root. Received: "
                               f"path={path!r}; give a directory below it, such as /models/m")
-        if self.exists(path):  # before any work
-            if not overwrite:
-                raise path_exists_error(path)
-            self.delete(path)
-        try:
-            write(path)
-        except BaseException:
-            quietly(self.delete, path)
-            raise
+        self.save_in_place(path, write, overwrite)

@@ -114,21 +114,24 @@ class TorchModel(Model, TrainingParams, MLWritable, MLReadable):
                 "set predictionCol/probabilityCol/rawPredictionCol to new names.")
         # Workers convert the columns as they are (vectors, double arrays) batch by
         # batch: casting in the JVM would ship the features to Python twice.
-        shape = self.getFeatureShape()
-        spec = ScoreSpec(
-            model_key=self.version, feature_cols=tuple(feature_cols),
-            feature_shape=tuple(shape) if shape else None,
-            keep_cols=tuple(dataset.columns), task=self.getTask(),
-            batch_size=self.getBatchSize(), prediction_col=self.getPredictionCol(),
-            probability_col=self.getProbabilityCol(), raw_col=self.getRawPredictionCol(),
-            scalar_prediction=self._scalar_prediction(),
-            version_col=self.getModelVersionCol())
+        spec = self._score_spec(tuple(dataset.columns))
         schema = StructType(list(dataset.schema.fields) + outputs)
         scored = dataset.mapInArrow(
             partial(score_batches, spec, self._payload(dataset.sparkSession)), schema)
         vectors = {spec.raw_col, spec.probability_col} & {f.name for f in outputs}
         return scored.select(*[array_to_vector(c).alias(c) if c in vectors else c
                                for c in scored.columns])
+
+    def _score_spec(self, keep_cols: tuple[str, ...]) -> ScoreSpec:
+        shape = self.getFeatureShape()
+        return ScoreSpec(
+            model_key=self.version, feature_cols=tuple(self.getFeatureColumns()),
+            feature_shape=tuple(shape) if shape else None,
+            keep_cols=keep_cols, task=self.getTask(),
+            batch_size=self.getBatchSize(), prediction_col=self.getPredictionCol(),
+            probability_col=self.getProbabilityCol(), raw_col=self.getRawPredictionCol(),
+            scalar_prediction=self._scalar_prediction(),
+            version_col=self.getModelVersionCol())
 
     def _scalar_prediction(self) -> bool:
         shape = self.getOrDefault(self.outputShape)

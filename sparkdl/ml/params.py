@@ -185,6 +185,11 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
                     "live progress on the driver while fitting: 0 quiet, 1 a progress bar "
                     "(a widget in notebooks), 2 a line per epoch (log files, spark-submit)",
                     typeConverter=TypeConverters.toInt)
+    mlflowExperiment = Param(Params._dummy(), "mlflowExperiment",
+                             "MLflow experiment to log the fit to (params, metrics per epoch, "
+                             "the model) when no MLflow run is active on the driver; '' for "
+                             "none (an active run is always logged to)",
+                             typeConverter=TypeConverters.toString)
     logDir = Param(Params._dummy(), "logDir",
                    "directory (local, file:, hdfs://, webhdfs://) for metrics.jsonl, one "
                    "line per epoch, updated as training runs; '' for none",
@@ -197,7 +202,7 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
                          validationFraction=0.0, backend="torch", backendOptions={},
                          backwardPassesPerStep=1, shuffle=True, timeout=600.0,
                          checkpointDir="", checkpointInterval=1, logDir="", maxRestarts=3,
-                         driverStateInterval=1, verbose=1)
+                         driverStateInterval=1, verbose=1, mlflowExperiment="")
 
     def getLoss(self) -> str:
         """The loss name (``"custom"`` for a callable)."""

@@ -32,7 +32,7 @@ from dataclasses import fields
 
 from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
-from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReader, MLWriter
+from pyspark.ml.util import DefaultParamsReader, MLReader, MLWriter
 
 from sparkdl.architecture import (
     Architecture,
@@ -92,9 +92,8 @@ class TorchModelWriter(_AtomicWriter):
         self.files.write_bytes(f"{path}/{WEIGHTS_FILE}", model._weights)
         arch = model._architecture
         self.files.write_bytes(f"{path}/{ARCHITECTURE_FILES[arch.kind]}", arch.payload)
-        DefaultParamsWriter.saveMetadata(
-            model, path, self.sparkSession,
-            extraMetadata={"architectureKind": arch.kind, "history": model.history.to_dict()})
+        self.files.save_metadata(
+            model, path, {"architectureKind": arch.kind, "history": model.history.to_dict()})
 
 
 class TorchEstimatorWriter(_AtomicWriter):
@@ -115,10 +114,8 @@ class TorchEstimatorWriter(_AtomicWriter):
                 self.files.write_bytes(f"{path}/{INITIAL_WEIGHTS_FILE}", weights_to_bytes(model))
         for name in custom:
             self.files.write_bytes(f"{path}/{CODE_FILES[name]}", dumps_code(est._custom_code(name)))
-        DefaultParamsWriter.saveMetadata(
-            est, path, self.sparkSession,
-            extraMetadata={"architectureKind": arch.kind if arch else None,
-                           "customCode": custom})
+        self.files.save_metadata(
+            est, path, {"architectureKind": arch.kind if arch else None, "customCode": custom})
 
 
 # -- reading ---------------------------------------------------------------------
@@ -376,3 +373,46 @@ class TorchEstimatorReader(MLReader):
         initial = saved.file(INITIAL_WEIGHTS_FILE)
         state = weights_from_bytes(saved.read(INITIAL_WEIGHTS_FILE), initial)
         return arch.build(state, source=arch_file, weights_source=initial)
+
+
+def load_local_model(cls, path: str):
+    """A model saved under the local directory ``path``, read without Spark (for
+    serving it outside Spark, e.g. the MLflow model :mod:`sparkdl.ml.mlflow_pyfunc`
+    logs). The same checks as :class:`TorchModelReader`; it runs the architecture's
+    pickled code, if any, as that does with ``trusted=True``.
+
+    Raises:
+        ModelNotFoundError, CorruptModelError: as :meth:`TorchModel.load`.
+    """
+    import os
+
+    metadata_dir = os.path.join(path, METADATA_DIR)
+    if not os.path.isdir(path):
+        raise ModelNotFoundError(f"Nothing is saved at {path}: no such directory.")
+    parts = sorted(n for n in os.listdir(metadata_dir) if not n.startswith((".", "_"))) \
+        if os.path.isdir(metadata_dir) else []
+    if not parts:
+        raise CorruptModelError(f"{metadata_dir} is missing: {path} is not a complete saved "
+                                "model.")
+    with open(os.path.join(metadata_dir, parts[0]), encoding="utf-8") as f:
+        metadata = parse_metadata(f.readline(), metadata_dir, cls.__name__)
+    kind = metadata["architectureKind"]
+
+    def read(name: str) -> bytes:
+        try:
+            with open(os.path.join(path, name), "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise CorruptModelError(f"{os.path.join(path, name)} cannot be read: {e}") from None
+
+    name = ARCHITECTURE_FILES[kind]
+    arch = Architecture(kind, read(name))
+    expected = _expected_shapes(arch, os.path.join(path, name))
+    weights = read(WEIGHTS_FILE)
+    state = weights_from_bytes(weights, os.path.join(path, WEIGHTS_FILE))
+    if expected is not None:
+        check_weights(state, expected, os.path.join(path, WEIGHTS_FILE))
+    model = cls(arch, weights, metadata["history"])
+    model._resetUid(metadata["uid"])
+    _set_params(model, metadata, metadata_dir)
+    return model

@@ -131,6 +131,11 @@ def train_loop(spec: TrainSpec, shard: LocalShard, collective: Collective, rank:
             reporter.close()
 
 
+#: Seconds between step scalars in logDir's TensorBoard file when no progress
+#: interval is set (barrier mode, the Scala estimator).
+DEFAULT_STEP_LOG_S = 5.0
+
+
 def _progress_reporter(spec: TrainSpec, rank: int):
     post = getattr(spec.rendezvous, "post_progress", None)  # the JVM's takes none
     if rank != 0 or post is None or not spec.progress_interval_s:
@@ -178,6 +183,11 @@ def _epochs(spec, shard, collective, rank, peers, device, module, optimizer, los
                 if reporter is not None:
                     reporter.step(epoch + 1, step + 1, steps, metrics.loss / metrics.rows,
                                   int(trained[step]), time.perf_counter() - began)
+                if writer is not None:
+                    elapsed = time.perf_counter() - began
+                    writer.after_step(epoch * steps + step + 1, metrics.loss / metrics.rows,
+                                      trained[step] / elapsed if elapsed > 0 else None,
+                                      spec.progress_interval_s or DEFAULT_STEP_LOG_S)
             else:
                 _zero_contribution(module)
             if step == group_start + group - 1:

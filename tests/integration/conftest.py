@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,25 @@ def connect(connect_server):
         yield session
     finally:
         session.stop()
+
+
+@contextmanager
+def _remote_mode():
+    assert "SPARK_CONNECT_MODE_ENABLED" not in os.environ
+    os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
+    try:
+        yield
+    finally:
+        del os.environ["SPARK_CONNECT_MODE_ENABLED"]
+
+
+@pytest.fixture(scope="session")
+def remote_mode():
+    """``with remote_mode(): ...`` runs user code as in a Spark Connect-only process.
+
+    What ``SparkSession.builder.remote`` sets in a process of its own: with it,
+    ``pyspark.sql.functions`` build Connect columns and pyspark.ml's readers and
+    writers take the Connect path. This process holds the classic session as well,
+    so only the Connect calls run with it.
+    """
+    return _remote_mode

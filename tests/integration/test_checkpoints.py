@@ -13,6 +13,7 @@ import torch
 
 from sparkdl import ConfigError, TorchEstimator
 from sparkdl.checkpoints import METRICS
+from sparkdl.worker.tensorboard_events import EVENTS_FILE
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -51,12 +52,39 @@ def webhdfs_conf(spark, hdfs):
     conf.unset("dfs.namenode.http-address")
 
 
-def test_resume_from_a_local_checkpoint_equals_an_uninterrupted_fit(digits, tmp_path):
+def tensorboard_scalars(directory) -> dict[str, list[tuple[int, float]]]:
+    """What TensorBoard's own reader finds in ``directory``: tag -> (step, value)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(directory), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)]
+            for tag in events.Tags()["scalars"]}
+
+
+def assert_tensorboard_matches(scalars: dict, history, lr: float) -> None:
+    epochs = history.metric("epoch")
+    for name in ("train_loss", "train_accuracy"):
+        assert [s for s, _ in scalars[f"epoch/{name}"]] == epochs
+        np.testing.assert_allclose([v for _, v in scalars[f"epoch/{name}"]],
+                                   history.metric(name), rtol=1e-6)
+    assert [v for _, v in scalars["epoch/lr"]] == pytest.approx([lr] * len(scalars["epoch/lr"]))
+
+
+def test_resume_from_a_local_checkpoint_equals_an_uninterrupted_fit(spark, digits, tmp_path):
     train, _ = digits
     ckpt, logs = str(tmp_path / "ckpt"), f"file:{tmp_path}/logs"
     straight = estimator(4, "torch").fit(train)
 
-    first = estimator(2, "torch", checkpointDir=ckpt, logDir=logs).fit(train)
+    spark.conf.set("spark.sparkdl.progressInterval", "0.01")  # step scalars too
+    try:
+        first = estimator(2, "torch", checkpointDir=ckpt, logDir=logs).fit(train)
+    finally:
+        spark.conf.unset("spark.sparkdl.progressInterval")
+    first_scalars = tensorboard_scalars(tmp_path / "logs")
+    assert_tensorboard_matches(first_scalars, first.history, lr=1e-2)
+    steps = [s for s, _ in first_scalars["step/train_loss"]]
+    assert steps == sorted(steps) and len(steps) >= 2 and "step/samples_per_s" in first_scalars
     assert sorted(os.listdir(ckpt)) == ["epoch-0001", "epoch-0002"]
     assert sorted(os.listdir(f"{ckpt}/epoch-0002")) == [
         "optimizer.pt", "state.json", "weights.safetensors"]
@@ -71,6 +99,7 @@ def test_resume_from_a_local_checkpoint_equals_an_uninterrupted_fit(digits, tmp_
     assert sorted(os.listdir(ckpt))[-1] == "epoch-0004"
     lines = (tmp_path / "logs" / METRICS).read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+    assert_tensorboard_matches(tensorboard_scalars(tmp_path / "logs"), resumed.history, 1e-2)
 
     # Everything already trained: the checkpoint's model, no job.
     again = estimator(4, "torch", checkpointDir=ckpt).fit(train)
@@ -88,7 +117,7 @@ def test_checkpoint_interval_and_an_incomplete_checkpoint(digits, tmp_path):
     assert resumed.history.resumed_from_epoch == 2
 
 
-def test_horovod_checkpoints_and_logs_in_hdfs_resume(spark, digits, webhdfs_conf):
+def test_horovod_checkpoints_and_logs_in_hdfs_resume(spark, digits, webhdfs_conf, tmp_path):
     hdfs = webhdfs_conf
     train, _ = digits
     ckpt, logs = f"{hdfs.uri}/runs/hvd/ckpt", f"{hdfs.uri}/runs/hvd/logs"
@@ -109,6 +138,12 @@ def test_horovod_checkpoints_and_logs_in_hdfs_resume(spark, digits, webhdfs_conf
         "optimizer.pt", "state.json", "weights.safetensors"]
     epochs = [r.epoch for r in spark.read.json(f"{logs}/{METRICS}").orderBy("epoch").collect()]
     assert epochs == [1, 2, 3]
+    # TensorBoard's reader, on the event file as the NameNode serves it
+    events = tmp_path / "events"
+    events.mkdir()
+    (events / EVENTS_FILE).write_bytes(urllib.request.urlopen(
+        f"{hdfs.webhdfs}/webhdfs/v1/runs/hvd/logs/{EVENTS_FILE}?op=OPEN").read())
+    assert_tensorboard_matches(tensorboard_scalars(events), resumed.history, lr=1e-2)
 
 
 def test_webhdfs_urls_work_without_hadoop_configuration(digits, hdfs):

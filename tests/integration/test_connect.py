@@ -31,21 +31,8 @@ from sparkdl.session import facts_for
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
-_MODE = "SPARK_CONNECT_MODE_ENABLED"
+_MODE = "SPARK_CONNECT_MODE_ENABLED"  # what remote_mode sets; a subprocess must not inherit it
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@contextmanager
-def remote_mode():
-    """What ``SparkSession.builder.remote`` sets in a process of its own: with it,
-    ``pyspark.sql.functions`` build Connect columns. This process holds the classic
-    session as well, so only the Connect calls run with it."""
-    assert _MODE not in os.environ
-    os.environ[_MODE] = "1"
-    try:
-        yield
-    finally:
-        del os.environ[_MODE]
 
 
 def test_session_kind_is_detected(spark, connect):
@@ -54,7 +41,7 @@ def test_session_kind_is_detected(spark, connect):
     assert facts_for(connect).check_capacity(2) == 2
 
 
-def test_fit_over_connect_trains_the_same_weights_as_classic(full_batch, connect):
+def test_fit_over_connect_trains_the_same_weights_as_classic(full_batch, connect, remote_mode):
     case = type(full_batch)  # conftest's FullBatchCase: the same rows, seed and network
     classic = full_batch.fit(2, backend="torch")
     seen = []  # over Connect the epochs reach callbacks when the job returns
@@ -76,8 +63,8 @@ def test_fit_over_connect_trains_the_same_weights_as_classic(full_batch, connect
     assert [m["train_loss"] for _, m in seen] == history.metric("train_loss")
 
 
-def _errors(spark, make, fit_df, remote: bool):
-    context = remote_mode() if remote else _nothing()
+def _errors(spark, make, fit_df, remote_mode):
+    context = remote_mode() if remote_mode else _nothing()
     with context, pytest.raises(Exception) as caught:
         make().fit(fit_df(spark))
     return caught.value
@@ -98,19 +85,19 @@ def _good(spark):
     ({"labelCol": "target"}, SchemaError),
     ({"numWorkers": 3}, ClusterCapacityError),
 ])
-def test_bad_input_fails_as_in_a_classic_session(spark, connect, params, error):
+def test_bad_input_fails_as_in_a_classic_session(spark, connect, params, error, remote_mode):
     def make():
         merged = dict(model=torch.nn.Linear(2, 3), numWorkers=2, epochs=1)
         merged.update(params)
         return TorchEstimator(**merged)
 
-    classic = _errors(spark, make, _good, remote=False)
-    remote = _errors(connect, make, _good, remote=True)
+    classic = _errors(spark, make, _good, None)
+    remote = _errors(connect, make, _good, remote_mode)
     assert type(classic) is error and type(remote) is error, (classic, remote)
     assert str(remote) == str(classic)
 
 
-def test_driver_rendezvous_is_refused_over_connect(connect):
+def test_driver_rendezvous_is_refused_over_connect(connect, remote_mode):
     connect.conf.set("spark.sparkdl.rendezvous", "driver")
     try:
         with remote_mode(), pytest.raises(ConfigError, match=r"spark.sparkdl.rendezvous="
@@ -141,7 +128,7 @@ def test_the_digits_demo_runs_over_connect(spark, connect_server, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def twins(spark, connect, full_batch):
+def twins(spark, connect, full_batch, remote_mode):
     """A model fitted over Connect, and the same rows in both sessions."""
     case = type(full_batch)
     with remote_mode():
@@ -156,7 +143,8 @@ def _scores(df) -> list[tuple]:
 
 
 @pytest.mark.parametrize("inline", [True, False], ids=["inline", "artifact"])
-def test_transform_over_connect_scores_as_in_a_classic_session(twins, monkeypatch, inline):
+def test_transform_over_connect_scores_as_in_a_classic_session(twins, monkeypatch, inline,
+                                                                remote_mode):
     model, classic_df, remote_df = twins
     model = model.copy().setModelVersionCol("modelVersion")
     model._shared = {}  # ship it anew, inline or as a session artifact
@@ -173,7 +161,7 @@ def test_transform_over_connect_scores_as_in_a_classic_session(twins, monkeypatc
         np.testing.assert_allclose(pr1, pr2, rtol=1e-6)
 
 
-def test_streaming_transform_over_connect(twins, connect, tmp_path):
+def test_streaming_transform_over_connect(twins, connect, tmp_path, remote_mode):
     model, _, remote_df = twins
     source = str(tmp_path / "incoming")
     with remote_mode():
@@ -202,7 +190,7 @@ def connect_writes(monkeypatch):
     return written
 
 
-def test_save_and_load_over_connect(twins, connect_writes, tmp_path):
+def test_save_and_load_over_connect(twins, connect_writes, tmp_path, remote_mode):
     model, classic_df, remote_df = twins
     path = str(tmp_path / "model")
     with remote_mode():
@@ -227,7 +215,7 @@ def test_save_and_load_over_connect(twins, connect_writes, tmp_path):
         == remote
 
 
-def test_pipeline_fit_save_load_over_connect(connect, tmp_path, connect_writes):
+def test_pipeline_fit_save_load_over_connect(connect, tmp_path, connect_writes, remote_mode):
     from pyspark.ml import Pipeline, PipelineModel
     from pyspark.ml.feature import SQLTransformer
 
@@ -249,7 +237,7 @@ def test_pipeline_fit_save_load_over_connect(connect, tmp_path, connect_writes):
     assert "weights.safetensors" in connect_writes
 
 
-def test_bad_input_to_transform_fails_as_in_a_classic_session(twins):
+def test_bad_input_to_transform_fails_as_in_a_classic_session(twins, remote_mode):
     model, classic_df, remote_df = twins
     with pytest.raises(SchemaError) as classic:
         model.transform(classic_df.withColumnRenamed("features", "x"))
@@ -258,7 +246,7 @@ def test_bad_input_to_transform_fails_as_in_a_classic_session(twins):
     assert str(remote.value) == str(classic.value)
 
 
-def test_checkpoints_in_hdfs_over_connect_resume(connect, full_batch, twins, hdfs):
+def test_checkpoints_in_hdfs_over_connect_resume(connect, full_batch, twins, hdfs, remote_mode):
     """``hdfs://`` checkpoints from a Connect client: the NameNode's HTTP address comes
     from the application's ``spark.hadoop.*`` confs (the server's hdfs-site.xml is out
     of the client's reach)."""
@@ -282,7 +270,7 @@ def test_checkpoints_in_hdfs_over_connect_resume(connect, full_batch, twins, hdf
     assert [f["pathSuffix"] for f in listing["FileStatuses"]["FileStatus"]][-1] == "epoch-0005"
 
 
-def test_kafka_without_the_connector_fails_as_in_a_classic_session(connect):
+def test_kafka_without_the_connector_fails_as_in_a_classic_session(connect, remote_mode):
     from sparkdl.data.kafka import read_kafka
 
     with remote_mode(), pytest.raises(ConfigError, match="Kafka connector is not on this "
