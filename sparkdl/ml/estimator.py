@@ -49,6 +49,14 @@ _VALID = "__sparkdl_is_val"
 _ORDER = "__sparkdl_row"
 
 
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    if callable(value) or hasattr(value, "on_epoch_end"):
+        return [value]
+    return list(value)
+
+
 class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
     """Trains a ``torch.nn.Module`` data-parallel across Spark executors.
 
@@ -105,7 +113,7 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
                  backendOptions=None, backwardPassesPerStep=None, shuffle=None,
                  timeout=None, checkpointDir=None, checkpointInterval=None,
                  logDir=None, maxRestarts=None, driverStateInterval=None, verbose=None,
-                 onEpochEnd=None, mlflowExperiment=None) -> None:
+                 onEpochEnd=None, callbacks=None, mlflowExperiment=None) -> None:
         super().__init__()
         self._setDefault(backend=default_backend())
         self._model = None
@@ -123,13 +131,14 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
                   backendOptions=None, backwardPassesPerStep=None, shuffle=None,
                   timeout=None, checkpointDir=None, checkpointInterval=None,
                   logDir=None, maxRestarts=None, driverStateInterval=None, verbose=None,
-                  onEpochEnd=None, mlflowExperiment=None) -> TorchEstimator:
+                  onEpochEnd=None, callbacks=None, mlflowExperiment=None) -> TorchEstimator:
         """Set any Param by name, plus ``model``, callable ``loss``/``optimizer``."""
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         if "model" in kwargs:
             self.setModel(kwargs.pop("model"))
-        if "onEpochEnd" in kwargs:
-            self.setOnEpochEnd(kwargs.pop("onEpochEnd"))
+        if "onEpochEnd" in kwargs or "callbacks" in kwargs:
+            self.setOnEpochEnd(_as_list(kwargs.pop("onEpochEnd", None))
+                               + _as_list(kwargs.pop("callbacks", None)))
         for name in ("loss", "optimizer"):
             if name in kwargs and callable(kwargs[name]):
                 self._set_custom_code(name, kwargs.pop(name))
@@ -147,18 +156,16 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         estimator (Pipelines, CrossValidator) keep them, ``save`` does not.
 
         Args:
-            callbacks: a callable, a list of them, or None for none.
+            callbacks: a callable, a list of them, or None for none. A callback may
+                also be an object with an ``on_epoch_end(epoch, metrics)`` method
+                (``callbacks=[...]`` in the constructor takes the same).
 
         Example::
 
             curve = []
             est.setOnEpochEnd(lambda epoch, m: curve.append(m["train_loss"]))
         """
-        if callbacks is None:
-            callbacks = []
-        elif callable(callbacks):
-            callbacks = [callbacks]
-        callbacks = list(callbacks)
+        callbacks = [getattr(c, "on_epoch_end", c) for c in _as_list(callbacks)]
         bad = [c for c in callbacks if not callable(c)]
         if bad:
             raise ConfigError(f"onEpochEnd takes a callable(epoch, metrics) or a list of them. "

@@ -122,3 +122,22 @@ def test_zeppelin_note_runs_its_python_and_scala_paragraphs(spark, tmp_path, mon
             assert "error:" not in run.stdout, run.stdout[-3000:]
     assert kinds == ["%md", "%spark.pyspark", "%spark", "%spark.pyspark"]
     assert namespace["accuracy"] >= 0.9 and namespace["scala_accuracy"] >= 0.9
+
+
+def test_data_sources_notebook_trains_from_hdfs_and_scores_kafka(hdfs, kafka, tmp_path,
+                                                                 monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    topic = f"notebook-digits-{os.getpid()}"
+    kafka.create_topic(topic, partitions=2)
+    monkeypatch.setenv("SPARKDL_HDFS", hdfs.uri)
+    monkeypatch.setenv("SPARKDL_WEBHDFS", hdfs.webhdfs)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", kafka.bootstrap)
+    monkeypatch.setenv("KAFKA_TOPIC", topic)
+    notebook = nbformat.read(NOTEBOOKS / "data_sources.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=900, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    text = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                   for o in cell.outputs)
+    assert "training rows from hdfs://" in text and "records from Kafka, accuracy 0.9" in text

@@ -24,9 +24,10 @@ def store(tmp_path, monkeypatch):
     artifact root is relative to the working directory)."""
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    mlflow.set_tracking_uri(uri)
-    yield mlflow.tracking.MlflowClient(uri)
-    mlflow.set_tracking_uri("")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # as a user's environment would say
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("_MLFLOW_TELEMETRY_SESSION_ID", "sparkdl-tests")  # MLflow sets it
+    return mlflow.tracking.MlflowClient(uri)
 
 
 def estimator(**params) -> TorchEstimator:
@@ -51,10 +52,9 @@ def test_an_active_run_gets_params_metrics_and_a_servable_model(store, digits, t
                                                                       "sparkdl_model"}
 
     # The MLflow model scores pandas as transform scores Spark rows.
-    rows = test.limit(50).collect()
+    expected = model.transform(test).collect()
     served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
-    scored = served.predict(pd.DataFrame({"features": [list(r.features) for r in rows]}))
-    expected = model.transform(test.limit(50)).collect()
+    scored = served.predict(pd.DataFrame({"features": [list(r.features) for r in expected]}))
     assert scored["prediction"].tolist() == [r.prediction for r in expected]
     np.testing.assert_allclose(np.stack(scored["probability"]),
                                np.stack([r.probability.toArray() for r in expected]), rtol=1e-5)

@@ -144,3 +144,25 @@ def test_history_plot_draws_train_and_validation_curves():
         history.plot(["f1"])
     with pytest.raises(ValueError, match="no epochs"):
         TrainingHistory().plot()
+
+
+def test_callbacks_are_callables_or_objects_with_on_epoch_end():
+    from sparkdl import TorchEstimator
+    from sparkdl.errors import ConfigError
+
+    class Recorder:
+        def __init__(self):
+            self.seen = []
+
+        def on_epoch_end(self, epoch, metrics):
+            self.seen.append(epoch)
+
+    recorder, plain = Recorder(), []
+    est = TorchEstimator(model=lambda: None, onEpochEnd=lambda e, m: plain.append(e),
+                         callbacks=[recorder])
+    progress = FitProgress(0, 2, est.getOnEpochEnd())
+    progress.replay([record(1), record(2)])
+    assert plain == [1, 2] and recorder.seen == [1, 2]
+    assert len(est.copy().getOnEpochEnd()) == 2  # Pipelines and tuning copy estimators
+    with pytest.raises(ConfigError, match="onEpochEnd takes a callable"):
+        TorchEstimator(callbacks=[42])
