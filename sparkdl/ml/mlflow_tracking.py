@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 import time
 
@@ -59,6 +60,8 @@ class MlflowRun:
     def start(cls, experiment: str, run_name: str) -> MlflowRun | None:
         """The run to log to: the active one, else a new one in ``experiment``; None
         when there is neither (or MLflow is not installed)."""
+        if not experiment and "mlflow" not in sys.modules:
+            return None  # no run can be active in a process that never imported MLflow
         mlflow = _mlflow()
         if mlflow is None:
             return None
