@@ -53,6 +53,16 @@ class ModelFiles(ABC):
     def exists(self, path: str) -> bool:
         """Whether ``path`` exists (a file or a directory)."""
 
+    def read_metadata_line(self, path: str) -> str | None:
+        """The first line of Spark ML's ``metadata/`` directory ``path`` (None: empty),
+        read as pyspark's ``DefaultParamsReader`` reads it (the session's text source).
+
+        Raises:
+            PySparkException, Py4JJavaError, OSError: it cannot be read.
+        """
+        row = self.spark.read.text(path).first()
+        return None if row is None else row[0]
+
     @abstractmethod
     def delete(self, path: str) -> None:
         """Delete ``path`` and everything under it, if it exists."""

@@ -25,7 +25,7 @@ METADATA_PART = "part-00000"
 
 class LocalFiles(ModelFiles):
     """:class:`~sparkdl.ml.files.ModelFiles` on the local disk (``spark`` only gives
-    the Spark version the metadata records)."""
+    the Spark version the metadata records; reading needs none)."""
 
     def write_bytes(self, path: str, data: bytes) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -38,6 +38,14 @@ class LocalFiles(ModelFiles):
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
+
+    def read_metadata_line(self, path: str) -> str | None:
+        # Hidden and underscore names are not data, as Hadoop's listing skips them.
+        parts = sorted(n for n in os.listdir(path) if not n.startswith((".", "_")))
+        if not parts:
+            return None
+        with open(os.path.join(path, parts[0]), encoding="utf-8") as f:
+            return f.readline() or None
 
     def save_metadata(self, instance, path: str, extra: dict) -> None:
         from pyspark.ml.util import DefaultParamsWriter

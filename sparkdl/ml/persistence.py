@@ -124,9 +124,8 @@ class TorchEstimatorWriter(_AtomicWriter):
 class _SavedDir:
     """The files of one saved model or estimator, each checked as it is read."""
 
-    def __init__(self, reader: MLReader, path: str, what: str) -> None:
-        self.spark = reader.sparkSession
-        self.files = files_for(self.spark)
+    def __init__(self, files: ModelFiles, path: str, what: str) -> None:
+        self.files = files
         self.path = path
         self.what = what
 
@@ -162,12 +161,12 @@ class _SavedDir:
             raise self.missing(METADATA_DIR)
         source = self.file(METADATA_DIR)
         try:
-            row = self.spark.read.text(source).first()
-        except (PySparkException, Py4JJavaError) as e:
+            line = self.files.read_metadata_line(source)
+        except (PySparkException, Py4JJavaError, OSError) as e:
             raise CorruptModelError(f"{source} cannot be read: {_message(e)}") from None
-        if row is None:
+        if line is None:
             raise self.missing(METADATA_DIR, "is empty")
-        return parse_metadata(row[0], source, cls.__name__)
+        return parse_metadata(line, source, cls.__name__)
 
 
 def _message(error: Exception) -> str:
@@ -308,7 +307,11 @@ class TorchModelReader(MLReader):
         self.trusted = trusted
 
     def load(self, path: str):
-        saved = _SavedDir(self, path, "model")
+        return self.load_from(_SavedDir(files_for(self.sparkSession), path, "model"))
+
+    def load_from(self, saved: _SavedDir):
+        """The model in ``saved``, whichever files it is read through."""
+        path = saved.path
         metadata = saved.metadata(self.cls)
         kind = metadata["architectureKind"]
         if not self.trusted and kind != "spec":
@@ -336,7 +339,7 @@ class TorchEstimatorReader(MLReader):
         self.trusted = trusted
 
     def load(self, path: str):
-        saved = _SavedDir(self, path, "estimator")
+        saved = _SavedDir(files_for(self.sparkSession), path, "estimator")
         metadata = saved.metadata(self.cls)
         kind = metadata.get("architectureKind")
         custom = metadata["customCode"]
@@ -378,41 +381,12 @@ class TorchEstimatorReader(MLReader):
 def load_local_model(cls, path: str):
     """A model saved under the local directory ``path``, read without Spark (for
     serving it outside Spark, e.g. the MLflow model :mod:`sparkdl.ml.mlflow_pyfunc`
-    logs). The same checks as :class:`TorchModelReader`; it runs the architecture's
-    pickled code, if any, as that does with ``trusted=True``.
+    logs): :class:`TorchModelReader`'s checks, through :class:`LocalFiles`. It runs
+    the architecture's pickled code, if any, as ``trusted=True`` does.
 
     Raises:
         ModelNotFoundError, CorruptModelError: as :meth:`TorchModel.load`.
     """
-    import os
+    from sparkdl.ml.files_local import LocalFiles
 
-    metadata_dir = os.path.join(path, METADATA_DIR)
-    if not os.path.isdir(path):
-        raise ModelNotFoundError(f"Nothing is saved at {path}: no such directory.")
-    parts = sorted(n for n in os.listdir(metadata_dir) if not n.startswith((".", "_"))) \
-        if os.path.isdir(metadata_dir) else []
-    if not parts:
-        raise CorruptModelError(f"{metadata_dir} is missing: {path} is not a complete saved "
-                                "model.")
-    with open(os.path.join(metadata_dir, parts[0]), encoding="utf-8") as f:
-        metadata = parse_metadata(f.readline(), metadata_dir, cls.__name__)
-    kind = metadata["architectureKind"]
-
-    def read(name: str) -> bytes:
-        try:
-            with open(os.path.join(path, name), "rb") as f:
-                return f.read()
-        except OSError as e:
-            raise CorruptModelError(f"{os.path.join(path, name)} cannot be read: {e}") from None
-
-    name = ARCHITECTURE_FILES[kind]
-    arch = Architecture(kind, read(name))
-    expected = _expected_shapes(arch, os.path.join(path, name))
-    weights = read(WEIGHTS_FILE)
-    state = weights_from_bytes(weights, os.path.join(path, WEIGHTS_FILE))
-    if expected is not None:
-        check_weights(state, expected, os.path.join(path, WEIGHTS_FILE))
-    model = cls(arch, weights, metadata["history"])
-    model._resetUid(metadata["uid"])
-    _set_params(model, metadata, metadata_dir)
-    return model
+    return TorchModelReader(cls).load_from(_SavedDir(LocalFiles(None), path, "model"))

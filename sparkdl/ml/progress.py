@@ -70,6 +70,16 @@ def _samples_per_s(record: dict) -> float | None:
     return None
 
 
+def _figures(record: dict) -> dict[str, str]:
+    """The epoch's figures as shown: short name -> text, samples/s last."""
+    shown = {short: f"{record[name]:.4f}" for name, short in _SHORT.items()
+             if isinstance(record.get(name), (int, float))}
+    rate = _samples_per_s(record)
+    if rate is not None:
+        shown["samples/s"] = f"{rate:.0f}"
+    return shown
+
+
 def epoch_line(record: dict, epochs: int) -> str:
     """One epoch as a log line.
 
@@ -78,13 +88,13 @@ def epoch_line(record: dict, epochs: int) -> str:
         ...             "seconds": 1.25}, 10)
         'epoch 2/10: loss=0.5123 acc=0.8750 (1.25 s)'
     """
-    figures = " ".join(f"{short}={record[name]:.4f}" for name, short in _SHORT.items()
-                       if isinstance(record.get(name), (int, float)))
+    shown = _figures(record)
+    rate = shown.pop("samples/s", None)
+    figures = " ".join(f"{short}={text}" for short, text in shown.items())
     seconds = record.get("seconds")
     tail = f" ({seconds:.2f} s)" if isinstance(seconds, (int, float)) else ""
-    rate = _samples_per_s(record)
     if rate is not None:
-        tail += f" {rate:.0f} samples/s"
+        tail += f" {rate} samples/s"
     return f"epoch {record.get('epoch')}/{epochs}: {figures}{tail}"
 
 
@@ -140,12 +150,7 @@ class FitProgress:
         line = epoch_line(record, self.epochs)
         log.info("sparkdl %s", line)
         if self._bar is not None:
-            postfix = {short: f"{record[name]:.4f}" for name, short in _SHORT.items()
-                       if isinstance(record.get(name), (int, float))}
-            rate = _samples_per_s(record)
-            if rate is not None:
-                postfix["samples/s"] = f"{rate:.0f}"
-            self._bar.set_postfix(postfix)
+            self._bar.set_postfix(_figures(record))
             self._bar.update(epoch - self._bar.n)
         elif self.verbose == 2:
             print(f"sparkdl {line}", flush=True)
