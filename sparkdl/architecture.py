@@ -2,11 +2,14 @@
 
 A network is given as a ``torch.nn.Module`` instance, a zero-argument factory
 returning one, or a declarative ``sparkdl.nn.Network``. A ``Network``'s
-*architecture* is its canonical JSON spec: nothing is pickled. Otherwise the
-architecture is stored with cloudpickle: for an instance, a copy moved to the
-``meta`` device (structure only, no tensor data); for a factory, the callable
-itself. Weights always travel and persist as safetensors, so loading a model never
-unpickles tensor data.
+*architecture* is its canonical JSON spec: nothing is pickled. A TorchScript
+module (``torch.jit.script``/``trace``, or a file ``torch.jit.load`` reads) is
+its TorchScript archive (kind ``"torchscript"``): TorchScript code and constants
+that ``torch.jit.load`` reads with its restricted unpickler, which imports no
+Python code. Otherwise the architecture is stored with cloudpickle: for an
+instance, a copy moved to the ``meta`` device (structure only, no tensor data);
+for a factory, the callable itself. Weights always travel and persist as
+safetensors, so loading a model never unpickles tensor data.
 
 Code defined outside installed packages (a script, a notebook, a test module)
 is pickled by value, so executors need not import the driver's files.
@@ -25,8 +28,11 @@ Example:
 from __future__ import annotations
 
 import copy
+import io
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -121,6 +127,50 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
+@contextmanager
+def _quiet_jit() -> Iterator[None]:
+    """Silence torch's deprecation warnings for ``torch.jit`` (one per call, on every
+    executor): sparkdl reads TorchScript that users already have."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
+        yield
+
+
+def torchscript_bytes(module: torch.jit.ScriptModule) -> bytes:
+    """The TorchScript archive of ``module`` (what ``torch.jit.save`` writes).
+
+    Example:
+        >>> scripted = torch.jit.script(torch.nn.Linear(3, 2))
+        >>> load_torchscript(torchscript_bytes(scripted)).weight.shape
+        torch.Size([2, 3])
+    """
+    buffer = io.BytesIO()
+    with _quiet_jit():
+        torch.jit.save(module, buffer)
+    return buffer.getvalue()
+
+
+def load_torchscript(data: bytes, source: str = "the TorchScript archive",
+                     map_location: str = "cpu") -> torch.jit.ScriptModule:
+    """``torch.jit.load`` from bytes, onto ``map_location``.
+
+    Raises:
+        CorruptModelError: naming ``source``, if ``data`` is not a TorchScript archive.
+
+    Example:
+        >>> load_torchscript(b"junk", "m.pt")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        sparkdl.errors.CorruptModelError: m.pt is not a TorchScript archive (4 bytes): ...
+    """
+    try:
+        with _quiet_jit():
+            return torch.jit.load(io.BytesIO(bytes(data)), map_location=map_location)
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, ValueError, ...
+        raise CorruptModelError(f"{source} is not a TorchScript archive ({len(data)} bytes): "
+                                f"{_reason(e)}") from e
+
+
 def _with_empty_tensors(module: torch.nn.Module, device: str) -> torch.nn.Module:
     """A deep copy whose tensors are uninitialised twins on ``device``.
 
@@ -201,17 +251,25 @@ def check_weights(state: dict[str, torch.Tensor], expected: dict[str, tuple[int,
 
 @dataclass(frozen=True)
 class Architecture:
-    """A network's structure: a weightless module or a factory, cloudpickled, or a spec.
+    """A network's structure: a weightless module or a factory, cloudpickled, a spec,
+    or a TorchScript archive.
+
+    A ``"torchscript"`` archive holds its weights too; the model's safetensors
+    weights are its state dict again, loaded over it (see :meth:`build`), so every
+    kind keeps its weights in one format and the model version digests them.
 
     Attributes:
-        kind: ``"module"``, ``"factory"`` or ``"spec"``.
-        payload: cloudpickle bytes, or for ``"spec"`` the network's JSON (UTF-8).
+        kind: ``"module"``, ``"factory"``, ``"spec"`` or ``"torchscript"``.
+        payload: cloudpickle bytes, for ``"spec"`` the network's JSON (UTF-8), for
+            ``"torchscript"`` the archive ``torch.jit.save`` writes.
     """
 
     kind: str
     payload: bytes
 
-    KINDS = ("spec", "module", "factory")
+    KINDS = ("spec", "module", "factory", "torchscript")
+    #: Kinds whose payload runs no pickled Python code when built.
+    CODE_FREE_KINDS = ("spec", "torchscript")
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
@@ -226,6 +284,8 @@ class Architecture:
            ) -> Architecture:
         """Capture the architecture of a module, factory or ``sparkdl.nn.Network``.
 
+        A TorchScript module (``torch.jit.ScriptModule``) is captured as its archive.
+
         Raises:
             ConfigError: if ``model`` is none of them.
         """
@@ -233,6 +293,8 @@ class Architecture:
 
         if isinstance(model, Network):
             return cls("spec", model.to_json().encode("utf-8"))
+        if isinstance(model, torch.jit.ScriptModule):
+            return cls("torchscript", torchscript_bytes(model))
         if isinstance(model, torch.nn.Module):
             skeleton = _with_empty_tensors(model, "meta")
             return cls("module", dumps_code(skeleton, model))
@@ -253,6 +315,9 @@ class Architecture:
             return Network.from_json(self.payload)
         if self.kind == "factory":
             return loads_code(self.payload)
+        if self.kind == "torchscript":
+            return self.build(None if initial_weights is None
+                              else weights_from_bytes(initial_weights))
         if initial_weights is None:
             raise ConfigError("A module architecture needs its weights to be rebuilt.")
         return self.build(weights_from_bytes(initial_weights))
@@ -263,7 +328,9 @@ class Architecture:
         """Instantiate on CPU, loading ``state_dict`` when given.
 
         A weightless module without ``state_dict`` gets uninitialised memory, so
-        callers building a ``"module"`` architecture always pass weights.
+        callers building a ``"module"`` architecture always pass weights. A
+        ``"torchscript"`` archive is loaded with its own weights, then
+        ``state_dict`` over them.
 
         Args:
             state_dict: the weights to load (strictly: same names and shapes).
@@ -272,12 +339,15 @@ class Architecture:
 
         Raises:
             CorruptModelError: if the payload does not unpickle to a module (or a
-                factory of one), or ``state_dict`` does not fit it.
+                factory of one), is not a TorchScript archive, or ``state_dict`` does
+                not fit it.
         """
         if self.kind == "spec":
             from sparkdl.nn import Network  # noqa: F811
 
             module = Network.from_json(self.payload).build()
+        elif self.kind == "torchscript":
+            module = load_torchscript(self.payload, source)
         elif self.kind == "module":
             skeleton = loads_code(self.payload, source)
             if not isinstance(skeleton, torch.nn.Module):
@@ -304,21 +374,33 @@ class Architecture:
                     f"{' '.join(str(e).split())}") from e
         return module
 
-    def expected_shapes(self) -> dict[str, tuple[int, ...]] | None:
-        """The state dict's tensor names and shapes, for a ``"spec"`` architecture.
+    def expected_shapes(self, source: str = "the TorchScript archive"
+                        ) -> dict[str, tuple[int, ...]] | None:
+        """The state dict's tensor names and shapes, for a ``"spec"`` or
+        ``"torchscript"`` architecture.
 
         Computed on the ``meta`` device: nothing is allocated, so a spec asking for
         huge layers is caught before memory is. None for pickled kinds, whose
         structure is only known by running their code.
 
+        Args:
+            source: where a ``"torchscript"`` payload came from, for messages.
+
         Raises:
             ConfigError: if the spec is invalid or cannot be built.
+            CorruptModelError: naming ``source``, if the TorchScript archive does not load.
 
         Example:
             >>> from sparkdl.nn import Dense, Input, Sequential
             >>> Architecture.of(Sequential([Input((3,)), Dense(2)])).expected_shapes()
             {'0.weight': (2, 3), '0.bias': (2,)}
         """
+        if self.kind == "torchscript":
+            try:
+                module = load_torchscript(self.payload, source, map_location="meta")
+            except CorruptModelError:  # an archive whose code needs real tensors to load
+                module = load_torchscript(self.payload, source)
+            return {name: tuple(t.shape) for name, t in module.state_dict().items()}
         if self.kind != "spec":
             return None
         from sparkdl.nn import Network  # noqa: F811

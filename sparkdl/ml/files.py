@@ -141,3 +141,57 @@ def files_for(spark) -> ModelFiles:
     from sparkdl.ml.files_hadoop import HadoopFiles
 
     return HadoopFiles(spark)
+
+
+def read_user_file(path: str, what: str, param: str) -> bytes:
+    """The bytes of a file a user names (a TorchScript archive, a weights file).
+
+    A local path (``/m/model.pt``, ``file:/m/model.pt``) is read from the driver's
+    disk, without Spark; any other URI (``hdfs://``, ``s3a://``, ...) through the
+    active SparkSession's file system (:func:`files_for`).
+
+    Args:
+        path: where the file is.
+        what: what the file should be, for messages ("a TorchScript file").
+        param: the argument ``path`` was given as, for messages.
+
+    Raises:
+        ModelNotFoundError: no file is at ``path``.
+        ConfigError: ``path`` is not a string, is a directory, cannot be read, or
+            needs a SparkSession and none is active.
+
+    Example:
+        >>> read_user_file("/no/such/model.pt", "a TorchScript file", "path")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        sparkdl.errors.ModelNotFoundError: No file at /no/such/model.pt: path must name a ...
+    """
+    import os
+    from urllib.parse import urlparse
+
+    from sparkdl.errors import ConfigError, ModelNotFoundError
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"{param} must be a path (a string). "
+                          f"Received: {param}={type(path).__name__}")
+    path = os.fspath(path)
+    scheme = urlparse(path).scheme
+    try:
+        if scheme in ("", "file") or len(scheme) == 1:  # a Windows drive letter is local
+            local = urlparse(path).path if scheme == "file" else path
+            with open(local, "rb") as f:
+                return f.read()
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.getActiveSession()
+        if spark is None:
+            raise ConfigError(f"Reading {param}={path!r} needs an active SparkSession (for "
+                              "its Hadoop file system). Start one, or copy the file to "
+                              "local disk.")
+        return files_for(spark).read_file(path)
+    except FileNotFoundError:
+        raise ModelNotFoundError(f"No file at {path}: {param} must name {what}.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory: {param} must name {what}.") from None
+    except OSError as e:
+        raise ConfigError(f"{path} cannot be read ({param}): {e}") from None

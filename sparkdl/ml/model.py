@@ -1,4 +1,9 @@
-"""The fitted model: a Spark ML Transformer holding a network and its weights."""
+"""The fitted model: a Spark ML Transformer holding a network and its weights.
+
+A model also comes from a network trained elsewhere, without ``fit``:
+:meth:`TorchModel.fromModule`, :meth:`TorchModel.fromTorchScript` and
+:meth:`TorchModel.fromSpec` (Spark's ``predict_batch_udf`` is the peer).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +18,18 @@ from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
 
-from sparkdl.architecture import Architecture, weights_from_bytes
+from sparkdl.architecture import (
+    Architecture,
+    check_weights,
+    load_torchscript,
+    weights_from_bytes,
+    weights_to_bytes,
+)
 from sparkdl.data.columns import require_columns
-from sparkdl.errors import SchemaError
+from sparkdl.errors import ConfigError, SchemaError
 from sparkdl.history import TrainingHistory
+from sparkdl.losses import TASKS
+from sparkdl.ml.files import read_user_file
 from sparkdl.ml.params import TrainingParams
 from sparkdl.ml.persistence import TorchModelReader, TorchModelWriter
 from sparkdl.session import facts_for
@@ -26,9 +39,10 @@ from sparkdl.worker.score_task import ScoreSpec, score_batches
 class TorchModel(Model, TrainingParams, MLWritable, MLReadable):
     """A trained network that scores DataFrames with ``mapInArrow``.
 
-    Produced by :meth:`sparkdl.TorchEstimator.fit`; scores batch and streaming
-    DataFrames. Classifiers add ``probability`` and ``rawPrediction`` vector
-    columns next to ``prediction``, as Spark ML classifiers do.
+    Produced by :meth:`sparkdl.TorchEstimator.fit`, or from a network trained
+    elsewhere by :meth:`fromModule`, :meth:`fromTorchScript` or :meth:`fromSpec`;
+    scores batch and streaming DataFrames. Classifiers add ``probability`` and
+    ``rawPrediction`` vector columns next to ``prediction``, as Spark ML classifiers do.
 
     It carries the Params it was fitted with, as Spark ML models do
     (``getEpochs()``, ``getOptimizerParams()``, ``extractParamMap()``), so a
@@ -60,6 +74,216 @@ class TorchModel(Model, TrainingParams, MLWritable, MLReadable):
         self._history = history or TrainingHistory()
         self._shared: dict[str, object] = {}
 
+    # -- a model trained elsewhere ------------------------------------------------
+
+    @classmethod
+    def fromModule(cls, module: torch.nn.Module, *, task: str = "multiclass",
+                   featureShape: list[int] | None = None, featuresCol: str = "features",
+                   featuresCols: list[str] | None = None, predictionCol: str = "prediction",
+                   probabilityCol: str = "probability",
+                   rawPredictionCol: str = "rawPrediction", batchSize: int = 64,
+                   modelVersionCol: str = "") -> TorchModel:
+        """A model scoring with ``module`` and its current weights, without ``fit``.
+
+        The module is captured as :meth:`sparkdl.TorchEstimator.fit` captures it (a
+        weightless skeleton with cloudpickle, a ``torch.jit.ScriptModule`` as its
+        TorchScript archive; the weights as safetensors), rebuilt on CPU and run
+        once on two rows of zeros of ``featureShape``: its per-row output shape
+        becomes ``outputShape``. The model saves, loads and scores like a fitted
+        one, with an empty :attr:`history`.
+
+        Args:
+            module: the trained ``torch.nn.Module`` (any device; weights are copied
+                to CPU). Its train/eval flag is left as it is; scoring runs in eval mode.
+            task: ``"multiclass"`` (outputs ``(batch, classes)`` logits: prediction
+                is the argmax, probability the softmax), ``"binary"`` (logits:
+                probability is the sigmoid) or ``"regression"`` (prediction is the output).
+            featureShape: per-row input shape, e.g. ``[1, 28, 28]``. Default: the
+                ``in_features`` of a leading ``torch.nn.Linear`` (of nested
+                ``Sequential``), or ``[len(featuresCols)]``; otherwise required.
+            featuresCol: the feature column (a vector or numeric array).
+            featuresCols: several numeric columns, instead of ``featuresCol``.
+            predictionCol, probabilityCol, rawPredictionCol: output columns (``""``
+                skips probability or rawPrediction).
+            batchSize: rows per forward pass.
+            modelVersionCol: a column naming :attr:`version` on each row; ``""`` for none.
+
+        Raises:
+            ConfigError: for an unknown ``task`` (the valid ones are listed), a
+                missing ``featureShape`` that cannot be inferred, a module that fails
+                on rows of ``featureShape``, a multiclass module whose output is not
+                ``(batch, classes)``, or a Param value of the wrong type.
+
+        Example:
+            >>> import torch
+            >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(),
+            ...                           torch.nn.Linear(8, 3))
+            >>> model = TorchModel.fromModule(net, task="multiclass")
+            >>> model.getFeatureShape(), model.getOrDefault("outputShape")
+            ([4], [3])
+
+            Then ``model.transform(df)`` adds ``prediction``, ``probability`` and
+            ``rawPrediction``; ``model.save(path)`` and ``TorchModel.load(path)``.
+        """
+        from sparkdl.nn import Network
+
+        if isinstance(module, Network):
+            raise ConfigError("fromModule takes a torch.nn.Module; a sparkdl.nn.Network has "
+                              "no trained weights: use TorchModel.fromSpec(network, "
+                              "weightsPath) with its safetensors file.")
+        if not isinstance(module, torch.nn.Module):
+            raise ConfigError("fromModule takes a torch.nn.Module (or a torch.jit.ScriptModule). "
+                              f"Received: module={type(module).__name__}")
+        return cls._trained_elsewhere(
+            Architecture.of(module), weights_to_bytes(module), _leading_features(module),
+            task=task, featureShape=featureShape, featuresCol=featuresCol,
+            featuresCols=featuresCols, predictionCol=predictionCol,
+            probabilityCol=probabilityCol, rawPredictionCol=rawPredictionCol,
+            batchSize=batchSize, modelVersionCol=modelVersionCol)
+
+    @classmethod
+    def fromTorchScript(cls, path: str, *, task: str = "multiclass",
+                        featureShape: list[int] | None = None, featuresCol: str = "features",
+                        featuresCols: list[str] | None = None,
+                        predictionCol: str = "prediction", probabilityCol: str = "probability",
+                        rawPredictionCol: str = "rawPrediction", batchSize: int = 64,
+                        modelVersionCol: str = "") -> TorchModel:
+        """A model scoring with a TorchScript file (what ``torch.jit.save`` writes).
+
+        The archive is kept as it is (architecture kind ``"torchscript"``): no
+        Python code is pickled, so the saved model loads with
+        ``TorchModel.load(path, trusted=False)``. Its state dict is also kept as
+        safetensors, as every model's weights are (see :mod:`sparkdl.ml.persistence`).
+
+        Args:
+            path: the file: a local path, or any URI the active SparkSession's
+                Hadoop file system reads (``hdfs://``, ``s3a://``, ...).
+            task, featureShape, featuresCol, featuresCols, predictionCol,
+                probabilityCol, rawPredictionCol, batchSize, modelVersionCol: as in
+                :meth:`fromModule`. ``featureShape`` is required unless
+                ``featuresCols`` gives it (a TorchScript module does not say its input).
+
+        Raises:
+            ModelNotFoundError: no file is at ``path``.
+            CorruptModelError: naming ``path``, if it is not a TorchScript archive.
+            ConfigError: as :meth:`fromModule`.
+
+        Example::
+
+            torch.jit.save(torch.jit.script(net), "/tmp/net.pt")
+            model = TorchModel.fromTorchScript("/tmp/net.pt", featureShape=[4],
+                                               task="multiclass")
+            model.transform(df).select("prediction", "probability")
+        """
+        data = read_user_file(path, "a TorchScript file (torch.jit.save)", "path")
+        module = load_torchscript(data, str(path))
+        return cls._trained_elsewhere(
+            Architecture("torchscript", data), weights_to_bytes(module), None,
+            task=task, featureShape=featureShape, featuresCol=featuresCol,
+            featuresCols=featuresCols, predictionCol=predictionCol,
+            probabilityCol=probabilityCol, rawPredictionCol=rawPredictionCol,
+            batchSize=batchSize, modelVersionCol=modelVersionCol)
+
+    @classmethod
+    def fromSpec(cls, network, weightsPath: str, *, task: str = "multiclass",
+                 featureShape: list[int] | None = None, featuresCol: str = "features",
+                 featuresCols: list[str] | None = None, predictionCol: str = "prediction",
+                 probabilityCol: str = "probability", rawPredictionCol: str = "rawPrediction",
+                 batchSize: int = 64, modelVersionCol: str = "") -> TorchModel:
+        """A model scoring with a ``sparkdl.nn`` network and a safetensors weights file.
+
+        The weights must have exactly the network's tensor names and shapes; they
+        are kept byte for byte, so :attr:`version` digests that file. Nothing is
+        pickled: the saved model loads with ``TorchModel.load(path, trusted=False)``,
+        and in Scala.
+
+        Args:
+            network: a ``sparkdl.nn.Network``, its JSON text (``network.to_json()``),
+                or the path of a file holding it.
+            weightsPath: a safetensors file (``safetensors.torch.save_file(
+                net.build().state_dict(), path)``): a local path or any URI the
+                active SparkSession reads.
+            task, featuresCol, featuresCols, predictionCol, probabilityCol,
+                rawPredictionCol, batchSize, modelVersionCol: as in :meth:`fromModule`.
+            featureShape: default: the shape of the network's ``Input``.
+
+        Raises:
+            ModelNotFoundError: no file is at ``weightsPath`` (or the network's path).
+            CorruptModelError: naming ``weightsPath``, if it is not safetensors or
+                does not fit the network (each missing, unexpected or misshapen tensor
+                named).
+            ConfigError: for an invalid network spec, or as :meth:`fromModule`.
+
+        Example::
+
+            net = Sequential([Input((4,)), Dense(8, activation="relu"), Dense(3)])
+            save_file(trained_state_dict, "/tmp/net.safetensors")
+            model = TorchModel.fromSpec(net, "/tmp/net.safetensors", task="multiclass")
+        """
+        from sparkdl.nn import Network
+
+        if isinstance(network, str) and not network.lstrip().startswith("{"):
+            network = read_user_file(network, "a network spec (network.to_json())", "network")
+        if isinstance(network, (str, bytes)):
+            network = Network.from_json(network)
+        if not isinstance(network, Network):
+            raise ConfigError("network must be a sparkdl.nn.Network, its JSON or a path to "
+                              f"it. Received: network={type(network).__name__}")
+        if len(network.inputs) != 1:
+            raise ConfigError(f"A TorchModel feeds one input; this network has "
+                              f"{len(network.inputs)}: {[i.name for i in network.inputs]}.")
+        arch = Architecture.of(network)
+        weights = read_user_file(weightsPath, "a safetensors file", "weightsPath")
+        check_weights(weights_from_bytes(weights, str(weightsPath)), arch.expected_shapes(),
+                      str(weightsPath))
+        return cls._trained_elsewhere(
+            arch, weights, tuple(network.inputs[0].shape),
+            task=task, featureShape=featureShape, featuresCol=featuresCol,
+            featuresCols=featuresCols, predictionCol=predictionCol,
+            probabilityCol=probabilityCol, rawPredictionCol=rawPredictionCol,
+            batchSize=batchSize, modelVersionCol=modelVersionCol)
+
+    @classmethod
+    def _trained_elsewhere(cls, arch: Architecture, weights: bytes,
+                           inferred: tuple[int, ...] | None, *, task: str,
+                           featureShape, **params) -> TorchModel:
+        """The model of ``arch`` and ``weights``, its Params set and checked, its
+        output shape probed on the module executors will build."""
+        from sparkdl.ml.preflight import probe_output
+
+        if task not in TASKS:
+            raise ConfigError(f"task must be one of {list(TASKS)}. Received: task={task!r}")
+        model = cls(arch, weights)
+        for name, value in {**params, "featureShape": featureShape}.items():
+            if value is None:
+                continue
+            try:
+                model._set(**{name: value})
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"{name} does not fit its Param ({e}). "
+                                  f"Received: {name}={value!r}") from None
+        if model.getBatchSize() < 1:
+            raise ConfigError(f"batchSize must be >= 1. Received: batchSize={model.getBatchSize()}")
+        shape = model.getFeatureShape()
+        if shape is None:
+            if params.get("featuresCols"):
+                shape = [len(params["featuresCols"])]
+            elif inferred is not None:
+                shape = list(inferred)
+            else:
+                raise ConfigError(
+                    "featureShape is required: the per-row input shape cannot be inferred "
+                    "from this network (e.g. featureShape=[784] for vectors of 784 values, "
+                    "featureShape=[1, 28, 28] for images).")
+        net = arch.build(weights_from_bytes(weights)).eval()
+        output_shape, _ = probe_output(net, tuple(shape))
+        if task == "multiclass" and len(output_shape) != 1:
+            raise ConfigError(
+                "A multiclass model must output (batch, classes); this model outputs "
+                f"(batch, {', '.join(map(str, output_shape))}). Use task='regression' or "
+                "'binary', or reshape the output.")
+        return model._set(task=task, featureShape=list(shape), outputShape=list(output_shape))
+
     @property
     def history(self) -> TrainingHistory:
         """Per-epoch train/validation metrics, the backend used and the workers."""
@@ -76,6 +300,7 @@ class TorchModel(Model, TrainingParams, MLWritable, MLReadable):
         return self._architecture.build(weights_from_bytes(self._weights)).eval()
 
     def getTask(self) -> str:
+        """``"multiclass"``, ``"binary"`` or ``"regression"``: how outputs become predictions."""
         return self.getOrDefault(self.task)
 
     @property
@@ -166,8 +391,9 @@ class TorchModel(Model, TrainingParams, MLWritable, MLReadable):
         Args:
             path: any Spark path (local, ``hdfs://``, ...).
             trusted: ``False`` loads only a ``sparkdl.nn`` network (``network.json``)
-                and refuses a cloudpickled module or factory, which would run its
-                code on load.
+                or a TorchScript archive (``torchscript.pt``, which ``torch.jit.load``
+                reads without importing Python code), and refuses a cloudpickled
+                module or factory, which would run its code on load.
 
         Raises:
             UntrustedCodeError: with ``trusted=False``, for a pickled architecture.
@@ -180,3 +406,11 @@ class TorchModel(Model, TrainingParams, MLWritable, MLReadable):
             TorchModel.load("hdfs:///models/digits", trusted=False)
         """
         return cls.read(trusted).load(path)
+
+
+def _leading_features(module: torch.nn.Module) -> tuple[int, ...] | None:
+    """``(in_features,)`` of the ``Linear`` a (nested) ``Sequential`` starts with."""
+    first = module
+    while isinstance(first, torch.nn.Sequential) and len(first):
+        first = first[0]
+    return (first.in_features,) if isinstance(first, torch.nn.Linear) else None

@@ -6,10 +6,12 @@ Both follow Spark ML's layout: ``metadata/`` written by pyspark's
 plus files beside it::
 
     network.json                 a sparkdl.nn network's JSON spec (kind "spec")
+    torchscript.pt               a TorchScript archive (kind "torchscript")
     architecture.pkl             a module's structure or a factory, cloudpickled
     weights.safetensors          a model's trained weights
     initial_weights.safetensors  an estimator's module weights before training
     loss.pkl, optimizer.pkl      an estimator's custom loss / optimizer callable
+    lr_scheduler.pkl             ... and learning-rate scheduler callable
 
 A save writes everything into a hidden sibling directory, data files before the
 metadata, and renames it into place (:mod:`sparkdl.ml.files_hadoop`): a failed or
@@ -20,8 +22,16 @@ naming the one that is missing or malformed, before anything is built.
 
 Weights are never pickled. ``.pkl`` files run code when loaded, as any pickle
 does: load them from trusted paths only (``load(path, trusted=False)`` refuses
-them). The Scala classes read and write the same files, so either language loads
-the other's models.
+them). ``load(path, trusted=False)`` does load a network spec and a TorchScript
+archive: ``torch.jit.load`` reads an archive's data with a restricted unpickler
+that imports no Python code, and its code is TorchScript, run by torch's
+interpreter. A TorchScript model is still a program (its operators can read
+files, allocate memory): score models from unknown sources in an isolated
+environment. The model of a TorchScript archive keeps ``weights.safetensors`` as
+every model does (the archive's state dict, loaded over the archive's own
+tensors): the weights are stored twice, and ``TorchModel.version`` digests them.
+The Scala classes read and write the same files (except ``torchscript.pt``, which
+only Python loads), so either language loads the other's models.
 """
 
 from __future__ import annotations
@@ -48,12 +58,13 @@ from sparkdl.ml.files import ModelFiles, files_for
 
 #: The file of an architecture, by kind: a JSON spec is not a pickle.
 ARCHITECTURE_FILES = {"spec": "network.json", "module": "architecture.pkl",
-                      "factory": "architecture.pkl"}
+                      "factory": "architecture.pkl", "torchscript": "torchscript.pt"}
 #: Where models saved before the file was named by kind keep any architecture.
 LEGACY_ARCHITECTURE_FILE = "architecture.pkl"
 WEIGHTS_FILE = "weights.safetensors"
 INITIAL_WEIGHTS_FILE = "initial_weights.safetensors"
-CODE_FILES = {"loss": "loss.pkl", "optimizer": "optimizer.pkl"}
+CODE_FILES = {"loss": "loss.pkl", "optimizer": "optimizer.pkl",
+              "lrScheduler": "lr_scheduler.pkl"}
 METADATA_DIR = "metadata"
 _SPARK_VERSION = re.compile(r"\d+\.\d+")
 _SPARKDL_CLASSES = ("TorchModel", "TorchEstimator")
@@ -282,9 +293,10 @@ def _architecture(saved: _SavedDir, kind: str) -> tuple[Architecture, str]:
 
 
 def _expected_shapes(arch: Architecture, source: str) -> dict | None:
-    """A spec's parameter shapes (nothing allocated); a bad spec names its file."""
+    """A spec's or TorchScript archive's parameter shapes (nothing allocated); a bad
+    one names its file."""
     try:
-        return arch.expected_shapes()
+        return arch.expected_shapes(source)
     except ConfigError as e:
         raise CorruptModelError(f"{source} is not a valid network spec: {e}") from None
 
@@ -294,7 +306,8 @@ def _refuse_untrusted(path: str, what: str, pickled: list[str]) -> None:
         raise UntrustedCodeError(
             f"The {what} at {path} stores {' and '.join(pickled)} as pickled Python code, "
             "which runs when loaded; trusted=False loads only sparkdl.nn networks "
-            "(network.json) with named losses and optimizers. Load it with trusted=True "
+            "(network.json) and TorchScript archives (torchscript.pt), with named losses "
+            "and optimizers. Load it with trusted=True "
             "only if you trust whoever wrote that path.")
 
 
@@ -314,7 +327,7 @@ class TorchModelReader(MLReader):
         path = saved.path
         metadata = saved.metadata(self.cls)
         kind = metadata["architectureKind"]
-        if not self.trusted and kind != "spec":
+        if not self.trusted and kind not in Architecture.CODE_FREE_KINDS:
             _refuse_untrusted(path, "model", [
                 f"its architecture (architectureKind={kind!r}, {ARCHITECTURE_FILES[kind]})"])
         arch, arch_file = _architecture(saved, kind)
@@ -346,7 +359,7 @@ class TorchEstimatorReader(MLReader):
         if not self.trusted:
             _refuse_untrusted(path, "estimator", (
                 [f"its network (architectureKind={kind!r}, {ARCHITECTURE_FILES[kind]})"]
-                if kind not in (None, "spec") else [])
+                if kind not in (None, *Architecture.CODE_FREE_KINDS) else [])
                 + [f"its custom {name} ({CODE_FILES[name]})" for name in custom])
         est = self.cls()
         est._resetUid(metadata["uid"])
@@ -373,6 +386,8 @@ class TorchEstimatorReader(MLReader):
                 raise CorruptModelError(f"{arch_file} must hold a model factory (a callable). "
                                         f"Received: {type(factory).__name__}")
             return factory
+        if kind == "torchscript":  # its weights are in the archive
+            return arch.build(source=arch_file)
         initial = saved.file(INITIAL_WEIGHTS_FILE)
         state = weights_from_bytes(saved.read(INITIAL_WEIGHTS_FILE), initial)
         return arch.build(state, source=arch_file, weights_source=initial)
