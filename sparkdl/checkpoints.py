@@ -3,7 +3,9 @@
 Layout under ``checkpointDir`` (the same on local disk and in HDFS)::
 
     epoch-0002/weights.safetensors   the network's state dict
-    epoch-0002/optimizer.pt          the optimizer's state dict (torch.save)
+    epoch-0002/optimizer.pt          the optimizer's state dict (torch.save), with the
+                                     learning-rate scheduler's, the loss scaler's and
+                                     early stopping's state under the key "sparkdl"
     epoch-0002/state.json            epoch, history so far, parameter shapes, the
                                      size and SHA-256 of the two files above;
                                      written last: a checkpoint without it is incomplete
@@ -52,6 +54,8 @@ WEIGHTS = "weights.safetensors"
 OPTIMIZER = "optimizer.pt"
 STATE = "state.json"
 METRICS = "metrics.jsonl"
+#: The key of the optimizer state dict holding the rest of the training state.
+EXTRA_KEY = "sparkdl"
 _NAME = re.compile(r"epoch-(\d{4,})")
 
 
@@ -113,9 +117,11 @@ class EpochSnapshot:
         snapshot.weights, snapshot.optimizer_state   # safetensors, torch.save bytes
     """
 
-    def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 extra: dict | None = None) -> None:
         self.module = module
         self._optimizer = optimizer
+        self._extra = extra
 
     @functools.cached_property
     def weights(self) -> bytes:
@@ -126,7 +132,10 @@ class EpochSnapshot:
     @functools.cached_property
     def optimizer_state(self) -> bytes:
         buffer = io.BytesIO()
-        torch.save(self._optimizer.state_dict(), buffer)
+        state = self._optimizer.state_dict()
+        if self._extra:
+            state = {**state, EXTRA_KEY: self._extra}
+        torch.save(state, buffer)
         return buffer.getvalue()
 
 
@@ -167,9 +176,10 @@ class RunWriter:
 
     def after_epoch(self, record: dict, module: torch.nn.Module,
                     optimizer: torch.optim.Optimizer,
-                    snapshot: EpochSnapshot | None = None) -> None:
+                    snapshot: EpochSnapshot | None = None, last: bool = False) -> None:
         """Log ``record``; checkpoint if this epoch is due (from ``snapshot``, the
-        epoch's serialized state, when the caller already has one)."""
+        epoch's serialized state, when the caller already has one) or is the ``last``
+        (early stopping ends a fit before ``epochs``)."""
         from sparkdl.architecture import state_dict_of
 
         self._history.append(record)
@@ -177,9 +187,10 @@ class RunWriter:
         if self._logs is not None:
             self._logs.write(METRICS, "".join(json.dumps(r) + "\n" for r in self._history)
                              .encode())
-            self._events.epoch(record, lr=optimizer.param_groups[0].get("lr"))
+            self._events.epoch(record, lr=record.get("lr", optimizer.param_groups[0].get("lr")))
             self._write_events()
-        if self._ckpt is None or (epoch % self.outputs.interval and epoch != self.epochs):
+        if self._ckpt is None or (epoch % self.outputs.interval and epoch != self.epochs
+                                  and not last):
             return
         name = checkpoint_name(epoch)
         snapshot = snapshot or EpochSnapshot(module, optimizer)
@@ -197,14 +208,16 @@ def _fingerprint(data: bytes) -> dict:
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, data: bytes,
-                         device: torch.device, source: str = OPTIMIZER) -> None:
-    """Restore a checkpoint's optimizer state into ``optimizer``.
+                         device: torch.device, source: str = OPTIMIZER) -> dict:
+    """Restore a checkpoint's optimizer state into ``optimizer``; return the rest of
+    the training state saved with it (scheduler, loss scaler, early stopping).
 
     Raises:
         CorruptModelError: if ``data`` is not an optimizer state dict.
         ConfigError: if it is another optimizer's (other parameter groups).
     """
-    state = _optimizer_state(data, source, device)
+    state = dict(_optimizer_state(data, source, device))
+    extra = state.pop(EXTRA_KEY, None) or {}
     try:
         optimizer.load_state_dict(state)
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
@@ -212,6 +225,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, data: bytes,
             f"{source} holds the state of another optimizer: {type(e).__name__}: {e}. Use "
             "the optimizer and optimizerParams of the fit that wrote it, or a new "
             "checkpointDir.") from e
+    return extra
 
 
 def _optimizer_state(data: bytes, source: str, device="cpu") -> dict:

@@ -49,6 +49,19 @@ class TrainingHistory:
         """How many times the barrier job ran again after a failure."""
         return max(len(self.attempts) - 1, 0)
 
+    @property
+    def stopped_epoch(self) -> int | None:
+        """The epoch after which early stopping ended the fit, or ``None``."""
+        stopped = [e["epoch"] for e in self.epochs if e.get("stopped_early")]
+        return stopped[-1] if stopped else None
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why early stopping ended the fit (the metric, its best value and epoch), or
+        ``None`` if the fit ran all its epochs."""
+        stopped = [e["stopped_early"] for e in self.epochs if e.get("stopped_early")]
+        return stopped[-1] if stopped else None
+
     def metric(self, name: str) -> list:
         """The values of one metric, epoch by epoch (``None`` where absent)."""
         return [e.get(name) for e in self.epochs]

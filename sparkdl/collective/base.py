@@ -13,6 +13,7 @@ even when ranks hold different numbers of rows.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -101,8 +102,16 @@ class Collective(ABC):
         return local_rows / float(global_rows)
 
     @abstractmethod
-    def step(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> None:
-        """Sum gradients across ranks, then step the optimizer."""
+    def step(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module,
+             update: Callable[[torch.optim.Optimizer], None] | None = None) -> None:
+        """Sum gradients across ranks, then step the optimizer.
+
+        Args:
+            optimizer: what :meth:`prepare_optimizer` returned.
+            module: the network whose gradients are summed.
+            update: applies the summed gradients instead of ``optimizer.step()``
+                (unscaling, clipping and a loss scaler's step need the sums).
+        """
 
     @abstractmethod
     def allreduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:

@@ -264,10 +264,21 @@ class HorovodCollective(Collective):
             return 1.0 if local_rows else 0.0
         return super().loss_weight(local_rows, global_rows)
 
-    def step(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> None:
+    def step(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module,
+             update=None) -> None:
         if self._adasum:
             self._adasum_gradients(module)
-        optimizer.step()  # a DistributedOptimizer sums gradients first
+            if update is None:
+                optimizer.step()
+            else:
+                update(optimizer)
+        elif update is None:
+            optimizer.step()  # a DistributedOptimizer sums gradients first
+        else:
+            # The sums must be in place before update() unscales or clips them.
+            optimizer.synchronize()
+            with optimizer.skip_synchronize():
+                update(optimizer)
 
     def _adasum_gradients(self, module: torch.nn.Module) -> None:
         import horovod.torch as hvd

@@ -101,9 +101,11 @@ class TorchDistributedCollective(Collective):
         for t in tensors:
             dist.broadcast(t, src=0)
 
-    def step(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> None:
+    def step(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module,
+             update=None) -> None:
+        update = update or _optimizer_step
         if self._world_size == 1:  # nothing to sum with: skip the flatten/copy
-            optimizer.step()
+            update(optimizer)
             return
         params = [p for p in module.parameters() if p.requires_grad]
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
@@ -112,7 +114,7 @@ class TorchDistributedCollective(Collective):
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
             for p, g in zip(params, _unflatten_dense_tensors(flat, grads)):
                 p.grad = g
-        optimizer.step()
+        update(optimizer)
 
     def allreduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         # NCCL reduces only device tensors; gloo takes them where they are.
@@ -125,3 +127,7 @@ class TorchDistributedCollective(Collective):
             dist.destroy_process_group()
             self._group_started = False
         self._store = None
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer) -> None:
+    optimizer.step()

@@ -27,6 +27,8 @@ from sparkdl.data.shard import ShardLayout
 from sparkdl.errors import ConfigError, SchemaError
 from sparkdl.history import TrainingHistory
 from sparkdl.losses import resolve_loss
+from sparkdl.lr_schedulers import SchedulerPlan, check_scheduler
+from sparkdl.metrics import check_metrics, default_metrics
 from sparkdl.ml import preflight
 from sparkdl.ml.mlflow_tracking import MlflowRun, require_mlflow
 from sparkdl.ml.model import TorchModel
@@ -39,6 +41,8 @@ from sparkdl.rendezvous import rendezvous_mode
 from sparkdl.session import facts_for
 from sparkdl.storage.resolve import resolve_location
 from sparkdl.validation import require_fraction, require_positive, require_positive_int
+from sparkdl.worker.early_stopping import EarlyStopping
+from sparkdl.worker.precision import check_precision
 from sparkdl.worker.spec import TrainSpec
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,20 @@ def _as_list(value) -> list:
     if callable(value) or hasattr(value, "on_epoch_end"):
         return [value]
     return list(value)
+
+
+def _require_gpu_tasks(spark) -> None:
+    """float16 training needs GPUs, which Spark hands tasks only when they ask for them."""
+    try:
+        amount = spark.conf.get("spark.task.resource.gpu.amount", None)
+    except Exception:  # noqa: BLE001 - a conf the session cannot read is not set
+        amount = None
+    if not amount:
+        raise ConfigError(
+            "precision='16-mixed' needs a GPU per training task, and this session gives "
+            "tasks none: set spark.executor.resource.gpu.amount and "
+            "spark.task.resource.gpu.amount (with a discovery script), or use "
+            "precision='bf16-mixed', which autocasts on CPUs too.")
 
 
 class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
@@ -79,6 +97,18 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
             callable ``(output, target) -> scalar``.
         optimizer: ``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"`` or a callable
             ``(params) -> torch.optim.Optimizer``.
+        lrScheduler: ``"step"``, ``"cosine"``, ``"onecycle"``, ``"plateau"`` or a callable
+            ``(optimizer) -> scheduler``, with ``lrSchedulerParams``; the learning rate
+            of every epoch is in the history (``lr``).
+        gradientClipNorm: clip the summed gradients' norm to this before each step.
+        earlyStopping: e.g. ``{"monitor": "val_loss", "patience": 3, "mode": "min",
+            "restoreBest": True}``: all ranks stop after the same epoch; the history's
+            ``stopped_epoch``/``stop_reason`` say when and why.
+        precision: ``"32"`` (default), ``"bf16-mixed"`` (CPU or GPU autocast) or
+            ``"16-mixed"`` (GPU autocast with a gradient scaler).
+        metrics: any of ``"accuracy"``, ``"top5_accuracy"``, ``"f1"``, ``"auc"``
+            (classifiers), ``"mae"``, ``"rmse"`` (regression), computed exactly over the
+            rows of all ranks as ``train_<name>`` and ``val_<name>``.
         **params: any Param by name (``featuresCol``, ``labelCol``, ``batchSize``,
             ``epochs``, ``numWorkers``, ``seed``, ``validationFraction``, ``backend``,
             ``backendOptions``, ``backwardPassesPerStep``, ``checkpointDir``,
@@ -113,12 +143,15 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
                  backendOptions=None, backwardPassesPerStep=None, shuffle=None,
                  timeout=None, checkpointDir=None, checkpointInterval=None,
                  logDir=None, maxRestarts=None, driverStateInterval=None, verbose=None,
-                 onEpochEnd=None, callbacks=None, mlflowExperiment=None) -> None:
+                 onEpochEnd=None, callbacks=None, mlflowExperiment=None,
+                 lrScheduler=None, lrSchedulerParams=None, gradientClipNorm=None,
+                 earlyStopping=None, precision=None, metrics=None) -> None:
         super().__init__()
         self._setDefault(backend=default_backend())
         self._model = None
         self._loss_fn = None
         self._optimizer_fn = None
+        self._lrScheduler_fn = None
         self._callbacks: list[Callable[[int, dict], object]] = []
         self.setParams(**self._input_kwargs)
 
@@ -131,7 +164,9 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
                   backendOptions=None, backwardPassesPerStep=None, shuffle=None,
                   timeout=None, checkpointDir=None, checkpointInterval=None,
                   logDir=None, maxRestarts=None, driverStateInterval=None, verbose=None,
-                  onEpochEnd=None, callbacks=None, mlflowExperiment=None) -> TorchEstimator:
+                  onEpochEnd=None, callbacks=None, mlflowExperiment=None,
+                  lrScheduler=None, lrSchedulerParams=None, gradientClipNorm=None,
+                  earlyStopping=None, precision=None, metrics=None) -> TorchEstimator:
         """Set any Param by name, plus ``model``, callable ``loss``/``optimizer``."""
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         if "model" in kwargs:
@@ -139,7 +174,7 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         if "onEpochEnd" in kwargs or "callbacks" in kwargs:
             self.setOnEpochEnd(_as_list(kwargs.pop("onEpochEnd", None))
                                + _as_list(kwargs.pop("callbacks", None)))
-        for name in ("loss", "optimizer"):
+        for name in ("loss", "optimizer", "lrScheduler"):
             if name in kwargs and callable(kwargs[name]):
                 self._set_custom_code(name, kwargs.pop(name))
             elif name in kwargs:
@@ -297,6 +332,29 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
     def _optimizer(self):
         return self._custom_code("optimizer") or self.getOptimizer()
 
+    def _scheduler_plan(self) -> SchedulerPlan | None:
+        scheduler = self._custom_code("lrScheduler") or self.getLrScheduler()
+        return SchedulerPlan(scheduler, self.getLrSchedulerParams()) if scheduler else None
+
+    def setLrScheduler(self, value) -> TorchEstimator:
+        """Set the learning-rate scheduler: a name or a callable ``(optimizer) -> scheduler``."""
+        return self.setParams(lrScheduler=value)
+
+    def setLrSchedulerParams(self, value: dict) -> TorchEstimator:
+        return self._set(lrSchedulerParams=value)
+
+    def setGradientClipNorm(self, value: float) -> TorchEstimator:
+        return self._set(gradientClipNorm=value)
+
+    def setEarlyStopping(self, value: dict) -> TorchEstimator:
+        return self._set(earlyStopping=value)
+
+    def setPrecision(self, value: str) -> TorchEstimator:
+        return self._set(precision=value)
+
+    def setMetrics(self, value: list[str]) -> TorchEstimator:
+        return self._set(metrics=value)
+
     def _backend(self) -> str:
         # "auto" is the Scala estimator's default (an estimator saved there loads here).
         backend = self.getBackend()
@@ -318,12 +376,32 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
                               f"per epoch). Received: verbose={self.getOrDefault(self.verbose)}")
         require_mlflow(self.getOrDefault(self.mlflowExperiment))
         self._restart_policy()
-        for name in ("loss", "optimizer"):
+        for name in ("loss", "optimizer", "lrScheduler"):
             if self.getOrDefault(name) == "custom" and self._custom_code(name) is None:
                 raise ConfigError(f"{name}='custom' needs a callable: pass {name}=<callable>.")
-        resolve_loss(self._loss())
+        task = resolve_loss(self._loss()).task
         check_optimizer(self._optimizer(), self.getOrDefault(self.optimizerParams))
+        check_scheduler(self._scheduler_plan())
+        clip = self.getGradientClipNorm()
+        if clip < 0 or clip != clip:
+            raise ConfigError(f"gradientClipNorm must be >= 0 (0: no clipping). "
+                              f"Received: gradientClipNorm={clip}")
+        check_precision(self.getPrecision())
+        if self.getMetrics() is not None:
+            check_metrics(self.getMetrics(), task)
+        stopping = EarlyStopping.from_param(self.getEarlyStopping())
+        if stopping is not None:
+            stopping.check_monitor(self._history_keys(task))
         check_backend(self._backend(), self.getBackendOptions())
+
+    def _history_keys(self, task: str) -> list[str]:
+        """The numbers every epoch's history record will hold."""
+        names = default_metrics(task) if self.getMetrics() is None else self.getMetrics()
+        validating = self.getValidationFraction() > 0 or self.isSet(self.validationCol)
+        keys = ["train_loss"] + [f"train_{m}" for m in names]
+        if validating:
+            keys += ["val_loss"] + [f"val_{m}" for m in names]
+        return keys + ["lr"]
 
     def _restart_policy(self) -> RestartPolicy:
         return RestartPolicy(self.getMaxRestarts(), self.getDriverStateInterval(),
@@ -354,6 +432,8 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         preflight.check_labels(loss.task, output_shape, stats, label_col)
         num_workers = self.getNumWorkers()
         spark = dataset.sparkSession
+        if self.getPrecision() == "16-mixed":
+            _require_gpu_tasks(spark)
         facts = facts_for(spark)  # a classic or a Spark Connect session
         slots = facts.check_capacity(num_workers)
         # Before the barrier job (and once, not per restart): can the executors' Python
@@ -393,6 +473,11 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
             backward_passes_per_step=self.getOrDefault(self.backwardPassesPerStep),
             outputs=outputs,
             progress_interval_s=progress_interval(spark) if meet == "driver" else 0.0,
+            lr_scheduler=self._scheduler_plan(),
+            gradient_clip_norm=self.getGradientClipNorm(),
+            early_stopping=EarlyStopping.from_param(self.getEarlyStopping()),
+            precision=self.getPrecision(),
+            metrics=None if self.getMetrics() is None else tuple(self.getMetrics()),
         )
         start = outputs.resume
         if start is not None and start.epoch >= spec.epochs:
@@ -438,7 +523,7 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         model = self._model
         params["model"] = type(model).__name__ if isinstance(model, torch.nn.Module) \
             else getattr(model, "__name__", type(model).__name__)
-        for name in ("loss", "optimizer"):
+        for name in ("loss", "optimizer", "lrScheduler"):
             code = self._custom_code(name)
             if code is not None:
                 params[name] = getattr(code, "__name__", "custom")

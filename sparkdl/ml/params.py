@@ -190,6 +190,33 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
                              "the model) when no MLflow run is active on the driver; '' for "
                              "none (an active run is always logged to)",
                              typeConverter=TypeConverters.toString)
+    lrScheduler = Param(Params._dummy(), "lrScheduler",
+                        "learning-rate scheduler: step, cosine, onecycle, plateau, '' for none, "
+                        "or 'custom' for a callable (optimizer) -> scheduler",
+                        typeConverter=TypeConverters.toString)
+    lrSchedulerParams = Param(Params._dummy(), "lrSchedulerParams",
+                              "keyword arguments of the scheduler, e.g. {'step_size': 2, "
+                              "'gamma': 0.5}; plus 'interval' ('epoch' or 'step') and, for "
+                              "plateau, 'monitor' (default val_loss, else train_loss)",
+                              typeConverter=_to_dict)
+    gradientClipNorm = Param(Params._dummy(), "gradientClipNorm",
+                             "clip the total norm of the summed gradients to this before each "
+                             "step; 0 for no clipping",
+                             typeConverter=TypeConverters.toFloat)
+    earlyStopping = Param(Params._dummy(), "earlyStopping",
+                          "stop when a metric stops improving, e.g. {'monitor': 'val_loss', "
+                          "'patience': 3, 'mode': 'min', 'restoreBest': True, 'minDelta': 0}; "
+                          "{} for never",
+                          typeConverter=_to_dict)
+    precision = Param(Params._dummy(), "precision",
+                      "32 (float32), bf16-mixed (bfloat16 autocast, CPU or GPU) or 16-mixed "
+                      "(float16 autocast with loss scaling, GPU)",
+                      typeConverter=TypeConverters.toString)
+    metrics = Param(Params._dummy(), "metrics",
+                    "metrics in the history, computed over all ranks' rows: accuracy, "
+                    "top5_accuracy, f1, auc (classifiers), mae, rmse (regression); default: "
+                    "accuracy for classifiers",
+                    typeConverter=TypeConverters.toListString)
     logDir = Param(Params._dummy(), "logDir",
                    "directory (local, file:, hdfs://, webhdfs://) for metrics.jsonl, one "
                    "line per epoch, updated as training runs; '' for none",
@@ -202,7 +229,9 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
                          validationFraction=0.0, backend="torch", backendOptions={},
                          backwardPassesPerStep=1, shuffle=True, timeout=600.0,
                          checkpointDir="", checkpointInterval=1, logDir="", maxRestarts=3,
-                         driverStateInterval=1, verbose=1, mlflowExperiment="")
+                         driverStateInterval=1, verbose=1, mlflowExperiment="",
+                         lrScheduler="", lrSchedulerParams={}, gradientClipNorm=0.0,
+                         earlyStopping={}, precision="32")
 
     def getLoss(self) -> str:
         """The loss name (``"custom"`` for a callable)."""
@@ -272,3 +301,27 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
     def getDriverStateInterval(self) -> int:
         """Epochs between the training states rank 0 hands the driver (0: none)."""
         return self.getOrDefault(self.driverStateInterval)
+
+    def getLrScheduler(self) -> str:
+        """The scheduler name (``""``: none; ``"custom"`` for a callable)."""
+        return self.getOrDefault(self.lrScheduler)
+
+    def getLrSchedulerParams(self) -> dict:
+        """The scheduler's keyword arguments (and ``interval``/``monitor``)."""
+        return dict(self.getOrDefault(self.lrSchedulerParams))
+
+    def getGradientClipNorm(self) -> float:
+        """The gradient norm clipped to (0: none)."""
+        return self.getOrDefault(self.gradientClipNorm)
+
+    def getEarlyStopping(self) -> dict:
+        """The early-stopping settings (``{}``: none)."""
+        return dict(self.getOrDefault(self.earlyStopping))
+
+    def getPrecision(self) -> str:
+        """``"32"``, ``"bf16-mixed"`` or ``"16-mixed"``."""
+        return self.getOrDefault(self.precision)
+
+    def getMetrics(self) -> list[str] | None:
+        """The metrics asked for, or ``None`` for the task's default."""
+        return list(self.getOrDefault(self.metrics)) if self.isDefined(self.metrics) else None

@@ -221,6 +221,8 @@ def train_spec(request: dict, resume=None):
     from sparkdl.architecture import Architecture
     from sparkdl.checkpoints import RunOutputs
     from sparkdl.data.shard import ShardLayout
+    from sparkdl.lr_schedulers import SchedulerPlan
+    from sparkdl.worker.early_stopping import EarlyStopping
     from sparkdl.worker.jvm_rendezvous import JvmRendezvousAddress
     from sparkdl.worker.spec import TrainSpec
 
@@ -242,7 +244,14 @@ def train_spec(request: dict, resume=None):
         backward_passes_per_step=int(request.get("backward_passes_per_step", 1)),
         rendezvous=JvmRendezvousAddress.from_request(request.get("rendezvous")),
         outputs=RunOutputs(resume=resume),
-        state_interval=int(request.get("state_interval") or 0))
+        state_interval=int(request.get("state_interval") or 0),
+        lr_scheduler=SchedulerPlan(request["lr_scheduler"],
+                                   dict(request.get("lr_scheduler_params") or {}))
+        if request.get("lr_scheduler") else None,
+        gradient_clip_norm=float(request.get("gradient_clip_norm") or 0.0),
+        early_stopping=EarlyStopping.from_param(request.get("early_stopping")),
+        precision=str(request.get("precision") or "32"),
+        metrics=tuple(request["metrics"]) if request.get("metrics") is not None else None)
 
 
 def _context(channel: Channel, task: dict, keep_spare: bool = False):

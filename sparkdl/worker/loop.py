@@ -23,7 +23,11 @@ from sparkdl.data.schedule import epoch_order, global_batch_rows, steps_per_epoc
 from sparkdl.data.shard import LocalShard
 from sparkdl.errors import TrainingCodeError
 from sparkdl.losses import resolve_loss
+from sparkdl.lr_schedulers import build_scheduler
+from sparkdl.metrics import MetricSums, default_metrics
 from sparkdl.optimizers import build_optimizer
+from sparkdl.worker.early_stopping import EarlyStoppingState
+from sparkdl.worker.precision import Precision
 from sparkdl.worker.spec import TrainSpec
 
 log = logging.getLogger(__name__)
@@ -44,39 +48,6 @@ def _zero_contribution(module: torch.nn.Module) -> None:
     total = sum((p.sum() for p in module.parameters() if p.requires_grad),
                 start=torch.zeros(()))
     (total * 0.0).backward()
-
-
-class _Metrics:
-    """Sums of loss, correct predictions and rows, reduced across ranks per epoch."""
-
-    def __init__(self, classify: bool):
-        self.classify = classify
-        self.loss = 0.0
-        self.correct = 0
-        self.rows = 0
-
-    def add(self, output: torch.Tensor, target: torch.Tensor, mean_loss: torch.Tensor,
-            task: str) -> None:
-        n = len(target)
-        self.loss += float(mean_loss) * n
-        self.rows += n
-        if task == "multiclass":
-            self.correct += int((output.argmax(dim=1) == target).sum())
-        elif task == "binary":
-            hits = (output > 0) == (target.reshape(output.shape) > 0.5)
-            self.correct += float(hits.reshape(n, -1).float().mean(dim=1).sum())
-
-    def reduce(self, collective: Collective, prefix: str) -> dict:
-        total = collective.allreduce_sum(
-            torch.tensor([self.loss, float(self.correct), float(self.rows)],
-                         dtype=torch.float64))
-        loss, correct, rows = total.tolist()
-        out = {f"{prefix}_rows": int(rows)}
-        if rows:
-            out[f"{prefix}_loss"] = loss / rows
-            if self.classify:
-                out[f"{prefix}_accuracy"] = correct / rows
-        return out
 
 
 def _batches(index: np.ndarray, batch_size: int):
@@ -113,22 +84,86 @@ def train_loop(spec: TrainSpec, shard: LocalShard, collective: Collective, rank:
         raise _in_user_code(exc, spec, rank, 0, -1) from exc
     collective.broadcast_module(module)
     optimizer = collective.prepare_optimizer(built, module, spec.backward_passes_per_step)
+    train_rows = [p.train_rows for p in peers]
+    steps = steps_per_epoch(train_rows, spec.batch_size)
+    parts = _Parts(spec, module, optimizer, device, steps, any(p.validation_rows for p in peers))
     outputs = spec.outputs
     if outputs.resume:
-        load_optimizer_state(optimizer, outputs.resume.optimizer_state, device)
+        parts.load(load_optimizer_state(optimizer, outputs.resume.optimizer_state, device))
     writer = RunWriter(outputs, spec.epochs) if rank == 0 and (
         outputs.checkpoints or outputs.logs) else None
 
-    train_rows = [p.train_rows for p in peers]
     global_rows = global_batch_rows(train_rows, spec.batch_size)
     trained = np.cumsum(global_rows)  # rows all ranks trained after each step
     reporter = _progress_reporter(spec, rank)
     try:
         return _epochs(spec, shard, collective, rank, peers, device, module, optimizer,
-                       loss_spec, writer, global_rows, trained, reporter)
+                       loss_spec, writer, global_rows, trained, reporter, parts)
     finally:
         if reporter is not None:
             reporter.close()
+
+
+class _Parts:
+    """The optional pieces of a run around the optimizer: learning-rate scheduler,
+    mixed precision, gradient clipping and early stopping, and their saved state."""
+
+    def __init__(self, spec: TrainSpec, module, optimizer, device, steps: int,
+                 validating: bool):
+        self.module = module
+        self.precision = Precision.of(spec.precision, device)
+        self.clip = spec.gradient_clip_norm
+        self.stopping = spec.early_stopping
+        self.stop_state = EarlyStoppingState()
+        accumulate = spec.backward_passes_per_step
+        self.scheduler = build_scheduler(spec.lr_scheduler, optimizer, spec.epochs,
+                                         -(-steps // accumulate), validating) \
+            if spec.lr_scheduler is not None else None
+
+    @property
+    def custom_update(self) -> bool:
+        return bool(self.clip) or self.precision.scaler is not None
+
+    def update(self, optimizer) -> None:
+        """The optimizer step on gradients already summed across ranks."""
+        self.precision.unscale(optimizer)
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.clip)
+        self.precision.step(optimizer)
+
+    def state(self) -> dict:
+        """What checkpoints keep next to the optimizer state."""
+        out = {}
+        if self.scheduler is not None:
+            out["scheduler"] = self.scheduler.scheduler.state_dict()
+        if self.precision.scaler is not None:
+            out["scaler"] = self.precision.state_dict()
+        if self.stopping is not None:
+            out["early_stopping"] = self.stop_state.to_dict()
+        return out
+
+    def load(self, extra: dict) -> None:
+        if self.scheduler is not None and extra.get("scheduler"):
+            self.scheduler.scheduler.load_state_dict(extra["scheduler"])
+        self.precision.load_state_dict(extra.get("scaler"))
+        self.stop_state = EarlyStoppingState.from_dict(extra.get("early_stopping"))
+
+    def after_epoch(self, record: dict) -> bool:
+        """Step an epoch scheduler and early stopping; True when training ends here."""
+        if self.scheduler is not None:
+            self.scheduler.after_epoch(record)
+        if self.stopping is None:
+            return False
+        reason = self.stopping.update(self.stop_state, record, self.module)
+        if reason is None:
+            return False
+        self.stop_state.stopped = reason
+        record["stopped_early"] = reason
+        best = self.stop_state.best_weights
+        if self.stopping.restore_best and best is not None:
+            self.module.load_state_dict(best)
+            record["restored_epoch"] = self.stop_state.best_epoch
+        return True
 
 
 #: Seconds between step scalars in logDir's TensorBoard file when no progress
@@ -146,21 +181,25 @@ def _progress_reporter(spec: TrainSpec, rank: int):
 
 
 def _epochs(spec, shard, collective, rank, peers, device, module, optimizer, loss_spec,
-            writer, global_rows, trained, reporter):
+            writer, global_rows, trained, reporter, parts):
     """The epochs of :func:`train_loop`, reporting rank 0's progress to ``reporter``."""
     outputs = spec.outputs
     task = loss_spec.task
     train_rows = [p.train_rows for p in peers]
     steps = steps_per_epoch(train_rows, spec.batch_size)
-    classify = task in ("multiclass", "binary")
+    names = default_metrics(task) if spec.metrics is None else spec.metrics
     accumulate = spec.backward_passes_per_step
+    precision = parts.precision
     history = []
+    if parts.stop_state.stopped:  # resumed from the checkpoint where it stopped early
+        return module, history
     for epoch in range(outputs.start_epoch, spec.epochs):
         began = time.perf_counter()
         # Seeded per epoch, so dropout after a resume is what an uninterrupted run had.
         torch.manual_seed(spec.seed + 7919 * (rank + 1) + 104729 * epoch)
         module.train()
-        metrics = _Metrics(classify)
+        metrics = MetricSums(names, task)
+        lr = optimizer.param_groups[0]["lr"]
         order = shard.train_index[
             epoch_order(len(shard.train_index), spec.seed, epoch, rank, spec.shuffle)]
         for step in range(steps):
@@ -174,12 +213,13 @@ def _epochs(spec, shard, collective, rank, peers, device, module, optimizer, los
                 y = torch.from_numpy(shard.labels(index)).to(device)
                 weight = collective.loss_weight(len(index), int(global_rows[step])) / group
                 try:
-                    output = module(x)
-                    mean_loss = loss_spec.fn(output, y)
-                    (mean_loss * weight).backward()
+                    with precision.autocast():
+                        output = module(x)
+                        mean_loss = loss_spec.fn(output, y)
+                    precision.backward(mean_loss * weight)
                 except Exception as exc:
                     raise _in_user_code(exc, spec, rank, epoch, step) from exc
-                metrics.add(output.detach(), y, mean_loss.detach(), task)
+                metrics.add(output.detach(), y, mean_loss.detach())
                 if reporter is not None:
                     reporter.step(epoch + 1, step + 1, steps, metrics.loss / metrics.rows,
                                   int(trained[step]), time.perf_counter() - began)
@@ -191,24 +231,35 @@ def _epochs(spec, shard, collective, rank, peers, device, module, optimizer, los
             else:
                 _zero_contribution(module)
             if step == group_start + group - 1:
-                collective.step(optimizer, module)
-        record = {"epoch": epoch + 1, **metrics.reduce(collective, "train")}
+                lr = optimizer.param_groups[0]["lr"]  # this step's, before a scheduler moves it
+                if parts.custom_update:
+                    collective.step(optimizer, module, parts.update)
+                else:
+                    collective.step(optimizer, module)
+                if parts.scheduler is not None:
+                    parts.scheduler.after_step()
+        record = {"epoch": epoch + 1, **metrics.reduce(collective, rank, "train")}
         if any(p.validation_rows for p in peers):
             record.update(_validate(module, shard, loss_spec, collective, spec, device, rank,
-                                    epoch))
+                                    epoch, names, precision))
+        record["lr"] = lr
         record["seconds"] = time.perf_counter() - began
+        stop = parts.after_epoch(record)
         history.append(record)
         if reporter is not None:
             reporter.epoch(record, spec.epochs)
         # The driver's copy first: once an epoch shows in the logs, a restart resumes
         # after it.
-        snapshot = EpochSnapshot(module, optimizer)
+        snapshot = EpochSnapshot(module, optimizer, parts.state())
         if rank == 0 and spec.rendezvous is not None and spec.state_interval and \
-                (epoch + 1) % spec.state_interval == 0 and epoch + 1 < spec.epochs:
+                (epoch + 1) % spec.state_interval == 0 and epoch + 1 < spec.epochs and not stop:
             previous = outputs.resume.history if outputs.resume else []
             _hand_state_to_driver(spec, epoch + 1, previous + history, snapshot)
         if writer is not None:
-            writer.after_epoch(record, module, optimizer, snapshot)
+            writer.after_epoch(record, module, optimizer, snapshot, last=stop)
+        if stop:
+            log.info("sparkdl: stopping after epoch %d: %s", epoch + 1, record["stopped_early"])
+            break
     return module, history
 
 
@@ -262,17 +313,19 @@ def _hand_state_to_driver(spec: TrainSpec, epoch: int, history: list[dict],
                     spec.rendezvous.max_state_bytes)
 
 
-def _validate(module, shard, loss_spec, collective, spec, device, rank, epoch) -> dict:
+def _validate(module, shard, loss_spec, collective, spec, device, rank, epoch, names,
+              precision) -> dict:
     module.eval()
-    metrics = _Metrics(loss_spec.task in ("multiclass", "binary"))
+    metrics = MetricSums(names, loss_spec.task)
     with torch.no_grad():
         for step, index in enumerate(_batches(shard.validation_index, spec.batch_size)):
             x = torch.from_numpy(shard.features(index)).to(device)
             y = torch.from_numpy(shard.labels(index)).to(device)
             try:
-                output = module(x)
-                loss = loss_spec.fn(output, y)
+                with precision.autocast():
+                    output = module(x)
+                    loss = loss_spec.fn(output, y)
             except Exception as exc:
                 raise _in_user_code(exc, spec, rank, epoch, step, "validation") from exc
-            metrics.add(output, y, loss, loss_spec.task)
-    return metrics.reduce(collective, "val")
+            metrics.add(output, y, loss)
+    return metrics.reduce(collective, rank, "val")

@@ -20,13 +20,16 @@ from dataclasses import dataclass, field
 from sparkdl.architecture import Architecture
 from sparkdl.checkpoints import RunOutputs
 from sparkdl.data.shard import ShardLayout
+from sparkdl.lr_schedulers import SchedulerPlan
 from sparkdl.rendezvous import RendezvousAddress
 from sparkdl.validation import (
     require_non_negative_int,
     require_positive,
     require_positive_int,
 )
+from sparkdl.worker.early_stopping import EarlyStopping
 from sparkdl.worker.jvm_rendezvous import JvmRendezvousAddress
+from sparkdl.worker.precision import check_precision
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,12 @@ class TrainSpec:
         progress_interval_s: rank 0 sends its live metrics to the driver (through
             ``rendezvous``): every epoch's record, and a step report at most this
             often within an epoch; 0: no live metrics.
+        lr_scheduler: the learning-rate scheduler, or ``None``.
+        gradient_clip_norm: clip the summed gradients' total norm to this; 0: never.
+        early_stopping: when to stop before ``epochs``, or ``None``.
+        precision: ``"32"``, ``"bf16-mixed"`` or ``"16-mixed"``.
+        metrics: metric names in the history; ``None`` for the task's default
+            (accuracy for classifiers).
     """
 
     architecture: Architecture
@@ -84,9 +93,17 @@ class TrainSpec:
     outputs: RunOutputs = field(default_factory=RunOutputs)
     state_interval: int = 0
     progress_interval_s: float = 0.0
+    lr_scheduler: SchedulerPlan | None = None
+    gradient_clip_norm: float = 0.0
+    early_stopping: EarlyStopping | None = None
+    precision: str = "32"
+    metrics: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "epochs", "num_workers", "backward_passes_per_step"):
             require_positive_int(name, getattr(self, name))
         require_positive("timeout_s", self.timeout_s)
         require_non_negative_int("state_interval", self.state_interval)
+        if self.gradient_clip_norm:
+            require_positive("gradient_clip_norm", self.gradient_clip_norm)
+        check_precision(self.precision)

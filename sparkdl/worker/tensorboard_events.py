@@ -27,7 +27,7 @@ import time
 #: The file's name: TensorBoard reads files whose name holds "tfevents"; one fixed
 #: name per logDir, so a resumed fit rewrites the same file from its history.
 EVENTS_FILE = "events.out.tfevents.0.sparkdl"
-_SKIPPED = {"epoch"}
+_SKIPPED = {"epoch", "lr"}
 
 
 class EventLog:

@@ -49,9 +49,9 @@ class SingleRank(Collective):
     def broadcast_module(self, module):
         pass
 
-    def step(self, optimizer, module):
+    def step(self, optimizer, module, update=None):
         self.steps += 1
-        optimizer.step()
+        (update or (lambda o: o.step()))(optimizer)
 
     def allreduce_sum(self, tensor):
         self.reduced.append(tensor.clone())
@@ -97,7 +97,7 @@ class ThreadRank(Collective):
                 t.data.copy_(self.group.sum(self.rank, t.data if self.rank == 0
                                             else torch.zeros_like(t.data)))
 
-    def step(self, optimizer, module):
+    def step(self, optimizer, module, update=None):
         params = [p for p in module.parameters() if p.requires_grad]
         flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
                           for p in params])
@@ -106,7 +106,7 @@ class ThreadRank(Collective):
         for p in params:
             p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
             offset += p.numel()
-        optimizer.step()
+        (update or (lambda o: o.step()))(optimizer)
 
     def allreduce_sum(self, tensor):
         return self.group.sum(self.rank, tensor)
