@@ -409,6 +409,8 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
 
     def _fit(self, dataset: DataFrame) -> TorchModel:
         self._check_params()
+        if self.getPrecision() == "16-mixed":
+            _require_gpu_tasks(dataset.sparkSession)
         loss = resolve_loss(self._loss())
         integer_labels = loss.task == "multiclass"
         feature_cols = self.getFeatureColumns()
@@ -432,8 +434,6 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         preflight.check_labels(loss.task, output_shape, stats, label_col)
         num_workers = self.getNumWorkers()
         spark = dataset.sparkSession
-        if self.getPrecision() == "16-mixed":
-            _require_gpu_tasks(spark)
         facts = facts_for(spark)  # a classic or a Spark Connect session
         slots = facts.check_capacity(num_workers)
         # Before the barrier job (and once, not per restart): can the executors' Python
