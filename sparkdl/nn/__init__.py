@@ -41,7 +41,13 @@ from sparkdl.nn._core import (
 )
 from sparkdl.nn._merge import Add, Concatenate
 from sparkdl.nn._network import FORMAT, Network, Sequential
-from sparkdl.nn._sequence import GRU, LSTM, MultiHeadAttention, TransformerEncoder
+from sparkdl.nn._sequence import (
+    GRU,
+    LSTM,
+    MultiHeadAttention,
+    SequencePooling,
+    TransformerEncoder,
+)
 
 __all__ = [
     "FORMAT",
@@ -71,6 +77,7 @@ __all__ = [
     "Network",
     "Node",
     "Reshape",
+    "SequencePooling",
     "Sequential",
     "TransformerEncoder",
 ]

@@ -25,7 +25,8 @@ import torch
 
 from sparkdl.errors import ConfigError
 
-Shape = tuple[int, ...]
+Shape = tuple[int | None, ...]
+"""A shape without the batch dimension; ``None`` first marks a variable sequence length."""
 
 DTYPES = ("float32", "int64")
 ACTIVATIONS = ("gelu", "leaky_relu", "relu", "sigmoid", "softmax", "tanh")
@@ -148,6 +149,10 @@ class Layer:
 
     arity: ClassVar[int | None] = 1
     input_dtypes: ClassVar[tuple[str, ...]] = ("float32",)
+    variable_length: ClassVar[bool] = False
+    """Whether it takes a variable sequence axis (``None`` first in its input shape).
+
+    The network refuses such an input for the other layers, naming the layer."""
 
     # -- JSON -----------------------------------------------------------------
 
@@ -234,28 +239,61 @@ class Layer:
 class Input:
     """A network input: its shape without the batch dimension, name and dtype.
 
+    The first axis may be ``None``: a variable sequence length. Such a network is
+    called as ``module(x)`` on a batch padded to its longest row, or as
+    ``module(x, lengths)`` with each row's true length (an int64 tensor of shape
+    ``(batch,)``); the sequence layers then ignore the padding (see
+    :meth:`Network.build`).
+
+    Args:
+        shape: positive ints; the first may be ``None`` (variable length).
+        name: the input's name in the spec.
+        dtype: ``"float32"``, or ``"int64"`` for token ids fed to ``Embedding``.
+
     Example:
         >>> Input((1, 8, 8)).to_dict()
         {'name': 'input', 'shape': [1, 8, 8], 'dtype': 'float32'}
+        >>> Input((None,), name="tokens", dtype="int64").to_dict()
+        {'name': 'tokens', 'shape': [None], 'dtype': 'int64'}
     """
 
-    shape: tuple[int, ...]
+    shape: tuple[int | None, ...]
     name: str = "input"
     dtype: str = "float32"
 
     def __post_init__(self):
         shape = tuple(self.shape) if isinstance(self.shape, (list, tuple)) else (self.shape,)
         object.__setattr__(self, "shape", shape)
-        check(len(shape) >= 1 and all(is_int(d) for d in shape), "Input",
+        check(len(shape) >= 1 and all(d is None or is_int(d) for d in shape), "Input",
               f"shape must be a non-empty sequence of positive ints. Received: shape={shape}")
+        check(None not in shape[1:], "Input",
+              "only the first axis may be None (a variable sequence length). "
+              f"Received: shape={shape}")
         check(is_name(self.name), "Input",
               f"name must match {NAME_PATTERN.pattern}. Received: name={self.name!r}")
         check(self.dtype in DTYPES, "Input",
               f"dtype must be one of {list(DTYPES)}. Received: dtype={self.dtype!r}")
 
     def to_dict(self) -> dict:
-        """The canonical JSON object."""
+        """The canonical JSON object (``None`` is written as JSON ``null``)."""
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+def is_variable(shape: Shape) -> bool:
+    """Whether ``shape`` has a variable sequence axis (``None`` first).
+
+    Example:
+        >>> is_variable((None, 16)), is_variable((20, 16))
+        (True, False)
+    """
+    return len(shape) >= 1 and shape[0] is None
+
+
+def check_fixed_features(shape: Shape) -> None:
+    """Raise ShapeMismatch unless the last axis of ``shape`` has a fixed size."""
+    if not shape or shape[-1] is None:
+        raise ShapeMismatch("(..., features) with a fixed number of features, e.g. (None, 1) "
+                            "for one feature per step", shape)
 
 
 @dataclass(frozen=True, eq=False)

@@ -222,6 +222,9 @@ class AvgPool2d(_Pool):
 class GlobalAveragePooling(Layer):
     """Average over every position: ``(C, L)`` or ``(C, H, W)`` becomes ``(C,)``.
 
+    Channels first, so fixed sizes only; for ``(sequence, features)``, variable
+    lengths included, use ``SequencePooling``.
+
     Example:
         >>> GlobalAveragePooling().output_shape((8, 4, 4))
         (8,)

@@ -23,6 +23,7 @@ from sparkdl.nn._base import (
     as_float,
     check,
     check_activation,
+    check_fixed_features,
     check_positive_ints,
     fmt_shape,
     is_int,
@@ -48,6 +49,7 @@ class Dense(Layer):
     units: int
     activation: str | None = None
     use_bias: bool = True
+    variable_length = True
 
     def __post_init__(self):
         check_positive_ints(self, "units")
@@ -56,6 +58,7 @@ class Dense(Layer):
               f"use_bias must be a bool. Received: use_bias={self.use_bias!r}")
 
     def output_shape(self, shape: Shape) -> Shape:
+        check_fixed_features(shape)
         return (*shape[:-1], self.units)
 
     def count_params(self, shape: Shape) -> int:
@@ -79,6 +82,7 @@ class Activation(Layer):
     """
 
     name: str
+    variable_length = True
 
     def __post_init__(self):
         check_activation("Activation", self.name, allow_none=False)
@@ -100,6 +104,7 @@ class Dropout(Layer):
     """
 
     rate: float
+    variable_length = True
 
     def __post_init__(self):
         as_float(self, "rate")
@@ -229,6 +234,7 @@ class LayerNorm(Layer):
     """
 
     epsilon: float = 1e-5
+    variable_length = True
 
     def __post_init__(self):
         as_float(self, "epsilon")
@@ -236,6 +242,7 @@ class LayerNorm(Layer):
               f"epsilon must be a positive, finite float. Received: epsilon={self.epsilon!r}")
 
     def output_shape(self, shape: Shape) -> Shape:
+        check_fixed_features(shape)
         return shape
 
     def count_params(self, shape: Shape) -> int:
@@ -257,16 +264,20 @@ class Embedding(Layer):
     """Look up a vector of ``output_dim`` for each token id in ``[0, input_dim)``.
 
     Its input is ``int64`` token ids; float ids are cast, as Spark sends arrays of
-    doubles.
+    doubles. A variable sequence length (``None``) passes through, so an
+    ``Input((None,), dtype="int64")`` of padded token ids gives ``(None, output_dim)``.
 
     Example:
         >>> Embedding(1000, 16).output_shape((20,))
         (20, 16)
+        >>> Embedding(1000, 16).output_shape((None,))
+        (None, 16)
     """
 
     input_dim: int
     output_dim: int
     input_dtypes = ("int64",)
+    variable_length = True
 
     def __post_init__(self):
         check_positive_ints(self, "input_dim", "output_dim")

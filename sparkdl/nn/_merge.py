@@ -47,6 +47,7 @@ class Add(Layer):
     """
 
     arity = None
+    variable_length = True
 
     def infer(self, shapes: tuple[Shape, ...]) -> Shape:
         if len(set(shapes)) != 1:
@@ -74,6 +75,7 @@ class Concatenate(Layer):
 
     axis: int = -1
     arity = None
+    variable_length = True
 
     def __post_init__(self):
         ok = isinstance(self.axis, int) and not isinstance(self.axis, bool) and self.axis != 0
@@ -92,6 +94,9 @@ class Concatenate(Layer):
                 {s[:dim] + s[dim + 1:] for s in shapes}) != 1:
             raise ShapeMismatch(f"shapes of one rank, equal on every axis but "
                                 f"axis={self.axis}", _shapes(shapes))
+        if shapes[0][dim] is None:
+            raise ShapeMismatch(f"a fixed size on axis={self.axis} (it is the variable "
+                                "sequence axis)", _shapes(shapes))
         return (*shapes[0][:dim], sum(s[dim] for s in shapes), *shapes[0][dim + 1:])
 
     def param_count(self, shapes: tuple[Shape, ...]) -> int:

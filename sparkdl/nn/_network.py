@@ -33,6 +33,7 @@ from sparkdl.nn._base import (
     ShapeMismatch,
     fmt_shape,
     is_name,
+    is_variable,
 )
 
 FORMAT = "sparkdl.network/v1"
@@ -75,23 +76,86 @@ def _finite(value) -> bool:
     return True
 
 
-class _Graph(torch.nn.Module):
-    """Runs named layer modules in topological order (functional networks)."""
+def _check_lengths(lengths, x: torch.Tensor) -> torch.Tensor:
+    """``lengths`` as an int64 tensor on ``x``'s device, checked against the padded batch."""
+    lengths = torch.as_tensor(lengths, device=x.device)
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise ConfigError(f"lengths must be integers. Received: dtype={lengths.dtype}")
+    lengths = lengths.long()
+    if lengths.dim() != 1 or x.dim() < 2 or lengths.shape[0] != x.shape[0]:
+        raise ConfigError("lengths must be one int per row, shape (batch,), for a padded batch "
+                          f"(batch, sequence, ...). Received: lengths shape "
+                          f"{tuple(lengths.shape)}, input shape {tuple(x.shape)}")
+    if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > x.shape[1]):
+        raise ConfigError(f"lengths must be in [1, {x.shape[1]}] (the padded length). Received: "
+                          f"min={int(lengths.min())}, max={int(lengths.max())}")
+    return lengths
 
-    def __init__(self, inputs: Sequence[str], plan, outputs: Sequence[str]):
+
+def _no_variable_input(kind: str) -> ConfigError:
+    return ConfigError(f"This {kind} has no variable-length input, so it takes no lengths. "
+                       "Declare the sequence axis as None, e.g. Input((None,), dtype='int64')")
+
+
+class _Stack(torch.nn.Sequential):
+    """``torch.nn.Sequential`` (same submodules and state dict) that also takes lengths.
+
+    ``masked[i]`` says whether layer ``i`` receives the lengths: it takes them and its
+    input still has the variable sequence axis.
+    """
+
+    def __init__(self, *modules, masked: Sequence[bool] = (), variable: bool = False):
+        super().__init__(*modules)
+        self.masked = tuple(masked)
+        self.variable = variable
+
+    def forward(self, x, lengths=None):
+        if lengths is None:
+            return super().forward(x)
+        if not self.variable:
+            raise _no_variable_input("network")
+        lengths = _check_lengths(lengths, x)
+        for i, module in enumerate(self):
+            x = module(x, lengths) if i < len(self.masked) and self.masked[i] else module(x)
+        return x
+
+
+class _Graph(torch.nn.Module):
+    """Runs named layer modules in topological order (functional networks).
+
+    ``masked`` names the layers that receive the lengths, ``variable`` the inputs with
+    a variable sequence axis (all share one length per row).
+    """
+
+    def __init__(self, inputs: Sequence[str], plan, outputs: Sequence[str],
+                 masked: Sequence[str] = (), variable: Sequence[str] = ()):
         super().__init__()
         self.input_names = tuple(inputs)
         self.layers = torch.nn.ModuleDict({name: module for name, module, _ in plan})
         self.plan = [(name, tuple(args)) for name, _, args in plan]
         self.output_names = tuple(outputs)
+        self.masked = frozenset(masked)
+        self.variable = tuple(variable)
 
-    def forward(self, *inputs):
-        if len(inputs) != len(self.input_names):
-            raise ConfigError(f"This network takes {len(self.input_names)} inputs "
-                              f"{list(self.input_names)}. Received: {len(inputs)} tensors")
+    def forward(self, *inputs, lengths=None):
+        n = len(self.input_names)
+        if lengths is None and len(inputs) == n + 1:
+            *inputs, lengths = inputs
+        if len(inputs) != n:
+            then = ", then optionally lengths" if self.variable else ""
+            raise ConfigError(f"This network takes {n} inputs {list(self.input_names)}{then}. "
+                              f"Received: {len(inputs)} tensors")
         env = dict(zip(self.input_names, inputs))
+        if lengths is not None:
+            if not self.variable:
+                raise _no_variable_input("network")
+            lengths = _check_lengths(lengths, env[self.variable[0]])
         for name, args in self.plan:
-            env[name] = self.layers[name](*(env[a] for a in args))
+            tensors = (env[a] for a in args)
+            if lengths is not None and name in self.masked:
+                env[name] = self.layers[name](*tensors, lengths)
+            else:
+                env[name] = self.layers[name](*tensors)
         outs = tuple(env[o] for o in self.output_names)
         return outs[0] if len(outs) == 1 else outs
 
@@ -219,6 +283,12 @@ class Network:
             if bad:
                 raise ConfigError(f"{label} expects {' or '.join(type(layer).input_dtypes)} "
                                   f"input, received {bad[0]}")
+            variable = [s for s in in_shapes if is_variable(s)]
+            if variable and not type(layer).variable_length:
+                raise ConfigError(
+                    f"{label} needs fixed sizes, received {fmt_shape(variable[0])} with a "
+                    "variable sequence axis (None). Reduce it first, e.g. with LSTM or GRU "
+                    "(return_sequences=False) or SequencePooling")
             try:
                 out = layer.infer(in_shapes)
             except ShapeMismatch as e:
@@ -266,14 +336,49 @@ class Network:
     def build(self) -> torch.nn.Module:
         """A fresh ``torch.nn.Module`` (default initialisation) computing this network.
 
-        A sequential network gives a ``torch.nn.Sequential``; a graph gives a module
-        whose ``forward`` takes one tensor per input, in order.
+        A sequential network gives a ``torch.nn.Sequential`` (a subclass); a graph gives
+        a module whose ``forward`` takes one tensor per input, in order.
+
+        A network with a variable-length input (``Input((None, ...))``) is called on a
+        batch padded to its longest row, either as ``module(x)`` (every position is
+        taken as valid, as for a fixed length) or as ``module(x, lengths)``, where
+        ``lengths`` is an int64 tensor of shape ``(batch,)`` holding each row's true
+        length, in ``[1, padded length]`` (a graph takes it after its inputs, or as
+        ``lengths=``). The lengths reach every layer that uses them while the sequence
+        axis lasts: LSTM/GRU pack the batch (the last step is each row's last valid
+        one), attention and TransformerEncoder mask padded keys, SequencePooling pools
+        valid positions only; per-position layers (Embedding, Dense, LayerNorm,
+        Dropout, ...) pass them along. So a row's output does not depend on how far it
+        was padded. Padded positions of sequence outputs are zeros after those layers
+        (after a per-position layer they hold whatever it computes there).
+
+        Raises:
+            ConfigError: when called with lengths that are not one int per row in
+                ``[1, padded length]``, or on a network with no variable-length input.
+
+        Example:
+            >>> from sparkdl.nn import LSTM, Dense, Embedding, Input, Sequential
+            >>> net = Sequential([Input((None,), dtype="int64"), Embedding(50, 8), LSTM(16),
+            ...                   Dense(2)])
+            >>> module = net.build()
+            >>> tokens = torch.tensor([[3, 4, 0, 0], [5, 6, 7, 8]])
+            >>> module(tokens, torch.tensor([2, 4])).shape
+            torch.Size([2, 2])
+            >>> torch.allclose(module(tokens, torch.tensor([2, 4]))[0],
+            ...                module(tokens[:1, :2])[0], atol=1e-6)
+            True
         """
         steps = [(name, layer.build(self._shapes[name]), args)
                  for _, name, layer, args in self._steps()]
+        masked = [name for name, module, _ in steps
+                  if getattr(module, "takes_lengths", False)
+                  and any(is_variable(s) for s in self._shapes[name])]
+        variable = [i.name for i in self._inputs if is_variable(i.shape)]
         if self._layers is not None:
-            return torch.nn.Sequential(*(module for _, module, _ in steps))
-        return _Graph([i.name for i in self._inputs], steps, self._outputs)
+            return _Stack(*(module for _, module, _ in steps),
+                          masked=[name in masked for name, _, _ in steps],
+                          variable=bool(variable))
+        return _Graph([i.name for i in self._inputs], steps, self._outputs, masked, variable)
 
     def to_dict(self) -> dict:
         """The JSON object of this spec (``loss``/``optimizer`` only when set)."""
@@ -393,7 +498,8 @@ class Sequential(Network):
 
     Args:
         layers: the layers; the first may be an ``Input``.
-        input_shape: the input shape (batch excluded) when no ``Input`` comes first.
+        input_shape: the input shape (batch excluded) when no ``Input`` comes first;
+            its first entry may be None, a variable sequence length.
         input_dtype: ``"float32"`` or ``"int64"`` (token ids for ``Embedding``).
         loss: a loss name or ``{"name", "params"}``.
         optimizer: an optimizer name or ``{"name", "params"}``.

@@ -20,11 +20,15 @@ from sparkdl.nn import (
     Conv2d,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     Input,
+    LayerNorm,
     MaxPool2d,
     Network,
+    SequencePooling,
     Sequential,
+    TransformerEncoder,
 )
 from sparkdl.nn._schema import schema
 
@@ -123,10 +127,22 @@ def test_vector(path):
     assert list(net.output_shape) == expected["output_shape"]
     module = net.build().eval()
     assert sum(p.numel() for p in module.parameters()) == expected["param_count"]
-    batch = [torch.randint(0, 10, (2, *i.shape)) if i.dtype == "int64"
-             else torch.randn(2, *i.shape) for i in net.inputs]
+    steps = 7  # a variable sequence length (None) is padded to this
+    shapes = [tuple(steps if d is None else d for d in i.shape) for i in net.inputs]
+    batch = [torch.randint(0, 10, (2, *s)) if i.dtype == "int64" else torch.randn(2, *s)
+             for i, s in zip(net.inputs, shapes)]
+    out_shape = [2, *(steps if d is None else d for d in expected["output_shape"])]
     with torch.no_grad():
-        assert list(module(*batch).shape) == [2, *expected["output_shape"]]
+        assert list(module(*batch).shape) == out_shape
+        if any(d is None for i in net.inputs for d in i.shape):
+            assert list(module(*batch, torch.tensor([3, 7])).shape) == out_shape
+
+
+def test_existing_vectors_have_fixed_shapes_and_ragged_ones_variable():
+    # The older vectors are unchanged (byte-identical canonical JSON is checked above).
+    ragged = {p.stem for p in VECTORS if "[null]" in json.loads(p.read_text())["expected"][
+        "canonical_json"]}
+    assert ragged == {"network_ragged_lstm", "network_ragged_transformer"}
 
 
 # -- schema validation ---------------------------------------------------------------
@@ -305,3 +321,94 @@ def test_architecture_of_network_is_the_canonical_json(monkeypatch):
     x = torch.randn(4, 64)
     assert torch.equal(built.eval()(x), source.eval()(x))
     assert isinstance(Architecture.of(net).build(), torch.nn.Sequential)
+
+
+# -- variable sequence lengths -----------------------------------------------------------
+
+def _ragged_graph() -> Network:
+    tokens = Input((None,), name="tokens", dtype="int64")
+    h = TransformerEncoder(num_heads=2, ff_dim=16, dropout=0.0)(Embedding(20, 8)(tokens))
+    pooled = Concatenate()(SequencePooling()(h), SequencePooling(mode="max")(h))
+    return Network(inputs=tokens, outputs=Dense(2)(LayerNorm()(pooled)))
+
+
+def test_variable_length_spec_round_trip():
+    net = _ragged_graph()
+    text = net.to_json()
+    assert '"shape":[null]' in text
+    again = Network.from_json(text)
+    assert again == net and again.to_json() == text
+    assert again.inputs[0].shape == (None,)
+    assert again.output_shape == (2,)
+    seq = Sequential([Embedding(20, 8)], input_shape=(None,), input_dtype="int64")
+    assert seq.output_shape == (None, 8)
+    assert Network.from_json(seq.to_json()) == seq
+
+
+def test_graph_takes_lengths_after_its_inputs_or_by_keyword():
+    torch.manual_seed(0)
+    module = _ragged_graph().build().eval()
+    tokens = torch.tensor([[3, 4, 0, 0, 0], [5, 6, 7, 8, 9], [1, 0, 0, 0, 0]])
+    lengths = torch.tensor([2, 5, 1])
+    with torch.no_grad():
+        out = module(tokens, lengths)
+        torch.testing.assert_close(out, module(tokens, lengths=lengths))
+        longer = torch.cat([tokens, torch.full((3, 4), 7)], dim=1)  # noisy padding
+        torch.testing.assert_close(out, module(longer, lengths), atol=1e-5, rtol=1e-5)
+        for i, n in enumerate(lengths.tolist()):
+            torch.testing.assert_close(out[i], module(tokens[i:i + 1, :n])[0], atol=1e-5,
+                                       rtol=1e-5)
+        assert module(tokens).shape == (3, 2)  # without lengths: every position counts
+    with pytest.raises(ConfigError, match="takes 1 inputs .*then optionally lengths"):
+        module(tokens, lengths, lengths)
+
+
+def test_multi_input_graph_lengths_reach_every_variable_input():
+    a, b = Input((None, 3), name="a"), Input((4,), name="b")
+    pooled = SequencePooling()(a)
+    net = Network(inputs=[a, b], outputs=Concatenate()(pooled, b))
+    module = net.build()
+    x = torch.randn(2, 6, 3)
+    y = torch.randn(2, 4)
+    lengths = torch.tensor([2, 6])
+    out = module(x, y, lengths)
+    torch.testing.assert_close(out[0, :3], x[0, :2].mean(dim=0))
+    torch.testing.assert_close(out, module(x, y, lengths=lengths))
+
+
+def test_schema_takes_null_only_as_a_dimension():
+    def spec(shape):
+        return {"format": FORMAT, "inputs": [{"name": "x", "shape": shape}],
+                "layers": [{"type": "Dense", "units": 2}]}
+
+    assert Network.from_dict(spec([None, 4])).output_shape == (None, 2)
+    with pytest.raises(ConfigError, match="only the first axis may be None"):
+        Network.from_dict(spec([4, None]))
+    with pytest.raises(ConfigError, match=r"'4' is not of type 'integer', 'null'"):
+        Network.from_dict(spec([None, "4"]))
+
+
+def test_an_embedding_lstm_learns_a_length_dependent_task():
+    """Is the row longer than 4 tokens? Only the true lengths tell (the padding is random)."""
+    from sparkdl.nn import LSTM
+
+    torch.manual_seed(0)
+    net = Sequential([Input((None,), dtype="int64"), Embedding(6, 8), LSTM(16), Dense(2)])
+    module = net.build()
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.02)
+
+    def batch(n=32, max_len=9):
+        lengths = torch.randint(1, max_len, (n,))
+        tokens = torch.randint(1, 6, (n, max_len))  # padding holds tokens too
+        return tokens, lengths, (lengths > 4).long()
+
+    for _ in range(150):
+        tokens, lengths, labels = batch()
+        loss = torch.nn.functional.cross_entropy(module(tokens, lengths), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    tokens, lengths, labels = batch(n=256)
+    with torch.no_grad():
+        accuracy = (module(tokens, lengths).argmax(dim=1) == labels).float().mean().item()
+    assert accuracy > 0.9

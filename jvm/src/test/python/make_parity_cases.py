@@ -70,13 +70,15 @@ def verdict(text: str) -> dict:
     except ValueError as e:
         return {"python_exception": f"ValueError: {e}"}
     shapes = net.output_shape
-    shapes = [list(shapes)] if shapes and isinstance(shapes[0], int) else [list(s) for s in shapes]
+    single = shapes and (shapes[0] is None or isinstance(shapes[0], int))
+    shapes = [list(shapes)] if single else [list(s) for s in shapes]
     return {"canonical_json": canonical, "param_count": net.param_count(), "output_shapes": shapes}
 
 
 # Vectors mutated whole (so later layers see the change); the others layer by layer, to keep
 # the fixture small.
-WHOLE = ("network_mlp", "network_functional_graph")
+WHOLE = ("network_mlp", "network_functional_graph", "network_ragged_transformer")
+GRAPHS = ("network_functional_graph", "network_ragged_transformer")  # mutated with FEW_VALUES
 
 
 def alone(spec: dict) -> dict:
@@ -180,6 +182,8 @@ def layer_cases():
             "dropout": 0,
             "activation": "gelu",
         },
+        {"type": "SequencePooling"},
+        {"type": "SequencePooling", "mode": "max"},
         {"type": "Add"},
         {"type": "Concatenate"},
     ]
@@ -192,6 +196,10 @@ def layer_cases():
         ([9], "int64"),
         ([2, 3, 4], "int64"),
         ([2, 100000, 100000], "float32"),
+        ([None], "float32"),
+        ([None, 8], "float32"),
+        ([None], "int64"),
+        ([None, 3, 4], "float32"),
     ]
     for layer in layers:
         for shape, dtype in inputs:
@@ -383,6 +391,10 @@ def spec_cases():
     )
     yield "input float dims", with_(inputs=[{"name": "x", "shape": [4.0]}])
     yield "input zero dim", with_(inputs=[{"name": "x", "shape": [0]}])
+    yield "input variable dim", with_(inputs=[{"name": "x", "shape": [None, 4]}])
+    yield "input variable dim not first", with_(inputs=[{"name": "x", "shape": [4, None]}])
+    yield "input variable dim and zero", with_(inputs=[{"name": "x", "shape": [None, 0]}])
+    yield "input variable dim string", with_(inputs=[{"name": "x", "shape": [None, "4"]}])
     yield "input empty shape", with_(inputs=[{"name": "x", "shape": []}])
     yield "input bad name", with_(inputs=[{"name": "1x", "shape": [4]}])
     yield "input bad dtype", with_(inputs=[{"name": "x", "shape": [4], "dtype": "float16"}])
@@ -436,7 +448,7 @@ def texts():
         spec = json.loads(path.read_text())["spec"]
         yield f"{path.stem}: as is", json.dumps(spec)
         yield f"{path.stem}: indented", json.dumps(spec, indent=2, sort_keys=True)
-        values = VALUES if path.stem != "network_functional_graph" else FEW_VALUES
+        values = VALUES if path.stem not in GRAPHS else FEW_VALUES
         for name, mutated in mutations(spec if path.stem in WHOLE else alone(spec), values):
             yield f"{path.stem}: {name}", json.dumps(mutated, separators=(",", ":"))
     for name, spec in layer_cases():
@@ -528,7 +540,7 @@ def shapes_beyond_int32(text: str) -> bool:
     except Exception:  # noqa: BLE001 - only networks Python accepts matter here
         return False
     shapes = [s for ins in net._shapes.values() for s in ins] + list(net._out_shapes)
-    return any(d > 2**31 - 1 for s in shapes for d in s)
+    return any(d is not None and d > 2**31 - 1 for s in shapes for d in s)
 
 
 def reprs() -> dict:

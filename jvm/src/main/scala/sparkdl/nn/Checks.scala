@@ -96,8 +96,17 @@ private[nn] object Checks {
 
   // -- shapes --------------------------------------------------------------------------------
 
-  /** `(1, 8, 8)`, `(64,)`: a shape as Python prints a tuple. */
-  def fmtShape(shape: Seq[Int]): String = PyRepr.tuple(shape)
+  /** `(1, 8, 8)`, `(64,)`, `(None, 16)`: a shape as Python prints a tuple, the variable
+    * sequence axis ([[Input.Variable]]) as `None`.
+    */
+  def fmtShape(shape: Seq[Int]): String =
+    PyRepr.tuple(shape.map(d => if (d == Input.Variable) JNull else JInt(d)))
+
+  /** Python's `check_fixed_features`: the last axis must have a fixed size. */
+  def fixedFeatures(shape: Seq[Int]): Unit =
+    if (shape.isEmpty || shape.last == Input.Variable)
+      throw ShapeMismatch("(..., features) with a fixed number of features, e.g. (None, 1) for one " +
+        "feature per step", shape)
 
   /** The number of elements of a shape (exact: a high-rank shape can overflow even a `Long`). */
   def product(dims: Seq[Int]): Long =

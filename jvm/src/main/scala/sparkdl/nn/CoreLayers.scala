@@ -25,7 +25,11 @@ final case class Dense(units: Int, activation: Option[String], useBias: Boolean)
 
   private[nn] def attributes = Seq("units" -> JInt(units), "activation" -> optional(activation),
     "use_bias" -> JBool(useBias))
-  protected def outputShape(shape: Shape): Shape = shape.init :+ units
+  override private[nn] def variableLength = true
+  protected def outputShape(shape: Shape): Shape = {
+    fixedFeatures(shape)
+    shape.init :+ units
+  }
   override protected def countParams(shape: Shape): Long = shape.last.toLong * units + (if (useBias) units else 0)
 }
 
@@ -52,6 +56,7 @@ final case class Activation(name: String) extends Layer {
   Checks.activation("Activation", Some(name), allowNone = false)
 
   private[nn] def attributes = Seq("name" -> JStr(name))
+  override private[nn] def variableLength = true
   protected def outputShape(shape: Shape): Shape = shape
 }
 
@@ -71,6 +76,7 @@ final case class Dropout(rate: Double) extends Layer {
   Checks.rate("Dropout", "rate", rate)
 
   private[nn] def attributes = Seq("rate" -> JFloat(rate))
+  override private[nn] def variableLength = true
   protected def outputShape(shape: Shape): Shape = shape
 }
 
@@ -105,7 +111,7 @@ object Flatten {
   */
 final case class Reshape(shape: Seq[Int]) extends Layer {
   check(shape.nonEmpty && shape.forall(d => d == -1 || d >= 1) && shape.count(_ == -1) <= 1, "Reshape",
-    s"shape must be positive ints with at most one -1. Received: shape=${fmtShape(shape)}")
+    s"shape must be positive ints with at most one -1. Received: shape=${PyRepr.tuple(shape)}")
 
   private[nn] def attributes = Seq("shape" -> JArr(shape.map(d => JInt(d)).toVector))
   override private[nn] def inputDtypes = Dtypes
@@ -114,10 +120,10 @@ final case class Reshape(shape: Seq[Int]) extends Layer {
   protected def outputShape(in: Shape): Shape = {
     val (size, known) = (product(in), product(shape.filter(_ != -1)))
     if (shape.contains(-1)) {
-      if (size % known != 0) throw ShapeMismatch(s"a size divisible by $known to fill ${fmtShape(shape)}", in)
+      if (size % known != 0) throw ShapeMismatch(s"a size divisible by $known to fill ${PyRepr.tuple(shape)}", in)
       shape.map(d => if (d == -1) dimension(size / known, in) else d).toVector
     } else {
-      if (size != known) throw ShapeMismatch(s"$known elements to fill ${fmtShape(shape)}", in)
+      if (size != known) throw ShapeMismatch(s"$known elements to fill ${PyRepr.tuple(shape)}", in)
       shape.toVector
     }
   }
@@ -196,7 +202,11 @@ final case class LayerNorm(epsilon: Double = 1e-5) extends Layer {
   BatchNorm.checkEpsilon("LayerNorm", epsilon)
 
   private[nn] def attributes = Seq("epsilon" -> JFloat(epsilon))
-  protected def outputShape(shape: Shape): Shape = shape
+  override private[nn] def variableLength = true
+  protected def outputShape(shape: Shape): Shape = {
+    fixedFeatures(shape)
+    shape
+  }
   override protected def countParams(shape: Shape): Long = 2L * shape.last
 }
 
@@ -206,11 +216,12 @@ object LayerNorm {
 
 /** Look up a vector of `outputDim` for each token id in `[0, inputDim)`.
   *
-  * Its input is int64 token ids (an `Input` with `dtype = "int64"`).
+  * Its input is int64 token ids (an `Input` with `dtype = "int64"`). A variable sequence
+  * length passes through: `Input(Seq(Input.Variable), dtype = "int64")` gives `(None, outputDim)`.
   *
   * Example:
   * {{{
-  * Embedding(1000, 16)   // (20,) -> (20, 16)
+  * Embedding(1000, 16)   // (20,) -> (20, 16); (None,) -> (None, 16)
   * }}}
   */
 final case class Embedding(inputDim: Int, outputDim: Int) extends Layer {
@@ -219,6 +230,7 @@ final case class Embedding(inputDim: Int, outputDim: Int) extends Layer {
 
   private[nn] def attributes = Seq("input_dim" -> JInt(inputDim), "output_dim" -> JInt(outputDim))
   override private[nn] def inputDtypes = Seq("int64")
+  override private[nn] def variableLength = true
   protected def outputShape(shape: Shape): Shape = shape.toVector :+ outputDim
   override protected def countParams(shape: Shape): Long = inputDim.toLong * outputDim
 }

@@ -41,6 +41,11 @@ trait Layer extends Product with Serializable {
 
   private[nn] def inputDtypes: Seq[String] = Seq("float32")
 
+  /** Whether it takes a variable sequence axis ([[Input.Variable]] first in its input shape);
+    * the network refuses such an input for the other layers, naming the layer.
+    */
+  private[nn] def variableLength: Boolean = false
+
   /** The dtype produced (float32 unless a layer passes its input's through). */
   private[nn] def outputDtype(dtypes: Seq[String]): String = "float32"
 

@@ -52,6 +52,7 @@ private[nn] object LayerCodec {
     entry(MaxPool2d(2), MaxPool2d.decode),
     entry(MultiHeadAttention(1, 1), MultiHeadAttention.decode),
     entry(Reshape(Seq(1)), Reshape.decode),
+    entry(SequencePooling(), SequencePooling.decode),
     entry(TransformerEncoder(1, 1), TransformerEncoder.decode))
 
   /** Every layer type, sorted as Python sorts them. */

@@ -28,6 +28,7 @@ private[nn] object Merge {
   */
 final case class Add() extends Merge {
   private[nn] def attributes = Seq.empty
+  override private[nn] def variableLength = true
 
   override private[nn] def infer(shapes: Seq[Shape]): Shape = {
     if (shapes.map(_.toVector).distinct.size != 1)
@@ -55,6 +56,7 @@ final case class Concatenate(axis: Int = -1) extends Merge {
   check(axis != 0, "Concatenate", s"axis must be a non-zero int (0 is the batch). Received: axis=$axis")
 
   private[nn] def attributes = Seq("axis" -> JInt(axis))
+  override private[nn] def variableLength = true
 
   /** The axis as an index into the shape without the batch dimension. */
   private def dim(rank: Int): Int = if (axis > 0) axis - 1 else rank + axis
@@ -65,6 +67,8 @@ final case class Concatenate(axis: Int = -1) extends Merge {
     def without(s: Shape) = s.take(d) ++ s.drop(d + 1)
     if (!(0 <= d && d < rank) || !shapes.forall(_.size == rank) || shapes.map(without(_).toVector).distinct.size != 1)
       throw new ShapeMismatch(s"shapes of one rank, equal on every axis but axis=$axis", Merge.shapes(shapes))
+    if (shapes.head(d) == Input.Variable)
+      throw new ShapeMismatch(s"a fixed size on axis=$axis (it is the variable sequence axis)", Merge.shapes(shapes))
     val total = shapes.iterator.map(_(d).toLong).sum
     (shapes.head.take(d) :+ dimension(total, shapes.head)) ++ shapes.head.drop(d + 1)
   }

@@ -232,7 +232,10 @@ object Network {
 
   private def readInput(obj: JObj): Input = {
     val shape = obj.get("shape").collect { case JArr(xs) => xs }.get
-    val dims = shape.collect { case item: JInt => Checks.int("Input", "shape", item, "") }
+    val dims = shape.collect {
+      case item: JInt => Checks.int("Input", "shape", item, "")
+      case JNull      => Input.Variable
+    }
     if (dims.size != shape.size) // e.g. 4.0, which the schema takes for an integer
       throw new ConfigException("Input: shape must be a non-empty sequence of positive ints. " +
         s"Received: shape=${PyRepr.tuple(shape)}")
@@ -280,6 +283,10 @@ object Network {
       val dtypes = args.map(env(_)._2)
       dtypes.find(!layer.inputDtypes.contains(_)).foreach { bad =>
         throw new ConfigException(s"$label expects ${layer.inputDtypes.mkString(" or ")} input, received $bad")
+      }
+      inShapes.find(s => s.nonEmpty && s.head == Input.Variable).filter(_ => !layer.variableLength).foreach { s =>
+        throw new ConfigException(s"$label needs fixed sizes, received ${Checks.fmtShape(s)} with a variable " +
+          "sequence axis (None). Reduce it first, e.g. with LSTM or GRU (return_sequences=False) or SequencePooling")
       }
       val out =
         try layer.infer(inShapes)

@@ -4,7 +4,9 @@ import sparkdl.json.Json._
 import sparkdl.json.PyRepr
 import sparkdl.nn.Checks._
 
-// Sequence layers over (sequence, features): LSTM, GRU, self-attention, Transformer encoder.
+// Sequence layers over (sequence, features): LSTM, GRU, self-attention, Transformer encoder,
+// SequencePooling. The sequence axis may be variable (Input.Variable, Python's None): the
+// PyTorch module built from the spec then takes each row's length and ignores the padding.
 
 /** A batch-first recurrent layer returning the last step, or every step. */
 sealed abstract class Recurrent(gates: Int) extends Layer {
@@ -12,6 +14,7 @@ sealed abstract class Recurrent(gates: Int) extends Layer {
   def returnSequences: Boolean
 
   private[nn] def attributes = Seq("units" -> JInt(units), "return_sequences" -> JBool(returnSequences))
+  override private[nn] def variableLength = true
 
   protected def outputShape(shape: Shape): Shape = {
     if (shape.size != 2) throw ShapeMismatch("(sequence, features)", shape)
@@ -75,6 +78,7 @@ final case class MultiHeadAttention(numHeads: Int, keyDim: Int, dropout: Double 
 
   private[nn] def attributes = Seq("num_heads" -> JInt(numHeads), "key_dim" -> JInt(keyDim),
     "dropout" -> JFloat(dropout))
+  override private[nn] def variableLength = true
 
   protected def outputShape(shape: Shape): Shape = {
     val width = numHeads.toLong * keyDim
@@ -118,6 +122,7 @@ final case class TransformerEncoder(numHeads: Int, ffDim: Int, dropout: Double =
 
   private[nn] def attributes = Seq("num_heads" -> JInt(numHeads), "ff_dim" -> JInt(ffDim),
     "dropout" -> JFloat(dropout), "activation" -> JStr(activation))
+  override private[nn] def variableLength = true
 
   protected def outputShape(shape: Shape): Shape = {
     if (shape.size != 2 || shape(1) % numHeads != 0)
@@ -143,4 +148,39 @@ object TransformerEncoder {
       case other     => fail(kind, s"activation must be 'relu' or 'gelu'. Received: activation=${PyRepr(other)}")
     }
   }
+}
+
+/** Mean or max over the sequence axis: `(sequence, features)` becomes `(features,)`.
+  *
+  * The sequence may have a variable length ([[Input.Variable]]): the PyTorch module built
+  * from the spec, called with each row's length, pools only the valid positions.
+  * (`GlobalAveragePooling` is for channels-first `(channels, length)` signals.)
+  *
+  * @param mode `"mean"` or `"max"`
+  *
+  * Example:
+  * {{{
+  * Sequential(Input(Seq(Input.Variable), dtype = "int64"), Embedding(100, 8), SequencePooling(), Dense(2))
+  * SequencePooling("max")   // (None, 8) -> (8,)
+  * }}}
+  */
+final case class SequencePooling(mode: String = "mean") extends Layer {
+  check(mode == "mean" || mode == "max", "SequencePooling",
+    s"mode must be 'mean' or 'max'. Received: mode=${PyRepr.string(mode)}")
+
+  private[nn] def attributes = Seq("mode" -> JStr(mode))
+  override private[nn] def variableLength = true
+
+  protected def outputShape(shape: Shape): Shape = {
+    if (shape.size != 2) throw ShapeMismatch("(sequence, features)", shape)
+    Vector(shape(1))
+  }
+}
+
+object SequencePooling {
+  private[nn] def decode(a: Attrs): SequencePooling =
+    a.getOrElse("mode", JStr("mean")) match {
+      case JStr(mode) => SequencePooling(mode)
+      case other      => fail("SequencePooling", s"mode must be 'mean' or 'max'. Received: mode=${PyRepr(other)}")
+    }
 }

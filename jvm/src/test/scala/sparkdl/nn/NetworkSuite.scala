@@ -155,7 +155,14 @@ class NetworkSuite extends AnyFunSuite {
     (TransformerEncoder(numHeads = 2, ffDim = 16), Seq(6, 8), "float32",
       """{"activation":"relu","dropout":0.1,"ff_dim":16,"num_heads":2,"type":"TransformerEncoder"}""", Seq(6, 8), 600),
     (TransformerEncoder(numHeads = 4, ffDim = 8, dropout = 0.0, activation = "gelu"), Seq(3, 8), "float32",
-      """{"activation":"gelu","dropout":0.0,"ff_dim":8,"num_heads":4,"type":"TransformerEncoder"}""", Seq(3, 8), 464))
+      """{"activation":"gelu","dropout":0.0,"ff_dim":8,"num_heads":4,"type":"TransformerEncoder"}""", Seq(3, 8), 464),
+    (SequencePooling(), Seq(6, 8), "float32", """{"mode":"mean","type":"SequencePooling"}""", Seq(8), 0),
+    (SequencePooling("max"), Seq(Input.Variable, 8), "float32", """{"mode":"max","type":"SequencePooling"}""",
+      Seq(8), 0),
+    (LSTM(8, returnSequences = true), Seq(Input.Variable, 5), "float32",
+      """{"return_sequences":true,"type":"LSTM","units":8}""", Seq(Input.Variable, 8), 480),
+    (Embedding(50, 6), Seq(Input.Variable), "int64", """{"input_dim":50,"output_dim":6,"type":"Embedding"}""",
+      Seq(Input.Variable, 6), 300))
 
   for (((layer, shape, dtype, json, out, params), i) <- oneInput.zipWithIndex)
     test(s"layer $i: ${layer.typeName} on ${Checks.fmtShape(shape)} writes Python's JSON, shape and count") {
@@ -168,7 +175,7 @@ class NetworkSuite extends AnyFunSuite {
 
   test("every layer type is exercised (test_every_registered_layer_is_exercised)") {
     assert((oneInput.map(_._1.typeName).toSet ++ Set("Add", "Concatenate")) == layerTypes.toSet)
-    assert(layerTypes.size == 21)
+    assert(layerTypes.size == 22)
   }
 
   test("merge layers (test_merge_layers)") {
@@ -240,5 +247,31 @@ class NetworkSuite extends AnyFunSuite {
     assert(inf.getMessage == "loss params must be finite numbers: JSON has no NaN or Infinity. Received: w=[1.0, inf]")
     assert(intercept[sparkdl.ConfigException](BatchNorm(epsilon = Double.PositiveInfinity)).getMessage ==
       "BatchNorm: epsilon must be a positive, finite float. Received: epsilon=inf")
+  }
+
+  test("a variable sequence length: written as null, carried through shapes, refused where a size is needed") {
+    val tokens = Input(Seq(Input.Variable), name = "tokens", dtype = "int64")
+    val net = Sequential(tokens, Embedding(1000, 16), LSTM(32, returnSequences = true), GRU(16), Dense(2))
+    assert(net.toJson.contains(""""inputs":[{"dtype":"int64","name":"tokens","shape":[null]}]"""))
+    assert(net.outputShape == Seq(2))
+    assert(net.paramCount == Sequential(Input(Seq(20), dtype = "int64"), Embedding(1000, 16),
+      LSTM(32, returnSequences = true), GRU(16), Dense(2)).paramCount)
+    assert(Network.fromJson(net.toJson) == net)
+    assert(Sequential(tokens, Embedding(10, 4), LSTM(3, returnSequences = true)).outputShape == Seq(Input.Variable, 3))
+    def message(f: => Any) = intercept[sparkdl.ConfigException](f).getMessage
+    assert(message(Sequential(tokens, Embedding(10, 4), Flatten())) ==
+      "Layer 1 (Flatten) needs fixed sizes, received (None, 4) with a variable sequence axis (None). " +
+        "Reduce it first, e.g. with LSTM or GRU (return_sequences=False) or SequencePooling")
+    assert(message(Sequential(Input(Seq(Input.Variable)), Dense(3))) ==
+      "Layer 0 (Dense) expected input shape (..., features) with a fixed number of features, e.g. (None, 1) " +
+        "for one feature per step, received (None,)")
+    assert(message(Input(Seq(3, Input.Variable))) ==
+      "Input: only the first axis may be None (a variable sequence length). Received: shape=(3, None)")
+    assert(message(SequencePooling("sum")) == "SequencePooling: mode must be 'mean' or 'max'. Received: mode='sum'")
+    val (a, b) = (Input(Seq(Input.Variable, 4), name = "a"), Input(Seq(Input.Variable, 2), name = "b"))
+    assert(Network(inputs = Seq(a, b), outputs = Concatenate()(a, b)).outputShape == Seq(Input.Variable, 6))
+    assert(message(Network(inputs = Seq(a, b), outputs = Concatenate(axis = 1)(a, a))) ==
+      "Layer 'concatenate' (Concatenate) expected input shape a fixed size on axis=1 (it is the variable " +
+        "sequence axis), received [(None, 4), (None, 4)]")
   }
 }

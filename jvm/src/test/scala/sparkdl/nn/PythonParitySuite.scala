@@ -39,7 +39,8 @@ class PythonParitySuite extends AnyFunSuite {
         JObj(
           "canonical_json" -> JStr(net.toJson),
           "param_count" -> JInt(net.paramCount),
-          "output_shapes" -> JArr(net.outputShapes.map(s => JArr(s.map(d => JInt(d)).toVector)).toVector))
+          "output_shapes" -> JArr(net.outputShapes.map(s =>
+            JArr(s.map(d => if (d == Input.Variable) JNull else JInt(d)).toVector)).toVector))
       } catch { case e: IllegalArgumentException => JObj("python_exception" -> JStr(s"ValueError: ${e.getMessage}")) }
     } catch { case e: ConfigException => JObj("error" -> JStr(e.getMessage)) }
 

@@ -44,6 +44,24 @@ class VectorsSuite extends AnyFunSuite {
         LayerNorm(),
         GRU(16),
         Dense(2))),
+    "network_ragged_lstm.json" -> (() =>
+      Sequential(
+        Input(Seq(Input.Variable), name = "tokens", dtype = "int64"),
+        Embedding(1000, 16),
+        LSTM(32, returnSequences = true),
+        Dropout(0.1),
+        GRU(16),
+        Dense(2)).withLoss("cross_entropy")),
+    "network_ragged_transformer.json" -> (() => {
+      val tokens = Input(Seq(Input.Variable), name = "tokens", dtype = "int64")
+      val embedded = Embedding(100, 32)(tokens).named("embedded")
+      val encoded = TransformerEncoder(numHeads = 4, ffDim = 64, dropout = 0.0)(embedded).named("encoded")
+      val attended = MultiHeadAttention(numHeads = 4, keyDim = 8)(encoded).named("attended")
+      val normed = LayerNorm()(Add()(encoded, attended).named("residual")).named("normed")
+      val pooled = Concatenate()(SequencePooling()(normed).named("mean"), SequencePooling("max")(normed).named("max"))
+        .named("pooled")
+      Network(inputs = tokens, outputs = Dense(3)(pooled).named("logits")).withLoss("cross_entropy")
+    }),
     "network_mlp.json" -> (() =>
       Sequential(Seq(Dense(32, activation = "relu"), Dropout(0.1), Dense(10)), inputShape = Seq(64))
         .withLoss("cross_entropy")
