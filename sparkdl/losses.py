@@ -27,11 +27,14 @@ class LossSpec:
         fn: ``fn(output, target) -> scalar`` averaged over the batch.
         task: one of :data:`TASKS`; decides label dtype and scoring columns.
         name: the registry name, or ``"custom"``.
+        per_row: ``per_row(output, target) -> (batch,)`` losses (for sample
+            weights); ``None`` for a custom loss.
     """
 
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     task: str
     name: str
+    per_row: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 def _match(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -49,11 +52,33 @@ def _bce(output, target):
     return F.binary_cross_entropy_with_logits(output, _match(output, target).to(output.dtype))
 
 
+def _row_mean(loss: torch.Tensor) -> torch.Tensor:
+    return loss.reshape(len(loss), -1).mean(dim=1)
+
+
+def _ce_rows(output, target):
+    return F.cross_entropy(output, target, reduction="none")
+
+
+def _nll_rows(output, target):
+    return F.nll_loss(output, target, reduction="none")
+
+
+def _bce_rows(output, target):
+    return _row_mean(F.binary_cross_entropy_with_logits(
+        output, _match(output, target).to(output.dtype), reduction="none"))
+
+
+def _mse_rows(output, target):
+    return _row_mean(F.mse_loss(output, _match(output, target).to(output.dtype),
+                                reduction="none"))
+
+
 _LOSSES: dict[str, LossSpec] = {
-    "cross_entropy": LossSpec(F.cross_entropy, "multiclass", "cross_entropy"),
-    "nll": LossSpec(F.nll_loss, "multiclass", "nll"),
-    "bce_with_logits": LossSpec(_bce, "binary", "bce_with_logits"),
-    "mse": LossSpec(_mse, "regression", "mse"),
+    "cross_entropy": LossSpec(F.cross_entropy, "multiclass", "cross_entropy", _ce_rows),
+    "nll": LossSpec(F.nll_loss, "multiclass", "nll", _nll_rows),
+    "bce_with_logits": LossSpec(_bce, "binary", "bce_with_logits", _bce_rows),
+    "mse": LossSpec(_mse, "regression", "mse", _mse_rows),
 }
 
 

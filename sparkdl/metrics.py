@@ -76,6 +76,7 @@ class MetricSums:
     def __init__(self, names: Sequence[str], task: str):
         self.names, self.task = tuple(names), task
         self.loss = 0.0
+        self.loss_weight = 0.0  # rows, or their summed sample weights
         self.rows = 0
         self._sums: dict[str, torch.Tensor] = {}
         self._scores: list[torch.Tensor] = []
@@ -85,10 +86,19 @@ class MetricSums:
         value = value.detach().to("cpu", torch.float64)
         self._sums[key] = self._sums[key] + value if key in self._sums else value
 
-    def add(self, output: torch.Tensor, target: torch.Tensor, mean_loss: torch.Tensor) -> None:
-        """Count one batch: its outputs, targets and mean loss."""
+    @property
+    def running_loss(self) -> float:
+        """This rank's mean loss so far."""
+        return self.loss / self.loss_weight if self.loss_weight else float("nan")
+
+    def add(self, output: torch.Tensor, target: torch.Tensor, mean_loss: torch.Tensor,
+            weight_sum: float | None = None) -> None:
+        """Count one batch: its outputs, targets and mean loss (weighted by sample
+        weights summing to ``weight_sum``, if given)."""
         n = len(target)
-        self.loss += float(mean_loss) * n
+        weight = float(n) if weight_sum is None else weight_sum
+        self.loss += float(mean_loss) * weight
+        self.loss_weight += weight
         self.rows += n
         if not self.names:
             return
@@ -146,22 +156,23 @@ class MetricSums:
             [float(self._sums[k].numel()) if k in self._sums else 0.0 for k in keys]
             + [1.0 if self._sums else 0.0], dtype=torch.float64))
         holders = max(1, int(sizes[-1]))
-        parts = [torch.tensor([self.loss, float(self.rows)], dtype=torch.float64)]
+        parts = [torch.tensor([self.loss, float(self.rows), self.loss_weight],
+                              dtype=torch.float64)]
         for k, size in zip(keys, sizes[:-1].tolist()):
             parts.append(self._sums[k].reshape(-1) if k in self._sums
                          else torch.zeros(int(size) // holders, dtype=torch.float64))
         total = collective.allreduce_sum(torch.cat(parts))
-        sums, offset = {}, 2
+        sums, offset = {}, 3
         for k, part in zip(keys, parts[1:]):
             sums[k] = total[offset:offset + part.numel()]
             offset += part.numel()
-        loss, rows = float(total[0]), int(total[1])
+        loss, rows, loss_weight = float(total[0]), int(total[1]), float(total[2])
         gathered = _gather(collective, rank, self._scores, self._targets, self.task) \
             if "auc" in self.names else None
         out = {f"{prefix}_rows": rows}
         if rows:
-            out.update({f"{prefix}_{k}": v for k, v in
-                        _figures(self.names, self.task, loss, rows, sums, gathered).items()})
+            out.update({f"{prefix}_{k}": v for k, v in _figures(
+                self.names, self.task, loss, loss_weight, rows, sums, gathered).items()})
         return out
 
     def figures(self) -> dict:
@@ -169,7 +180,8 @@ class MetricSums:
         sums = dict(self._sums)
         scores = (torch.cat(self._scores).double(), torch.cat(self._targets).double()) \
             if self._scores else None
-        return _figures(self.names, self.task, self.loss, self.rows, sums, scores)
+        return _figures(self.names, self.task, self.loss, self.loss_weight, self.rows, sums,
+                        scores)
 
 
 def _sum_keys(names: tuple[str, ...], task: str) -> list[str]:
@@ -217,8 +229,8 @@ def _gather(collective, rank: int, scores: list[torch.Tensor], targets: list[tor
     return buffer[:, :split], buffer[:, split:]
 
 
-def _figures(names, task, loss, rows, sums, gathered) -> dict:
-    out = {"loss": loss / rows}
+def _figures(names, task, loss, loss_weight, rows, sums, gathered) -> dict:
+    out = {"loss": loss / loss_weight if loss_weight else float("nan")}
     for name in names:
         if name == "accuracy":
             out[name] = float(sums["correct"][0]) / rows

@@ -14,15 +14,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.linalg import VectorUDT
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, BooleanType, DataType, NumericType, StructType
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DataType,
+    IntegralType,
+    NumericType,
+    StructType,
+)
 
-from sparkdl.errors import SchemaError
+from sparkdl.data.inputs import InputSpec, Padding
+from sparkdl.errors import ConfigError, SchemaError
 
 #: What the README lists as supported; echoed in errors.
 SUPPORTED = ("Spark ML vector (dense or sparse)", "array<numeric> (nested arrays for tensors)",
@@ -47,8 +55,35 @@ def column_kind(data_type: DataType) -> tuple[str, int] | None:
     return None
 
 
-def require_columns(schema: StructType, names: Sequence[str], role: str) -> dict[str, tuple]:
+def is_integral(data_type: DataType) -> bool:
+    """Whether a (nested) array's elements, or a number, are integers (token ids).
+
+    Example:
+        >>> from pyspark.sql.types import ArrayType, IntegerType
+        >>> is_integral(ArrayType(IntegerType())), is_integral(ArrayType(FloatType()))
+        (True, False)
+    """
+    while isinstance(data_type, ArrayType):
+        data_type = data_type.elementType
+    return isinstance(data_type, IntegralType)
+
+
+def as_tensor(name: str, kind: tuple, integral: bool) -> Column:
+    """:func:`as_float_tensor`, or for integer columns a cast to 64-bit integers."""
+    if not integral or kind[0] == "vector":
+        return as_float_tensor(name, kind)
+    type_str = "bigint"
+    for _ in range(kind[1] if kind[0] == "array" else 0):
+        type_str = f"array<{type_str}>"
+    return F.col(name).cast(type_str)
+
+
+def require_columns(schema: StructType, names: Sequence[str], role: str,
+                    stacked: bool = True) -> dict[str, tuple]:
     """Check that ``names`` exist and have supported types; return their kinds.
+
+    ``stacked``: several columns become one tensor, so they must all be numbers
+    (``featuresCols``); ``inputCols`` are separate tensors and take any kind.
 
     Raises:
         SchemaError: naming the missing column (with the existing ones) or the
@@ -68,7 +103,7 @@ def require_columns(schema: StructType, names: Sequence[str], role: str) -> dict
                 f"{schema[name].dataType.simpleString()}. Supported: {', '.join(SUPPORTED)}."
             )
         kinds[name] = kind
-    if len(names) > 1 and any(k[0] != "number" for k in kinds.values()):
+    if stacked and len(names) > 1 and any(k[0] != "number" for k in kinds.values()):
         raise SchemaError(
             f"Several {role} columns {list(names)} must all be numeric; found "
             f"{ {n: schema[n].dataType.simpleString() for n in names} }. Assemble them "
@@ -128,7 +163,9 @@ class DataStats:
 
     Attributes:
         rows: number of rows.
-        shapes: per feature column, the per-row shape (``None`` if rows == 0).
+        shapes: per feature column, the per-row shape (``None`` if rows == 0); a
+            ragged column's first axis is ``None``.
+        lengths: per ragged column, its shortest and longest row.
         label_min: smallest label value (scalar labels).
         label_max: largest label value (scalar labels).
         label_size: per-row label size for array/vector labels, else ``None``.
@@ -139,15 +176,32 @@ class DataStats:
     label_min: float | None
     label_max: float | None
     label_size: int | None
+    lengths: dict = field(default_factory=dict)
+
+
+#: How to let ragged arrays in: said wherever they are refused.
+PADDING_HINT = ("or set padding={'value': 0, 'maxLength': 256} (with inputCols or featuresCol) "
+                "to pad each batch to its longest row and pass the lengths to forward(x, "
+                "lengths)")
 
 
 def collect_stats(df: DataFrame, feature_kinds: dict[str, tuple], label_col: str | None,
-                  label_kind: tuple | None, integer_labels: bool) -> DataStats:
+                  label_kind: tuple | None, integer_labels: bool,
+                  ragged: Sequence[str] = (), weight_col: str | None = None) -> DataStats:
     """Run one aggregate query over the data and raise on the first problem found.
 
+    Args:
+        df: the data.
+        feature_kinds: the input columns and their :func:`column_kind`.
+        label_col: the label column, or ``None``.
+        label_kind: its kind.
+        integer_labels: labels must be class ids.
+        ragged: input columns whose rows may differ in length (first axis only).
+        weight_col: a numeric column of sample weights (no nulls, none negative).
+
     Raises:
-        SchemaError: for an empty DataFrame, nulls, ragged arrays, non-integer
-            class labels or ragged label arrays.
+        SchemaError: for an empty DataFrame, nulls, ragged arrays, empty sequences,
+            non-integer class labels, ragged label arrays or negative weights.
     """
     aggs = [F.count(F.lit(1)).alias("rows")]
     checks = dict(feature_kinds)
@@ -161,6 +215,11 @@ def collect_stats(df: DataFrame, feature_kinds: dict[str, tuple], label_col: str
         for lvl, sizes in enumerate(_levels(name, kind) if kind[0] != "number" else []):
             aggs.append(F.min(F.array_min(sizes)).alias(f"lo{i}_{lvl}"))
             aggs.append(F.max(F.array_max(sizes)).alias(f"hi{i}_{lvl}"))
+    if weight_col is not None:
+        aggs.append(F.sum(F.col(weight_col).isNull().cast("long")).alias("w_null"))
+        aggs.append(F.sum((F.col(weight_col) < 0).cast("long")).alias("w_neg"))
+        aggs.append(F.sum(F.isnan(F.col(weight_col).cast("double")).cast("long"))
+                    .alias("w_nan"))
     if label_col is not None and label_kind[0] == "number":
         aggs.append(F.min(label_col).cast("double").alias("label_min"))
         aggs.append(F.max(label_col).cast("double").alias("label_max"))
@@ -172,7 +231,15 @@ def collect_stats(df: DataFrame, feature_kinds: dict[str, tuple], label_col: str
         raise SchemaError("The DataFrame is empty: there is nothing to train on. Check the "
                           "filters and the source path.")
     shapes = {}
+    lengths: dict[str, tuple[int, int]] = {}
     label_size = None
+    if weight_col is not None:
+        for key, what in (("w_null", "null"), ("w_nan", "NaN"), ("w_neg", "negative")):
+            if row[key]:
+                raise SchemaError(
+                    f"Sample weight column {weight_col!r} has {row[key]} {what} value(s) out "
+                    f"of {row['rows']} rows. Weights must be numbers >= 0: fill or drop them "
+                    "before fitting.")
     for i, name in enumerate(checks):
         role = "label" if name == label_col else "feature"
         if row[f"n{i}"]:
@@ -188,11 +255,22 @@ def collect_stats(df: DataFrame, feature_kinds: dict[str, tuple], label_col: str
         lvl = 0
         while f"lo{i}_{lvl}" in row:
             lo, hi = row[f"lo{i}_{lvl}"], row[f"hi{i}_{lvl}"]
+            if lvl == 0 and name in ragged:
+                if lo < 1:
+                    raise SchemaError(
+                        f"Feature column {name!r} has empty arrays: a padded sequence needs "
+                        f"at least one element per row. Drop them first "
+                        f"(df.filter(F.size({name!r}) > 0)).")
+                lengths[name] = (int(lo), int(hi))
+                shape.append(None)
+                lvl += 1
+                continue
             if lo != hi:
                 raise SchemaError(
                     f"{role.capitalize()} column {name!r} has ragged arrays: lengths range "
                     f"from {lo} to {hi} at nesting level {lvl + 1}. Every row must have the "
-                    f"same shape; filter with F.size({name!r}) == n, or pad the arrays.")
+                    f"same shape; filter with F.size({name!r}) == n, or pad the arrays"
+                    + (f", {PADDING_HINT}" if role == "feature" and lvl == 0 else "") + ".")
             shape.append(int(lo))
             lvl += 1
         if name == label_col:
@@ -205,4 +283,45 @@ def collect_stats(df: DataFrame, feature_kinds: dict[str, tuple], label_col: str
             "this loss expects integer class ids 0..C-1. Use a regression loss (mse) or "
             "index the labels (StringIndexer).")
     return DataStats(row["rows"], shapes, row.get("label_min"), row.get("label_max"),
-                     label_size)
+                     label_size, lengths)
+
+
+def input_specs(schema: StructType, names: Sequence[str], kinds: dict[str, tuple],
+                padding: Padding | None, shapes: dict | None = None,
+                columns: Sequence[str] | None = None) -> tuple[InputSpec, ...]:
+    """What each ``inputCols`` column becomes in ``forward``.
+
+    Integer columns (token ids) stay 64-bit integers, the rest are float32; array
+    columns are padded sequences when ``padding`` covers them.
+
+    Args:
+        schema: the DataFrame's schema.
+        names: the input columns, in ``forward``'s order.
+        kinds: their :func:`column_kind`.
+        padding: the ``padding`` Param, or ``None``.
+        shapes: per column, the shape :func:`collect_stats` found (training), or
+            ``None`` to take what each batch has (scoring).
+        columns: the names the columns have where the specs are used (a fit's
+            prepared shard), default ``names``.
+
+    Raises:
+        ConfigError: ``padding`` names a column that is not an array input.
+    """
+    wrong = [c for c in (padding.cols or ()) if c not in names or kinds[c][0] != "array"] \
+        if padding is not None else []
+    if wrong:
+        raise ConfigError(f"padding cols {wrong} are not array columns of inputCols "
+                          f"{list(names)}. Received: cols={list(padding.cols)}")
+    specs = []
+    for i, name in enumerate(names):
+        kind = kinds[name]
+        ragged = padding is not None and kind[0] == "array" and padding.pads(name)
+        integral = kind[0] != "vector" and is_integral(schema[name].dataType)
+        shape = None
+        if shapes is not None:
+            found = tuple(shapes[name]) or (1,)
+            shape = found[1:] if ragged else found
+        specs.append(InputSpec(columns[i] if columns else name,
+                               "int64" if integral else "float32", shape, ragged,
+                               padding if ragged else None))
+    return tuple(specs)

@@ -66,3 +66,46 @@ def epoch_order(rows: int, seed: int, epoch: int, rank: int, shuffle: bool = Tru
     if not shuffle:
         return np.arange(rows)
     return np.random.default_rng([seed, epoch, rank]).permutation(rows)
+
+
+#: Batches per bucketing pool: rows are sorted by length within this many batches.
+BUCKET_POOL = 50
+
+
+def bucket_order(order: np.ndarray, lengths: np.ndarray, batch_size: int, seed: int,
+                 epoch: int, rank: int, pool: int = BUCKET_POOL) -> np.ndarray:
+    """``order`` with rows of similar length moved into the same batches.
+
+    Within each pool of ``pool`` batches of the epoch order, rows are sorted by
+    length (ties keep their order) and the pool's batches are then visited in a
+    seeded random order, so long and short batches still mix across the epoch. The
+    result depends only on its arguments, so runs repeat; the number of rows per
+    step is unchanged, so the ranks' lock-step schedule is too.
+
+    Args:
+        order: the epoch's row order (positions into the shard).
+        lengths: the length of each row in ``order``, position by position.
+        batch_size: rows per step.
+        seed: the fit's seed.
+        epoch: the epoch (0-based).
+        rank: this rank.
+        pool: batches per pool.
+
+    Example:
+        >>> order = np.arange(6)
+        >>> bucket_order(order, np.array([5, 1, 5, 1, 5, 1]), 3, 0, 0, 0).tolist()
+        [1, 3, 5, 0, 2, 4]
+    """
+    span = batch_size * pool
+    rng = np.random.default_rng([seed, epoch, rank, 1])
+    out = []
+    for start in range(0, len(order), span):
+        block = order[start:start + span]
+        block = block[np.argsort(lengths[start:start + span], kind="stable")]
+        batches = [block[i:i + batch_size] for i in range(0, len(block), batch_size)]
+        # a short last batch stays last: every rank's steps keep their row counts
+        full = [b for b in batches if len(b) == batch_size]
+        tail = [b for b in batches if len(b) != batch_size]
+        out.extend(full[i] for i in rng.permutation(len(full)))
+        out.extend(tail)
+    return np.concatenate(out) if out else order

@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from sparkdl.data.arrow_tensors import feature_views, labels_to_numpy, take_features
+from sparkdl.data.inputs import InputRows, InputSpec
 
 SHARD_FILE = "shard.arrow"
 
@@ -56,6 +57,9 @@ class ShardLayout:
         order_col: an integer column giving each row a stable position. Spark's
             shuffle delivers a partition's rows in fetch order, which varies from
             run to run; visiting rows by this key makes runs repeatable.
+        inputs: one entry per argument of ``forward`` (``inputCols``, ragged columns
+            padded); ``None``: ``feature_cols`` stacked into one float32 tensor.
+        weight_col: a float column of per-row loss weights, or ``None``.
     """
 
     feature_cols: tuple[str, ...]
@@ -64,6 +68,8 @@ class ShardLayout:
     feature_shape: tuple[int, ...] | None = None
     validation_col: str | None = None
     order_col: str | None = None
+    inputs: tuple[InputSpec, ...] | None = None
+    weight_col: str | None = None
 
 
 class LocalShard:
@@ -81,12 +87,22 @@ class LocalShard:
         self._labels: list[np.ndarray] = []
         validation: list[np.ndarray] = []
         order: list[np.ndarray] = []
+        weights: list[np.ndarray] = []
+        sizes: list[int] = []
+        input_columns: list[list[pa.Array]] = []
         for batch in table.to_batches():
             if batch.num_rows == 0:
                 continue
-            self._features.append(feature_views(
-                [batch.column(c) for c in layout.feature_cols],
-                layout.feature_shape, layout.feature_cols))
+            sizes.append(batch.num_rows)
+            if layout.inputs is not None:
+                input_columns.append([batch.column(i.column) for i in layout.inputs])
+            else:
+                self._features.append(feature_views(
+                    [batch.column(c) for c in layout.feature_cols],
+                    layout.feature_shape, layout.feature_cols))
+            if layout.weight_col is not None:
+                weights.append(labels_to_numpy(batch.column(layout.weight_col),
+                                               layout.weight_col, False))
             if layout.label_col is not None:
                 self._labels.append(
                     labels_to_numpy(batch.column(layout.label_col), layout.label_col,
@@ -98,7 +114,9 @@ class LocalShard:
                 )
             if layout.order_col is not None:
                 order.append(batch.column(layout.order_col).to_numpy(zero_copy_only=False))
-        sizes = [len(f[0]) for f in self._features]
+        self._inputs = InputRows.of(input_columns, layout.inputs) \
+            if layout.inputs is not None else None
+        self._weights = np.concatenate(weights) if weights else None
         self._starts = np.cumsum([0, *sizes])
         self.rows = int(self._starts[-1])
         is_val = (np.concatenate(validation).astype(bool) if validation
@@ -110,7 +128,7 @@ class LocalShard:
         # one index into the mapping per step where every batch's rows lie in it alike
         self._feature_rows = (_MappedRows.of(mapping, [f[0] for f in self._features],
                                              self._starts)
-                              if len(layout.feature_cols) == 1 else None)
+                              if len(layout.feature_cols) == 1 and self._features else None)
         self._label_rows = _MappedRows.of(mapping, self._labels, self._starts)
 
     @classmethod
@@ -132,7 +150,9 @@ class LocalShard:
 
     @classmethod
     def _empty(cls, path: str, layout: ShardLayout) -> LocalShard:
-        schema = pa.schema([(c, pa.list_(pa.float32())) for c in layout.feature_cols])
+        names = [i.column for i in layout.inputs] if layout.inputs is not None \
+            else layout.feature_cols
+        schema = pa.schema([(c, pa.list_(pa.float32())) for c in names])
         with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, schema):
             pass
         return cls(path, layout)
@@ -160,6 +180,29 @@ class LocalShard:
         if self._feature_rows is not None:
             return self._feature_rows.take(index).astype(np.float32, copy=False)
         return self._gather(self._features, np.asarray(index), self._take_features)
+
+    def arguments(self, index: Sequence[int]) -> list[np.ndarray]:
+        """What the network's ``forward`` takes for rows ``index``: the features, or
+        with ``inputs`` one array per input followed by each ragged input's lengths."""
+        if self._inputs is not None:
+            return self._inputs.arguments(index)
+        return [self.features(index)]
+
+    def input_lengths(self, index: Sequence[int]) -> np.ndarray | None:
+        """The first ragged input's lengths at ``index`` (bucketing sorts by it)."""
+        if self._inputs is None:
+            return None
+        lengths = self._inputs.lengths(index)
+        return lengths[0] if lengths else None
+
+    def sample_weights(self, index: Sequence[int]) -> np.ndarray | None:
+        """Per-row loss weights at ``index``, or ``None`` without ``weight_col``."""
+        if self.layout.weight_col is None:
+            return None
+        index = np.asarray(index, dtype=np.int64)
+        if self._weights is None:  # an empty shard
+            return np.zeros(len(index), dtype=np.float32)
+        return self._weights[index]
 
     def labels(self, index: Sequence[int]) -> np.ndarray:
         """Label rows at ``index``."""

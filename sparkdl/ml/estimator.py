@@ -18,10 +18,13 @@ from sparkdl.checkpoints import RunOutputs, latest_checkpoint
 from sparkdl.collective import check_backend, default_backend
 from sparkdl.data.columns import (
     as_float_tensor,
+    as_tensor,
     collect_stats,
+    input_specs,
     require_boolean,
     require_columns,
 )
+from sparkdl.data.inputs import Padding
 from sparkdl.data.partitioning import one_partition_per_rank
 from sparkdl.data.shard import ShardLayout
 from sparkdl.errors import ConfigError, SchemaError
@@ -51,6 +54,7 @@ _FEATURE = "__sparkdl_f"
 _LABEL = "__sparkdl_label"
 _VALID = "__sparkdl_is_val"
 _ORDER = "__sparkdl_row"
+_WEIGHT = "__sparkdl_weight"
 
 
 def _as_list(value) -> list:
@@ -106,6 +110,16 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
             ``stopped_epoch``/``stop_reason`` say when and why.
         precision: ``"32"`` (default), ``"bf16-mixed"`` (CPU or GPU autocast) or
             ``"16-mixed"`` (GPU autocast with a gradient scaler).
+        inputCols: columns passed to ``forward`` one tensor each, in order
+            (``model(a, b)``): integer columns (token ids) as int64, vectors and
+            float arrays as float32, each with its own shape.
+        padding: e.g. ``{"value": 0, "maxLength": 256}``: ragged array columns are
+            padded per batch to its longest row (cut at ``maxLength``) and their
+            lengths follow the inputs: ``forward(x, lengths)``. ``"bucketing": True``
+            batches rows of similar length together; ``"cols"`` limits it to some
+            array columns.
+        sampleWeightCol: per-row loss weights; each global batch's loss is the
+            weighted mean over all ranks' rows.
         metrics: any of ``"accuracy"``, ``"top5_accuracy"``, ``"f1"``, ``"auc"``
             (classifiers), ``"mae"``, ``"rmse"`` (regression), computed exactly over the
             rows of all ranks as ``train_<name>`` and ``val_<name>``.
@@ -145,7 +159,8 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
                  logDir=None, maxRestarts=None, driverStateInterval=None, verbose=None,
                  onEpochEnd=None, callbacks=None, mlflowExperiment=None,
                  lrScheduler=None, lrSchedulerParams=None, gradientClipNorm=None,
-                 earlyStopping=None, precision=None, metrics=None) -> None:
+                 earlyStopping=None, precision=None, metrics=None, inputCols=None,
+                 padding=None, sampleWeightCol=None) -> None:
         super().__init__()
         self._setDefault(backend=default_backend())
         self._model = None
@@ -166,7 +181,8 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
                   logDir=None, maxRestarts=None, driverStateInterval=None, verbose=None,
                   onEpochEnd=None, callbacks=None, mlflowExperiment=None,
                   lrScheduler=None, lrSchedulerParams=None, gradientClipNorm=None,
-                  earlyStopping=None, precision=None, metrics=None) -> TorchEstimator:
+                  earlyStopping=None, precision=None, metrics=None, inputCols=None,
+                  padding=None, sampleWeightCol=None) -> TorchEstimator:
         """Set any Param by name, plus ``model``, callable ``loss``/``optimizer``."""
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         if "model" in kwargs:
@@ -387,6 +403,15 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
             raise ConfigError(f"gradientClipNorm must be >= 0 (0: no clipping). "
                               f"Received: gradientClipNorm={clip}")
         check_precision(self.getPrecision())
+        padding = Padding.from_param(self.getPadding())
+        if self.getInputCols() is not None:
+            for name in ("featuresCols", "featureShape"):
+                if self.isSet(name):
+                    raise ConfigError(f"Set inputCols or {name}, not both: with inputCols "
+                                      "each column is its own tensor, shaped as the data is.")
+        elif padding is not None and len(self.getFeatureColumns()) > 1:
+            raise ConfigError("padding applies to array columns read one tensor each: use "
+                              "inputCols=[...] instead of featuresCols with padding.")
         if self.getMetrics() is not None:
             check_metrics(self.getMetrics(), task)
         stopping = EarlyStopping.from_param(self.getEarlyStopping())
@@ -413,12 +438,23 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
             _require_gpu_tasks(dataset.sparkSession)
         loss = resolve_loss(self._loss())
         integer_labels = loss.task == "multiclass"
-        feature_cols = self.getFeatureColumns()
+        input_cols = self._input_columns()
+        padding = Padding.from_param(self.getPadding())
+        feature_cols = input_cols or self.getFeatureColumns()
         label_col = self.getLabelCol()
+        weight_col = self.getSampleWeightCol() or None
         schema = dataset.schema
         meet = rendezvous_mode(dataset.sparkSession)  # checked before any job
         outputs = self._output_locations(dataset.sparkSession)  # so are these paths
-        kinds = require_columns(schema, feature_cols, "features")
+        kinds = require_columns(schema, feature_cols, "features", stacked=input_cols is None)
+        if weight_col is not None:
+            if require_columns(schema, [weight_col], "sample weight")[weight_col][0] != "number":
+                raise SchemaError(f"Sample weight column {weight_col!r} must be numeric; found "
+                                  f"{schema[weight_col].dataType.simpleString()}.")
+            if loss.per_row is None:
+                raise ConfigError("sampleWeightCol needs a named loss (cross_entropy, nll, "
+                                  "bce_with_logits, mse): a custom loss returns the batch mean "
+                                  "and cannot weight rows.")
         label_kind = require_columns(schema, [label_col], "label")[label_col]
         if integer_labels and label_kind[0] != "number":
             raise SchemaError(
@@ -428,9 +464,18 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
             else None
         if val_col:
             require_boolean(schema, val_col, "validation")
-        stats = collect_stats(dataset, kinds, label_col, label_kind, integer_labels)
-        feature_shape = preflight.feature_shape(stats, feature_cols, self.getFeatureShape())
-        output_shape, shapes = preflight.probe_output(self._model, feature_shape)
+        ragged = [c for c in input_cols or () if padding is not None
+                  and kinds[c][0] == "array" and padding.pads(c)]
+        inputs = input_specs(schema, input_cols, kinds, padding) if input_cols else None
+        stats = collect_stats(dataset, kinds, label_col, label_kind, integer_labels, ragged,
+                              weight_col)
+        if input_cols:
+            inputs = input_specs(schema, input_cols, kinds, padding, stats.shapes)
+            feature_shape = None
+        else:
+            feature_shape = preflight.feature_shape(stats, feature_cols,
+                                                    self.getFeatureShape())
+        output_shape, shapes = preflight.probe_output(self._model, feature_shape, inputs)
         preflight.check_labels(loss.task, output_shape, stats, label_col)
         num_workers = self.getNumWorkers()
         spark = dataset.sparkSession
@@ -450,9 +495,13 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         seed = self.getOrDefault(self.seed)
         frac = self.getOrDefault(self.validationFraction)
         valid = F.col(val_col) if val_col else (F.rand(seed) < F.lit(frac))
+        columns = [as_tensor(c, kinds[c], spec.dtype == "int64").alias(t)
+                   for c, t, spec in zip(feature_cols, temp, inputs)] if inputs else \
+            [as_float_tensor(c, kinds[c]).alias(t) for c, t in zip(feature_cols, temp)]
+        if weight_col is not None:
+            columns.append(F.col(weight_col).cast("float").alias(_WEIGHT))
         prepared = one_partition_per_rank(dataset.select(
-            *[as_float_tensor(c, kinds[c]).alias(t) for c, t in zip(feature_cols, temp)],
-            label_expr.alias(_LABEL), valid.alias(_VALID),
+            *columns, label_expr.alias(_LABEL), valid.alias(_VALID),
             F.monotonically_increasing_id().alias(_ORDER),
         ), num_workers, _ORDER)
 
@@ -464,8 +513,11 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
             loss=self._loss(), optimizer=self._optimizer(),
             optimizer_params=dict(self.getOrDefault(self.optimizerParams)),
             layout=ShardLayout(tuple(temp), _LABEL, integer_labels,
-                               tuple(feature_shape), _VALID if (val_col or frac > 0) else None,
-                               _ORDER),
+                               tuple(feature_shape) if feature_shape else None,
+                               _VALID if (val_col or frac > 0) else None, _ORDER,
+                               tuple(dataclasses.replace(i, column=t)
+                                     for i, t in zip(inputs, temp)) if inputs else None,
+                               _WEIGHT if weight_col else None),
             batch_size=self.getBatchSize(), epochs=self.getOrDefault(self.epochs),
             seed=seed, num_workers=num_workers, backend=self._backend(),
             shuffle=self.getOrDefault(self.shuffle), timeout_s=self.getOrDefault(self.timeout),
@@ -510,7 +562,9 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         fitted = TorchModel(spec.architecture, bytes(weights), history)
         fitted._resetUid(self.uid.replace("TorchEstimator", "TorchModel"))
         self._copyValues(fitted)
-        fitted._set(featureShape=list(feature_shape), task=loss.task,
+        if feature_shape is not None:
+            fitted._set(featureShape=list(feature_shape))
+        fitted._set(task=loss.task,
                     outputShape=list(output_shape))
         if tracking is not None:
             tracking.log_model(fitted, spark)

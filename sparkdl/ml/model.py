@@ -7,6 +7,7 @@ A model also comes from a network trained elsewhere, without ``fit``:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from functools import partial
 
@@ -25,7 +26,8 @@ from sparkdl.architecture import (
     weights_from_bytes,
     weights_to_bytes,
 )
-from sparkdl.data.columns import require_columns
+from sparkdl.data.columns import input_specs, require_columns
+from sparkdl.data.inputs import Padding
 from sparkdl.errors import ConfigError, SchemaError
 from sparkdl.history import TrainingHistory
 from sparkdl.losses import TASKS
@@ -329,8 +331,12 @@ class TorchModel(Model, TrainingParams, MLWritable, MLReadable):
         return self._shared[session]
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
-        feature_cols = self.getFeatureColumns()
-        require_columns(dataset.schema, feature_cols, "features")
+        input_cols = self._input_columns()
+        feature_cols = input_cols or self.getFeatureColumns()
+        kinds = require_columns(dataset.schema, feature_cols, "features",
+                                stacked=input_cols is None)
+        inputs = input_specs(dataset.schema, input_cols, kinds,
+                             Padding.from_param(self.getPadding())) if input_cols else None
         outputs = self._output_fields()
         clash = [f.name for f in outputs if f.name in dataset.columns]
         if clash:
@@ -339,7 +345,7 @@ class TorchModel(Model, TrainingParams, MLWritable, MLReadable):
                 "set predictionCol/probabilityCol/rawPredictionCol to new names.")
         # Workers convert the columns as they are (vectors, double arrays) batch by
         # batch: casting in the JVM would ship the features to Python twice.
-        spec = self._score_spec(tuple(dataset.columns))
+        spec = dataclasses.replace(self._score_spec(tuple(dataset.columns)), inputs=inputs)
         schema = StructType(list(dataset.schema.fields) + outputs)
         scored = dataset.mapInArrow(
             partial(score_batches, spec, self._payload(dataset.sparkSession)), schema)

@@ -38,6 +38,16 @@ class ScoringParams(HasFeaturesCol, HasPredictionCol):
     featuresCols = Param(Params._dummy(), "featuresCols",
                          "several numeric feature columns, used instead of featuresCol",
                          typeConverter=TypeConverters.toListString)
+    inputCols = Param(Params._dummy(), "inputCols",
+                      "columns passed to forward one tensor each, in order (model(a, b)); "
+                      "integer columns as int64, the rest float32; used instead of "
+                      "featuresCol/featuresCols",
+                      typeConverter=TypeConverters.toListString)
+    padding = Param(Params._dummy(), "padding",
+                    "pad ragged array columns per batch: {'value': 0, 'maxLength': 256, "
+                    "'bucketing': False, 'cols': [...]}; the lengths follow the inputs in "
+                    "forward(x, lengths); {} refuses ragged columns",
+                    typeConverter=_to_dict)
     featureShape = Param(Params._dummy(), "featureShape",
                          "per-row tensor shape, e.g. [1, 8, 8]; default: what the data has",
                          typeConverter=_to_shape)
@@ -58,13 +68,37 @@ class ScoringParams(HasFeaturesCol, HasPredictionCol):
         super().__init__()
         self._setDefault(featuresCol="features", predictionCol="prediction",
                          probabilityCol="probability", rawPredictionCol="rawPrediction",
-                         batchSize=64, modelVersionCol="")
+                         batchSize=64, modelVersionCol="", padding={})
 
     def getFeatureColumns(self) -> list[str]:
         """The feature columns read: ``featuresCols`` if set, else ``[featuresCol]``."""
         if self.isSet(self.featuresCols) and self.getOrDefault(self.featuresCols):
             return list(self.getOrDefault(self.featuresCols))
         return [self.getFeaturesCol()]
+
+    def getInputCols(self) -> list[str] | None:
+        """The ``inputCols``, or ``None`` when the features are stacked into one tensor."""
+        if self.isDefined(self.inputCols) and self.getOrDefault(self.inputCols):
+            return list(self.getOrDefault(self.inputCols))
+        return None
+
+    def getPadding(self) -> dict:
+        """The padding of ragged columns (``{}``: ragged columns are refused)."""
+        return dict(self.getOrDefault(self.padding))
+
+    def _input_columns(self) -> list[str] | None:
+        """The columns read one tensor each: ``inputCols``, or with ``padding`` the
+        single ``featuresCol``; ``None`` for stacked features."""
+        cols = self.getInputCols()
+        if cols is None and self.getPadding():
+            cols = self.getFeatureColumns()
+        return cols
+
+    def setInputCols(self, value: list[str]):
+        return self._set(inputCols=value)
+
+    def setPadding(self, value: dict):
+        return self._set(padding=value)
 
     def getFeatureShape(self) -> list[int] | None:
         """The per-row tensor shape, or ``None``."""
@@ -190,6 +224,10 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
                              "the model) when no MLflow run is active on the driver; '' for "
                              "none (an active run is always logged to)",
                              typeConverter=TypeConverters.toString)
+    sampleWeightCol = Param(Params._dummy(), "sampleWeightCol",
+                            "numeric column of per-row loss weights (>= 0); the loss is the "
+                            "weighted mean over each global batch; '' for none",
+                            typeConverter=TypeConverters.toString)
     lrScheduler = Param(Params._dummy(), "lrScheduler",
                         "learning-rate scheduler: step, cosine, onecycle, plateau, '' for none, "
                         "or 'custom' for a callable (optimizer) -> scheduler",
@@ -231,7 +269,7 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
                          checkpointDir="", checkpointInterval=1, logDir="", maxRestarts=3,
                          driverStateInterval=1, verbose=1, mlflowExperiment="",
                          lrScheduler="", lrSchedulerParams={}, gradientClipNorm=0.0,
-                         earlyStopping={}, precision="32")
+                         earlyStopping={}, precision="32", sampleWeightCol="")
 
     def getLoss(self) -> str:
         """The loss name (``"custom"`` for a callable)."""
@@ -301,6 +339,10 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
     def getDriverStateInterval(self) -> int:
         """Epochs between the training states rank 0 hands the driver (0: none)."""
         return self.getOrDefault(self.driverStateInterval)
+
+    def getSampleWeightCol(self) -> str:
+        """The sample-weight column (``""``: none)."""
+        return self.getOrDefault(self.sampleWeightCol)
 
     def getLrScheduler(self) -> str:
         """The scheduler name (``""``: none; ``"custom"`` for a callable)."""

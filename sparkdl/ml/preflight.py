@@ -37,9 +37,12 @@ def feature_shape(stats, feature_cols: list[str], wanted: list[int] | None) -> t
     return tuple(wanted)
 
 
-def probe_output(model, shape: tuple[int, ...]
+def probe_output(model, shape: tuple[int, ...] | None, inputs=None
                  ) -> tuple[tuple[int, ...], dict[str, list[int]]]:
     """The per-row output shape, and the network's parameter shapes.
+
+    ``inputs`` (:class:`~sparkdl.data.inputs.InputSpec` per ``inputCols`` column)
+    probes ``forward(*inputs, *lengths)`` instead of ``forward(features)``.
 
     One forward pass on zeros, in eval mode. The module's own train/eval flag is
     restored; the fits of a parallel ``CrossValidator`` share one module, so
@@ -55,8 +58,15 @@ def probe_output(model, shape: tuple[int, ...]
         net.eval()
         try:
             with torch.no_grad():
-                out = net(torch.zeros((2, *shape)))
+                out = net(*_probe_arguments(inputs)) if inputs is not None \
+                    else net(torch.zeros((2, *shape)))
         except Exception as exc:  # noqa: BLE001 - any failure means the shapes disagree
+            if inputs is not None:
+                raise ConfigError(
+                    f"The model cannot take its inputs {_describe_inputs(inputs)}: "
+                    f"{type(exc).__name__}: {exc}. Its forward must take one tensor per "
+                    "inputCols column, in order, then the lengths (int64, one per row) of "
+                    "each padded column.") from None
             raise ConfigError(
                 f"The model cannot take features of shape {list(shape)} (per row): "
                 f"{type(exc).__name__}: {exc}. Set featureShape (e.g. featureShape=[1, 8, 8] "
@@ -67,6 +77,18 @@ def probe_output(model, shape: tuple[int, ...]
         raise ConfigError("The model must return one tensor with the batch as first "
                           f"dimension. Received: {type(out).__name__}")
     return tuple(out.shape[1:]), parameter_shapes(state_dict_of(net))
+
+
+def _probe_arguments(inputs) -> list[torch.Tensor]:
+    # two rows; padded ones of lengths 3 and 2, as a real batch of ragged rows
+    args = [torch.from_numpy(spec.dummy()) for spec in inputs]
+    return args + [torch.tensor([3, 2]) for spec in inputs if spec.ragged]
+
+
+def _describe_inputs(inputs) -> str:
+    return ", ".join(
+        f"{s.column}: {s.dtype} (batch, {'length, ' if s.ragged else ''}"
+        f"{', '.join(map(str, s.shape or ()))})".replace(", )", ")") for s in inputs)
 
 
 def check_labels(task: str, output_shape: tuple[int, ...], stats, label_col: str) -> None:

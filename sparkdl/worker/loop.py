@@ -19,7 +19,12 @@ import torch
 from sparkdl.architecture import weights_from_bytes
 from sparkdl.checkpoints import EpochSnapshot, RunWriter, load_optimizer_state
 from sparkdl.collective.base import Collective, PeerInfo
-from sparkdl.data.schedule import epoch_order, global_batch_rows, steps_per_epoch
+from sparkdl.data.schedule import (
+    bucket_order,
+    epoch_order,
+    global_batch_rows,
+    steps_per_epoch,
+)
 from sparkdl.data.shard import LocalShard
 from sparkdl.errors import TrainingCodeError
 from sparkdl.losses import resolve_loss
@@ -48,6 +53,29 @@ def _zero_contribution(module: torch.nn.Module) -> None:
     total = sum((p.sum() for p in module.parameters() if p.requires_grad),
                 start=torch.zeros(()))
     (total * 0.0).backward()
+
+
+def _loss(loss_spec, output: torch.Tensor, target: torch.Tensor, weights: np.ndarray | None,
+          device: torch.device) -> torch.Tensor:
+    """The batch's mean loss, weighted by ``weights`` (sampleWeightCol) when given."""
+    if weights is None:
+        return loss_spec.fn(output, target)
+    w = torch.from_numpy(weights).to(device)
+    total = float(weights.sum())
+    return (loss_spec.per_row(output, target) * w).sum() / (total if total > 0 else 1.0)
+
+
+def _global_step_weights(shard: LocalShard, order: np.ndarray, steps: int, batch_size: int,
+                         collective: Collective) -> np.ndarray | None:
+    """Each step's total sample weight over all ranks (one allreduce per epoch), so every
+    rank's weighted loss is its exact share of the global batch's weighted mean."""
+    weights = shard.sample_weights(order)
+    if weights is None:
+        return None
+    cumulative = np.concatenate([[0.0], np.cumsum(weights, dtype=np.float64)])
+    bounds = np.minimum(np.arange(steps + 1) * batch_size, len(order))
+    local = torch.from_numpy(cumulative[bounds[1:]] - cumulative[bounds[:-1]])
+    return collective.allreduce_sum(local).numpy()
 
 
 def _batches(index: np.ndarray, batch_size: int):
@@ -190,6 +218,8 @@ def _epochs(spec, shard, collective, rank, peers, device, module, optimizer, los
     names = default_metrics(task) if spec.metrics is None else spec.metrics
     accumulate = spec.backward_passes_per_step
     precision = parts.precision
+    bucketing = any(i.padding is not None and i.padding.bucketing
+                    for i in spec.layout.inputs or ())
     history = []
     if parts.stop_state.stopped:  # resumed from the checkpoint where it stopped early
         return module, history
@@ -202,6 +232,11 @@ def _epochs(spec, shard, collective, rank, peers, device, module, optimizer, los
         lr = optimizer.param_groups[0]["lr"]
         order = shard.train_index[
             epoch_order(len(shard.train_index), spec.seed, epoch, rank, spec.shuffle)]
+        if bucketing:
+            order = bucket_order(order, shard.input_lengths(order), spec.batch_size,
+                                 spec.seed, epoch, rank)
+        global_weights = _global_step_weights(shard, order, steps, spec.batch_size,
+                                              collective)
         for step in range(steps):
             index = order[step * spec.batch_size:(step + 1) * spec.batch_size]
             group_start = step - step % accumulate
@@ -209,23 +244,29 @@ def _epochs(spec, shard, collective, rank, peers, device, module, optimizer, los
             if step == group_start:
                 optimizer.zero_grad()
             if len(index):
-                x = torch.from_numpy(shard.features(index)).to(device)
+                args = [torch.from_numpy(a).to(device) for a in shard.arguments(index)]
                 y = torch.from_numpy(shard.labels(index)).to(device)
-                weight = collective.loss_weight(len(index), int(global_rows[step])) / group
+                w = shard.sample_weights(index)
+                if w is None:
+                    weight = collective.loss_weight(len(index), int(global_rows[step])) / group
+                else:  # this rank's share of the step's total weight, over all ranks
+                    weight = collective.loss_weight(float(w.sum()), global_weights[step]) \
+                        / group if global_weights[step] > 0 else 0.0
                 try:
                     with precision.autocast():
-                        output = module(x)
-                        mean_loss = loss_spec.fn(output, y)
+                        output = module(*args)
+                        mean_loss = _loss(loss_spec, output, y, w, device)
                     precision.backward(mean_loss * weight)
                 except Exception as exc:
                     raise _in_user_code(exc, spec, rank, epoch, step) from exc
-                metrics.add(output.detach(), y, mean_loss.detach())
+                metrics.add(output.detach(), y, mean_loss.detach(),
+                            None if w is None else float(w.sum()))
                 if reporter is not None:
-                    reporter.step(epoch + 1, step + 1, steps, metrics.loss / metrics.rows,
+                    reporter.step(epoch + 1, step + 1, steps, metrics.running_loss,
                                   int(trained[step]), time.perf_counter() - began)
                 if writer is not None:
                     elapsed = time.perf_counter() - began
-                    writer.after_step(epoch * steps + step + 1, metrics.loss / metrics.rows,
+                    writer.after_step(epoch * steps + step + 1, metrics.running_loss,
                                       trained[step] / elapsed if elapsed > 0 else None,
                                       spec.progress_interval_s or DEFAULT_STEP_LOG_S)
             else:
@@ -319,13 +360,14 @@ def _validate(module, shard, loss_spec, collective, spec, device, rank, epoch, n
     metrics = MetricSums(names, loss_spec.task)
     with torch.no_grad():
         for step, index in enumerate(_batches(shard.validation_index, spec.batch_size)):
-            x = torch.from_numpy(shard.features(index)).to(device)
+            args = [torch.from_numpy(a).to(device) for a in shard.arguments(index)]
             y = torch.from_numpy(shard.labels(index)).to(device)
+            w = shard.sample_weights(index)
             try:
                 with precision.autocast():
-                    output = module(x)
-                    loss = loss_spec.fn(output, y)
+                    output = module(*args)
+                    loss = _loss(loss_spec, output, y, w, device)
             except Exception as exc:
                 raise _in_user_code(exc, spec, rank, epoch, step, "validation") from exc
-            metrics.add(output, y, loss)
+            metrics.add(output, y, loss, None if w is None else float(w.sum()))
     return metrics.reduce(collective, rank, "val")

@@ -35,6 +35,9 @@ class ScoreSpec:
         raw_col: output column for raw outputs, or ``""``.
         scalar_prediction: the prediction is one number per row.
         version_col: output column for ``model_key`` (the model version), or ``""``.
+        inputs: with ``inputCols``, one :class:`~sparkdl.data.inputs.InputSpec` per
+            argument of ``forward`` (ragged columns padded per forward pass);
+            ``None``: ``feature_cols`` stacked into one tensor.
     """
 
     model_key: str
@@ -48,6 +51,7 @@ class ScoreSpec:
     raw_col: str
     scalar_prediction: bool
     version_col: str = ""
+    inputs: tuple | None = None
 
 
 def _module(spec: ScoreSpec, payload, device):
@@ -113,14 +117,25 @@ def score_batch(spec: ScoreSpec, module, device, batch: pa.RecordBatch) -> dict[
     import torch
 
     from sparkdl.data.arrow_tensors import features_to_numpy
+    from sparkdl.data.inputs import InputRows
 
-    x = features_to_numpy([batch.column(c) for c in spec.feature_cols],
-                          spec.feature_shape, spec.feature_cols)
+    if spec.inputs is not None:
+        rows = InputRows.of([[batch.column(i.column) for i in spec.inputs]], spec.inputs)
+
+        def arguments(start: int, stop: int) -> list[np.ndarray]:
+            return rows.arguments(np.arange(start, stop))
+    else:
+        x = features_to_numpy([batch.column(c) for c in spec.feature_cols],
+                              spec.feature_shape, spec.feature_cols)
+
+        def arguments(start: int, stop: int) -> list[np.ndarray]:
+            return [x[start:stop]]
     outs = []
     with torch.inference_mode():
-        for start in range(0, len(x), spec.batch_size):
-            chunk = torch.from_numpy(x[start:start + spec.batch_size]).to(device)
-            outs.append(module(chunk).float().cpu().numpy())
+        for start in range(0, batch.num_rows, spec.batch_size):
+            args = [torch.from_numpy(a).to(device)
+                    for a in arguments(start, min(start + spec.batch_size, batch.num_rows))]
+            outs.append(module(*args).float().cpu().numpy())
     return outputs_to_columns(spec, np.concatenate(outs))
 
 
