@@ -1,0 +1,123 @@
+"""Variable-length sequences end to end on two executors: ragged token columns padded
+per batch, an LSTM and a TransformerEncoder (sparkdl.nn) trained to >= 0.95, ragged
+rows scored; several inputs, a hand-written module taking (x, lengths), sample
+weights, and the errors that come before any job."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pyspark.sql import functions as F
+
+from sparkdl import TorchEstimator, TorchModel
+from sparkdl.errors import SchemaError
+from sparkdl.nn import LSTM, Dense, Embedding, Input, Sequential, SequencePooling, \
+    TransformerEncoder
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+VOCAB = 50
+
+
+@pytest.fixture(scope="module")
+def text(spark):
+    """Token sequences of 3-200 ids; label 1 when the row holds token 1 (half do)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(2000):
+        length = int(rng.integers(3, 201))
+        ids = rng.integers(2, VOCAB, size=length)
+        if i % 2:
+            ids[rng.integers(0, length)] = 1
+        rows.append((ids.tolist(), i % 2, float(rng.normal()), i >= 1600))
+    df = spark.createDataFrame(rows, "tokens array<int>, label long, side double, test boolean")
+    return df.filter(~F.col("test")).cache(), df.filter(F.col("test")).cache()
+
+
+def accuracy(scored) -> float:
+    return scored.select(F.avg((F.col("prediction") == F.col("label")).cast("double"))).first()[0]
+
+
+def fit(model, train, **params):
+    settings = dict(model=model, inputCols=["tokens"], padding={"value": 0, "maxLength": 256},
+                    optimizerParams={"lr": 3e-3}, batchSize=16, epochs=5, numWorkers=2,
+                    verbose=0, seed=1)
+    return TorchEstimator(**{**settings, **params}).fit(train)
+
+
+def test_an_lstm_learns_ragged_token_sequences_and_scores_them(text, tmp_path):
+    train, test = text
+    net = Sequential([Input((None,), dtype="int64"), Embedding(VOCAB, 16), LSTM(32), Dense(2)])
+    model = fit(net, train)
+    assert len({w["executor_id"] for w in model.history.workers}) == 2
+    scored = model.transform(test)
+    assert accuracy(scored) >= 0.95
+    model.save(str(tmp_path / "lstm"))
+    again = TorchModel.load(str(tmp_path / "lstm"), trusted=False)
+    assert again.getPadding() == {"value": 0, "maxLength": 256}
+    a = [r.rawPrediction for r in scored.orderBy("tokens").limit(20).collect()]
+    b = [r.rawPrediction for r in again.transform(test).orderBy("tokens").limit(20).collect()]
+    np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-6)
+
+
+def test_a_transformer_encoder_with_bucketing(text):
+    train, test = text
+    net = Sequential([Input((None,), dtype="int64"), Embedding(VOCAB, 32),
+                      TransformerEncoder(num_heads=2, ff_dim=64), SequencePooling("max"),
+                      Dense(2)])
+    model = fit(net, train, epochs=3, validationFraction=0.1,
+                padding={"value": 0, "maxLength": 256, "bucketing": True})
+    assert model.history[-1]["val_accuracy"] >= 0.95
+    assert accuracy(model.transform(test)) >= 0.95
+
+
+class PackedGRU(torch.nn.Module):
+    """What users write by hand: forward(x, lengths) with pack_padded_sequence."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(VOCAB, 16, padding_idx=0)
+        self.gru = torch.nn.GRU(16, 24, batch_first=True)
+        self.side = torch.nn.Linear(1, 24)
+        self.out = torch.nn.Linear(24, 2)
+
+    def forward(self, ids, side, lengths):
+        assert ids.dtype == torch.int64, ids.dtype  # token ids arrive as integers
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            self.embed(ids), lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, hidden = self.gru(packed)
+        return self.out(torch.relu(hidden[-1] + self.side(side)))
+
+
+def test_several_inputs_and_a_hand_written_packed_module(text):
+    train, test = text
+    model = fit(PackedGRU(), train, inputCols=["tokens", "side"], epochs=4)
+    assert accuracy(model.transform(test)) >= 0.9
+    assert model.getInputCols() == ["tokens", "side"]
+
+
+def test_sample_weights_ignore_rows_of_weight_zero(text):
+    train, test = text
+    # a third of the rows get the wrong label but weight 0: training must not see them
+    noisy = train.withColumn("noisy", F.rand(7) < 1 / 3).select(
+        "tokens", F.when(F.col("noisy"), 1 - F.col("label")).otherwise(F.col("label"))
+        .alias("label"), F.when(F.col("noisy"), 0.0).otherwise(1.0).alias("w"))
+    net = Sequential([Input((None,), dtype="int64"), Embedding(VOCAB, 32),
+                      SequencePooling("max"), Dense(2)])
+    weighted = fit(net, noisy, sampleWeightCol="w", epochs=4)
+    assert accuracy(weighted.transform(test)) >= 0.95
+
+
+def test_ragged_rows_without_padding_say_how_to_pad(spark, text):
+    train, _ = text
+    net = Sequential([Input((None,), dtype="int64"), Embedding(VOCAB, 8),
+                      SequencePooling("mean"), Dense(2)])
+    with pytest.raises(SchemaError, match=r"ragged arrays.*set padding=\{'value': 0"):
+        TorchEstimator(model=net, featuresCol="tokens", numWorkers=2, verbose=0).fit(train)
+    empty = spark.createDataFrame([([1, 2], 0), ([], 1)], "tokens array<int>, label long")
+    with pytest.raises(SchemaError, match="empty arrays"):
+        fit(net, empty)
+    weights = train.withColumn("w", F.lit(-1.0))
+    with pytest.raises(SchemaError, match="Sample weight column 'w' has .* negative"):
+        fit(net, weights, sampleWeightCol="w")
