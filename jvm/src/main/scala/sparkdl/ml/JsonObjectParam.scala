@@ -33,6 +33,34 @@ object JsonObjectParam {
   private def isObject(text: String): Boolean =
     text != null && scala.util.Try(JsonParser.parse(text)).toOption.exists(_.isInstanceOf[JObj])
 
+  /** The canonical text of a map as a JSON object: values are numbers, strings, booleans,
+    * `null`/`None`, sequences or nested maps with string keys ([[sparkdl.json.Json.from]]).
+    *
+    * @throws IllegalArgumentException naming `name` for a value JSON cannot hold
+    */
+  def fromMap(value: scala.collection.Map[String, _], name: String): String =
+    try CanonicalJson.write(sparkdl.json.Json.from(value))
+    catch {
+      case e: IllegalArgumentException =>
+        throw new IllegalArgumentException(s"$name must be a JSON object: ${e.getMessage}. Received: $name=$value", e)
+    }
+
+  /** [[fromMap]] for a Java map (what py4j makes of a Python dict), nested Java maps and
+    * lists included.
+    */
+  def fromJavaMap(value: java.util.Map[String, _], name: String): String =
+    fromMap(scalaValue(value).asInstanceOf[scala.collection.Map[String, _]], name)
+
+  private def scalaValue(value: Any): Any = {
+    import scala.jdk.CollectionConverters._
+    value match {
+      case m: java.util.Map[_, _] =>
+        scala.collection.immutable.ListMap(m.asScala.toSeq.map { case (k, v) => k -> scalaValue(v) }: _*)
+      case l: java.util.List[_] => l.asScala.map(scalaValue).toVector
+      case other => other
+    }
+  }
+
   /** The canonical text of a JSON object.
     *
     * @throws IllegalArgumentException naming `name` if `text` is not a JSON object

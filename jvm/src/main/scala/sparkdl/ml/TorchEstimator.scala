@@ -33,6 +33,11 @@ import sparkdl.nn.Network
   * 0 handed the driver (every `driverStateInterval` epochs; [[EpochState]]), to the weights of
   * an uninterrupted run. The model's history lists each attempt.
   *
+  * Python's training options have the same names, defaults and checks here: `lrScheduler`
+  * (step, cosine, onecycle, plateau) with `lrSchedulerParams`, `gradientClipNorm`,
+  * `earlyStopping`, `precision` and `metrics`; bad values fail on the driver before any job,
+  * and the model's history shows each epoch's `lr`, the metrics and `stopped_early`.
+  *
   * The default backend, "auto", is Python's default: horovod where the executors' Python can
   * import it, else torch; the model's history records the backend that ran.
   *
@@ -104,6 +109,43 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
   def setDriverStateInterval(value: Int): this.type =
     set(driverStateInterval, TorchTrainingParams.nonNegative("driverStateInterval", value))
   def setPythonExec(value: String): this.type = set(pythonExec, value)
+  /** The learning-rate scheduler: "step", "cosine", "onecycle", "plateau", or "" for none. */
+  def setLrScheduler(value: String): this.type =
+    set(lrScheduler, TorchTrainingParams.checkSchedulerName(value))
+  /** The scheduler's keyword arguments as a JSON object, e.g. `{"step_size": 2, "gamma": 0.5}`,
+    * plus `interval` ("epoch" or "step") and, for plateau, `monitor`.
+    */
+  def setLrSchedulerParams(value: String): this.type =
+    set(lrSchedulerParams, JsonObjectParam.canonical(value, "lrSchedulerParams"))
+  def setLrSchedulerParams(value: Map[String, Any]): this.type =
+    set(lrSchedulerParams, JsonObjectParam.fromMap(value, "lrSchedulerParams"))
+  def setLrSchedulerParams(value: java.util.Map[String, Any]): this.type =
+    set(lrSchedulerParams, JsonObjectParam.fromJavaMap(value, "lrSchedulerParams"))
+  /** Clips the total gradient norm to this before each step (>= 0; 0: no clipping). */
+  def setGradientClipNorm(value: Double): this.type =
+    set(gradientClipNorm, TorchTrainingParams.checkGradientClipNorm(value))
+  /** Early stopping as a JSON object, e.g. `{"monitor": "val_loss", "patience": 3, "mode": "min",
+    * "restoreBest": true, "minDelta": 0}`; `{}` for never.
+    */
+  def setEarlyStopping(value: String): this.type = {
+    val text = JsonObjectParam.canonical(value, "earlyStopping")
+    TorchTrainingParams.checkEarlyStopping(text)
+    set(earlyStopping, text)
+  }
+  def setEarlyStopping(value: Map[String, Any]): this.type =
+    setEarlyStopping(JsonObjectParam.fromMap(value, "earlyStopping"))
+  def setEarlyStopping(value: java.util.Map[String, Any]): this.type =
+    setEarlyStopping(JsonObjectParam.fromJavaMap(value, "earlyStopping"))
+  /** "32" (float32), "bf16-mixed" or "16-mixed" (GPU executors). */
+  def setPrecision(value: String): this.type = set(precision, TorchTrainingParams.checkPrecision(value))
+  /** The metrics in the history: accuracy, top5_accuracy, f1, auc (classifiers), mae, rmse (regression). */
+  def setMetrics(value: Array[String]): this.type =
+    set(metrics, TorchTrainingParams.checkMetrics(value.toSeq).toArray)
+  /** [[setMetrics]] for a Java list (what py4j makes of a Python list). */
+  def setMetrics(value: java.util.List[String]): this.type = {
+    import scala.jdk.CollectionConverters._
+    setMetrics(value.asScala.toArray)
+  }
 
   override def write: MLWriter = new TorchEstimatorWriter(this)
 
@@ -140,6 +182,7 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
     if ($(optimizer) == TorchTrainingParams.Custom)
       throw new IllegalArgumentException(s"optimizer='custom' needs a Python callable; the Scala TorchEstimator " +
         s"trains with one of ${TorchTrainingParams.Optimizers.mkString("[", ", ", "]")}. Received: optimizer=custom")
+    TorchTrainingParams.checkTrainingOptions(this, task, validating = isSet(validationCol) || $(validationFraction) > 0)
     if (task == "multiclass" && labelKind != Columns.NumberKind)
       throw new IllegalArgumentException(s"Label column '${$(labelCol)}' is ${schema($(labelCol)).dataType.simpleString} " +
         s"but loss='${$(loss)}' needs one integer class id per row.")
@@ -163,6 +206,21 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
     shape
   }
 
+  /** The request keys of the scheduler, clipping, early stopping, precision and metrics, each
+    * only when set to other than its default (the worker's `train_spec` reads them).
+    */
+  private[ml] def trainingOptions: Seq[(String, sparkdl.json.Json)] = {
+    val scheduler = $(lrScheduler)
+    val schedulerParams = JsonParser.parse($(lrSchedulerParams)).asInstanceOf[JObj]
+    (if (scheduler.nonEmpty) Seq("lr_scheduler" -> JStr(scheduler)) else Nil) ++
+      (if (scheduler.nonEmpty && schedulerParams.fields.nonEmpty) Seq("lr_scheduler_params" -> schedulerParams)
+       else Nil) ++
+      (if ($(gradientClipNorm) > 0) Seq("gradient_clip_norm" -> JFloat($(gradientClipNorm))) else Nil) ++
+      (if ($(earlyStopping) != "{}") Seq("early_stopping" -> JsonParser.parse($(earlyStopping))) else Nil) ++
+      (if ($(precision) != "32") Seq("precision" -> JStr($(precision))) else Nil) ++
+      get(metrics).map(m => "metrics" -> (JArr(m.map(JStr(_): sparkdl.json.Json).toVector): sparkdl.json.Json)).toSeq
+  }
+
   override def fit(dataset: Dataset[_]): TorchModel = {
     val df = dataset.toDF()
     val schema = df.schema
@@ -172,6 +230,7 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
     val integerLabels = task == "multiclass"
     val n = $(numWorkers)
     val spark = df.sparkSession
+    if ($(precision) == "16-mixed") TorchEstimator.requireGpuTasks(spark)  // before any job
     val sc = spark.sparkContext
     val python = getPythonExec.getOrElse(PythonWorker.pythonExec(sc.getConf))
     val pool = PythonWorkerPool.Settings.of(spark)
@@ -198,7 +257,7 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
       // hashed on the row id, as the Python fit does: no sort before the shuffle
       .repartition(n, col(TorchEstimator.Order))
 
-    val request = JObj(
+    val request = new JObj(Vector[(String, sparkdl.json.Json)](
       "mode" -> JStr("train"),
       "network" -> JStr(net.toJson),
       "loss" -> JStr($(loss)),
@@ -220,7 +279,7 @@ class TorchEstimator(override val uid: String) extends Estimator[TorchModel] wit
         "integer_labels" -> JBool(integerLabels),
         "feature_shape" -> JArr(featureShape.map(d => JInt(d)).toVector),
         "validation_col" -> (if (validating) JStr(TorchEstimator.Valid) else JNull),
-        "order_col" -> JStr(TorchEstimator.Order)))
+        "order_col" -> JStr(TorchEstimator.Order))) ++ trainingOptions)
     val preparedSchema = prepared.schema
     val timeoutMs = ($(timeout) * 1000).toLong
     val states = new TorchEstimator.DriverStates($(driverStateInterval), DriverRendezvous.maxStateBytes(sc))
@@ -315,6 +374,17 @@ object TorchEstimator extends MLReadable[TorchEstimator] {
     val at = text.indexOf("The sparkdl Python worker")
     if (at < 0) s"The training job failed: ${text.split("\n\tat ").head.take(4000)}"
     else "A training worker failed: " + text.substring(at).split("\n\tat ").head.split("\nDriver stacktrace:").head.trim
+  }
+
+  /** float16 training needs GPUs, which Spark hands tasks only when they ask for them (as
+    * Python's `_require_gpu_tasks`).
+    */
+  private[ml] def requireGpuTasks(spark: org.apache.spark.sql.SparkSession): Unit = {
+    val amount = scala.util.Try(spark.conf.getOption("spark.task.resource.gpu.amount")).toOption.flatten
+    if (amount.forall(_.trim.isEmpty))
+      throw new sparkdl.ConfigException("precision='16-mixed' needs a GPU per training task, and this session " +
+        "gives tasks none: set spark.executor.resource.gpu.amount and spark.task.resource.gpu.amount (with a " +
+        "discovery script), or use precision='bf16-mixed', which autocasts on CPUs too.")
   }
 
   /** How long after application start executors may still be registering, as in Python. */
