@@ -23,7 +23,8 @@ from _common import RESULTS_DIR, machine_info
 
 BENCH_DIR = Path(__file__).resolve().parent
 BENCHMARKS = ("epoch_time", "launch_overhead", "scoring", "allreduce", "throughput",
-              "scala_bridge", "kafka_stream", "parquet_ingest", "fault_tolerance")
+              "scala_bridge", "kafka_stream", "parquet_ingest", "fault_tolerance",
+              "padded_sequences")
 WHAT = {
     "epoch_time": "epoch time sparkdl(1 worker) / plain PyTorch",
     "launch_overhead": "trivial run peer / sparkdl (worse of torch, hvd)",
@@ -34,6 +35,7 @@ WHAT = {
     "kafka_stream": "records/s into tensors Kafka float32 / Parquet",
     "parquet_ingest": "rows/s Parquet->tensors sparkdl / Petastorm",
     "fault_tolerance": "epoch time with driver state / without (10M MLP)",
+    "padded_sequences": "epoch time padded LSTM/Transformer sparkdl / plain",
 }
 
 

@@ -41,11 +41,12 @@ def default_metrics(task: str) -> tuple[str, ...]:
     return ("accuracy",) if task in ("multiclass", "binary") else ()
 
 
-def check_metrics(names: Sequence[str], task: str) -> tuple[str, ...]:
-    """Validate ``metrics`` against the loss's task (on the driver).
+def check_metrics(names: Sequence[str], task: str | Sequence[str]) -> tuple[str, ...]:
+    """Validate ``metrics`` against the loss's task (on the driver); a multi-output
+    model's outputs each report the metrics that apply to their own task.
 
     Raises:
-        ConfigError: for an unknown metric or one that does not apply to ``task``.
+        ConfigError: for an unknown metric or one that applies to no output's task.
 
     Example:
         >>> check_metrics(["mae", "rmse"], "regression")
@@ -55,9 +56,11 @@ def check_metrics(names: Sequence[str], task: str) -> tuple[str, ...]:
         if name not in METRICS:
             raise ConfigError(f"Unknown metric {name!r}. Valid choices: {sorted(METRICS)}. "
                               f"Received: metrics={list(names)}")
-        if task not in METRICS[name]:
-            valid = [m for m, tasks in METRICS.items() if task in tasks]
-            raise ConfigError(f"Metric {name!r} does not apply to a {task} loss; for it use "
+        tasks = [task] if isinstance(task, str) else list(task)
+        if not set(tasks) & set(METRICS[name]):
+            valid = [m for m, applies in METRICS.items() if set(tasks) & set(applies)]
+            kind = f"a {tasks[0]} loss" if len(set(tasks)) == 1 else f"losses {tasks}"
+            raise ConfigError(f"Metric {name!r} does not apply to {kind}; for it use "
                               f"{valid}. Received: metrics={list(names)}")
     if len(set(names)) != len(names):
         raise ConfigError(f"metrics lists a metric twice. Received: metrics={list(names)}")
@@ -280,3 +283,47 @@ def _binary_auc(score: np.ndarray, positive: np.ndarray) -> float:
     n_pos = int(positive.sum())
     n_neg = len(positive) - n_pos
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+class OutputSums:
+    """The epoch sums of a network with one output or several (``labelCols``).
+
+    One output keeps :class:`MetricSums`' keys (``train_loss``, ``train_accuracy``);
+    several add, next to the combined ``train_loss``, each output's own loss and
+    metrics under its label column (``train_<label>_loss``, ``train_<label>_mae``).
+
+    Args:
+        metrics: per output, the metric names.
+        tasks: per output, its task.
+        labels: the label columns of a multi-output network, or ``None``.
+    """
+
+    def __init__(self, metrics: Sequence[Sequence[str]], tasks: Sequence[str],
+                 labels: Sequence[str] | None = None):
+        self.labels = tuple(labels) if labels is not None else None
+        self.parts = [MetricSums(m, t) for m, t in zip(metrics, tasks)]
+        self.total = MetricSums((), "regression") if self.labels is not None else None
+
+    @property
+    def running_loss(self) -> float:
+        return (self.total or self.parts[0]).running_loss
+
+    def add(self, outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor],
+            loss: torch.Tensor, parts: Sequence[torch.Tensor],
+            weight_sum: float | None = None) -> None:
+        """Count a batch: each output with its target and loss, and the combined loss."""
+        if self.total is not None:
+            self.total.add(outputs[0], targets[0], loss, weight_sum)
+        for sums, output, target, part in zip(self.parts, outputs, targets, parts):
+            sums.add(output, target, part, weight_sum)
+
+    def reduce(self, collective, rank: int, prefix: str) -> dict:
+        """The epoch's figures over all ranks (collectives: every rank calls it)."""
+        if self.total is None:
+            return self.parts[0].reduce(collective, rank, prefix)
+        out = self.total.reduce(collective, rank, prefix)
+        for label, sums in zip(self.labels, self.parts):
+            figures = sums.reduce(collective, rank, f"{prefix}_{label}")
+            figures.pop(f"{prefix}_{label}_rows", None)
+            out.update(figures)
+        return out

@@ -22,6 +22,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
+    BinaryType,
     BooleanType,
     DataType,
     IntegralType,
@@ -34,7 +35,8 @@ from sparkdl.errors import ConfigError, SchemaError
 
 #: What the README lists as supported; echoed in errors.
 SUPPORTED = ("Spark ML vector (dense or sparse)", "array<numeric> (nested arrays for tensors)",
-             "numeric (int, long, float, double; several columns allowed)")
+             "numeric (int, long, float, double; several columns allowed)",
+             "images in inputCols (binary image files, the image source's struct)")
 
 
 def column_kind(data_type: DataType) -> tuple[str, int] | None:
@@ -46,6 +48,11 @@ def column_kind(data_type: DataType) -> tuple[str, int] | None:
         return ("vector", 1)
     if isinstance(data_type, NumericType):
         return ("number", 0)
+    if isinstance(data_type, BinaryType):  # encoded image files (binaryFile's content)
+        return ("image", "binary")
+    if isinstance(data_type, StructType) and {"height", "width", "nChannels", "data"} \
+            <= set(data_type.names):  # the image source's struct
+        return ("image", "struct")
     depth = 0
     while isinstance(data_type, ArrayType):
         depth += 1
@@ -59,7 +66,7 @@ def is_integral(data_type: DataType) -> bool:
     """Whether a (nested) array's elements, or a number, are integers (token ids).
 
     Example:
-        >>> from pyspark.sql.types import ArrayType, IntegerType
+        >>> from pyspark.sql.types import ArrayType, FloatType, IntegerType
         >>> is_integral(ArrayType(IntegerType())), is_integral(ArrayType(FloatType()))
         (True, False)
     """
@@ -69,7 +76,10 @@ def is_integral(data_type: DataType) -> bool:
 
 
 def as_tensor(name: str, kind: tuple, integral: bool) -> Column:
-    """:func:`as_float_tensor`, or for integer columns a cast to 64-bit integers."""
+    """:func:`as_float_tensor`, or for integer columns a cast to 64-bit integers; an
+    image column as it is (decoded on the workers)."""
+    if kind[0] == "image":
+        return F.col(name)
     if not integral or kind[0] == "vector":
         return as_float_tensor(name, kind)
     type_str = "bigint"
@@ -102,6 +112,11 @@ def require_columns(schema: StructType, names: Sequence[str], role: str,
                 f"{role} column {name!r} has unsupported type "
                 f"{schema[name].dataType.simpleString()}. Supported: {', '.join(SUPPORTED)}."
             )
+        if kind[0] == "image" and stacked:
+            raise SchemaError(
+                f"{role} column {name!r} holds images "
+                f"({schema[name].dataType.simpleString()}): images are network inputs, "
+                f"one tensor each; pass them with inputCols=[{name!r}].")
         kinds[name] = kind
     if stacked and len(names) > 1 and any(k[0] != "number" for k in kinds.values()):
         raise SchemaError(
@@ -177,6 +192,14 @@ class DataStats:
     label_max: float | None
     label_size: int | None
     lengths: dict = field(default_factory=dict)
+    labels: dict = field(default_factory=dict)
+
+    def for_label(self, name: str) -> DataStats:
+        """These stats with ``label_*`` describing label column ``name`` (labelCols)."""
+        if name not in self.labels:
+            return self
+        low, high, size = self.labels[name]
+        return DataStats(self.rows, self.shapes, low, high, size, self.lengths, self.labels)
 
 
 #: How to let ragged arrays in: said wherever they are refused.
@@ -187,7 +210,8 @@ PADDING_HINT = ("or set padding={'value': 0, 'maxLength': 256} (with inputCols o
 
 def collect_stats(df: DataFrame, feature_kinds: dict[str, tuple], label_col: str | None,
                   label_kind: tuple | None, integer_labels: bool,
-                  ragged: Sequence[str] = (), weight_col: str | None = None) -> DataStats:
+                  ragged: Sequence[str] = (), weight_col: str | None = None,
+                  extra_labels: dict[str, tuple[tuple, bool]] | None = None) -> DataStats:
     """Run one aggregate query over the data and raise on the first problem found.
 
     Args:
@@ -198,6 +222,8 @@ def collect_stats(df: DataFrame, feature_kinds: dict[str, tuple], label_col: str
         integer_labels: labels must be class ids.
         ragged: input columns whose rows may differ in length (first axis only).
         weight_col: a numeric column of sample weights (no nulls, none negative).
+        extra_labels: more label columns (``labelCols``): name -> (kind, class ids?);
+            their range and size are in :attr:`DataStats.labels`.
 
     Raises:
         SchemaError: for an empty DataFrame, nulls, ragged arrays, empty sequences,
@@ -205,14 +231,21 @@ def collect_stats(df: DataFrame, feature_kinds: dict[str, tuple], label_col: str
     """
     aggs = [F.count(F.lit(1)).alias("rows")]
     checks = dict(feature_kinds)
-    if label_col is not None:
-        checks[label_col] = label_kind
+    labels = {} if label_col is None else {label_col: (label_kind, integer_labels)}
+    labels.update(extra_labels or {})
+    for name, (kind, _) in labels.items():
+        checks[name] = kind
     for i, (name, kind) in enumerate(checks.items()):
         aggs.append(F.sum(F.col(name).isNull().cast("long")).alias(f"n{i}"))
         if kind[0] == "array":
             aggs.append(F.sum(F.exists(_leaves(name, kind), lambda x: x.isNull())
                               .cast("long")).alias(f"e{i}"))
-        for lvl, sizes in enumerate(_levels(name, kind) if kind[0] != "number" else []):
+        if kind[0] == "image":  # undecodable-for-sure rows: empty files, invalid images
+            bad = F.length(F.col(name)) == 0 if kind[1] == "binary" else \
+                F.col(f"{name}.nChannels") < 1
+            aggs.append(F.sum(bad.cast("long")).alias(f"bad{i}"))
+        for lvl, sizes in enumerate(_levels(name, kind)
+                                    if kind[0] not in ("number", "image") else []):
             aggs.append(F.min(F.array_min(sizes)).alias(f"lo{i}_{lvl}"))
             aggs.append(F.max(F.array_max(sizes)).alias(f"hi{i}_{lvl}"))
     if weight_col is not None:
@@ -220,19 +253,21 @@ def collect_stats(df: DataFrame, feature_kinds: dict[str, tuple], label_col: str
         aggs.append(F.sum((F.col(weight_col) < 0).cast("long")).alias("w_neg"))
         aggs.append(F.sum(F.isnan(F.col(weight_col).cast("double")).cast("long"))
                     .alias("w_nan"))
-    if label_col is not None and label_kind[0] == "number":
-        aggs.append(F.min(label_col).cast("double").alias("label_min"))
-        aggs.append(F.max(label_col).cast("double").alias("label_max"))
-        if integer_labels:
-            aggs.append(F.sum((F.col(label_col) != F.floor(label_col)).cast("long"))
-                        .alias("label_frac"))
+    for j, (name, (kind, integer)) in enumerate(labels.items()):
+        if kind[0] != "number":
+            continue
+        aggs.append(F.min(name).cast("double").alias(f"label_min{j}"))
+        aggs.append(F.max(name).cast("double").alias(f"label_max{j}"))
+        if integer:
+            aggs.append(F.sum((F.col(name) != F.floor(name)).cast("long"))
+                        .alias(f"label_frac{j}"))
     row = df.agg(*aggs).first().asDict()
     if not row["rows"]:
         raise SchemaError("The DataFrame is empty: there is nothing to train on. Check the "
                           "filters and the source path.")
     shapes = {}
     lengths: dict[str, tuple[int, int]] = {}
-    label_size = None
+    sizes: dict[str, int | None] = {}
     if weight_col is not None:
         for key, what in (("w_null", "null"), ("w_nan", "NaN"), ("w_neg", "negative")):
             if row[key]:
@@ -241,12 +276,18 @@ def collect_stats(df: DataFrame, feature_kinds: dict[str, tuple], label_col: str
                     f"of {row['rows']} rows. Weights must be numbers >= 0: fill or drop them "
                     "before fitting.")
     for i, name in enumerate(checks):
-        role = "label" if name == label_col else "feature"
+        role = "label" if name in labels else "feature"
         if row[f"n{i}"]:
             raise SchemaError(
                 f"{role.capitalize()} column {name!r} has {row[f'n{i}']} null value(s) out "
                 f"of {row['rows']} rows. Drop them (df.na.drop(subset=[{name!r}])) or fill "
                 "them before fitting.")
+        if row.get(f"bad{i}"):
+            raise SchemaError(
+                f"Image column {name!r} has {row[f'bad{i}']} row(s) that are no image "
+                "(empty files, or invalid images of the image source). Drop them first, "
+                "e.g. df.filter(F.length('content') > 0), or read with "
+                "spark.read.format('image').option('dropInvalid', True).")
         if row.get(f"e{i}"):
             raise SchemaError(
                 f"{role.capitalize()} column {name!r} has {row[f'e{i}']} row(s) with null "
@@ -273,17 +314,21 @@ def collect_stats(df: DataFrame, feature_kinds: dict[str, tuple], label_col: str
                     + (f", {PADDING_HINT}" if role == "feature" and lvl == 0 else "") + ".")
             shape.append(int(lo))
             lvl += 1
-        if name == label_col:
-            label_size = math.prod(shape) if shape else None
+        if name in labels:
+            sizes[name] = math.prod(shape) if shape else None
         else:
             shapes[name] = tuple(shape)
-    if row.get("label_frac"):
+    for j, name in enumerate(labels):
+        if not row.get(f"label_frac{j}"):
+            continue
         raise SchemaError(
-            f"Label column {label_col!r} has {row['label_frac']} non-integer value(s), but "
+            f"Label column {name!r} has {row[f'label_frac{j}']} non-integer value(s), but "
             "this loss expects integer class ids 0..C-1. Use a regression loss (mse) or "
             "index the labels (StringIndexer).")
-    return DataStats(row["rows"], shapes, row.get("label_min"), row.get("label_max"),
-                     label_size, lengths)
+    found = {name: (row.get(f"label_min{j}"), row.get(f"label_max{j}"), sizes.get(name))
+             for j, name in enumerate(labels)}
+    first = found.get(label_col, (None, None, None))
+    return DataStats(row["rows"], shapes, *first, lengths, found)
 
 
 def input_specs(schema: StructType, names: Sequence[str], kinds: dict[str, tuple],
@@ -315,6 +360,11 @@ def input_specs(schema: StructType, names: Sequence[str], kinds: dict[str, tuple
     specs = []
     for i, name in enumerate(names):
         kind = kinds[name]
+        if kind[0] == "image":  # decoded on the workers; the estimator sets the shape
+            origin = "path" if kind[1] == "binary" and "path" in schema.names else None
+            specs.append(InputSpec(columns[i] if columns else name, "float32",
+                                   image=kind[1], origin=origin))
+            continue
         ragged = padding is not None and kind[0] == "array" and padding.pads(name)
         integral = kind[0] != "vector" and is_integral(schema[name].dataType)
         shape = None

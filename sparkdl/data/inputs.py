@@ -107,6 +107,12 @@ class InputSpec:
             ``None``: what the data has (scoring).
         ragged: rows have different lengths and are padded per batch.
         padding: how; set for ragged columns.
+        image: ``"binary"`` (encoded files) or ``"struct"`` (Spark's ``image``
+            source) for an image column, decoded on the worker into float32
+            ``(batch, C, H, W)`` (see :mod:`sparkdl.data.images`); ``shape`` is then
+            the per-image shape after the transform.
+        origin: for a binary image column, the column naming each row's file
+            (binaryFile's ``path``), for errors; ``None``: not known.
     """
 
     column: str
@@ -114,6 +120,15 @@ class InputSpec:
     shape: tuple[int, ...] | None = None
     ragged: bool = False
     padding: Padding | None = None
+    image: str | None = None
+    origin: str | None = None
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The user's column name, for messages (``column`` may be a fit's temporary
+        name for it)."""
+        return self.name or self.column
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -131,7 +146,7 @@ class _Ragged:
 
     def __init__(self, arr: pa.Array, spec: InputSpec):
         if arr.null_count:
-            raise SchemaError(f"Column {spec.column!r} has {arr.null_count} null value(s) "
+            raise SchemaError(f"Column {spec.label!r} has {arr.null_count} null value(s) "
                               "in this batch; drop or fill them before training or scoring.")
         offsets = arr.offsets.to_numpy().astype(np.int64)
         self.starts = offsets[:-1]
@@ -139,10 +154,10 @@ class _Ragged:
         flat = arr.flatten()  # honours the array's own offset (a sliced batch)
         base = int(offsets[0])
         self.starts = self.starts - base
-        values = column_to_numpy(flat, spec.column, DTYPES[spec.dtype]) if len(flat) else \
+        values = column_to_numpy(flat, spec.label, DTYPES[spec.dtype]) if len(flat) else \
             np.zeros((0, *(spec.shape or ())), dtype=DTYPES[spec.dtype])
         if spec.shape is not None and values.shape[1:] != spec.shape:
-            raise SchemaError(f"Column {spec.column!r} has elements of shape "
+            raise SchemaError(f"Column {spec.label!r} has elements of shape "
                               f"{list(values.shape[1:])}, expected {list(spec.shape)}.")
         self.values = values
 
@@ -168,7 +183,8 @@ class InputRows:
            ) -> InputRows:
         """Wrap the input columns of each batch (one list of arrays per batch, in the
         order of ``specs``)."""
-        parts = [[_Ragged(col, spec) if spec.ragged else _dense(col, spec)
+        parts = [[_Ragged(col, spec) if spec.ragged else _image_column(col, spec)
+                  if spec.image else _dense(col, spec)
                   for col, spec in zip(columns, specs)] for columns in batches]
         sizes = [len(p[0].lengths) if specs[0].ragged else len(p[0]) for p in parts]
         return cls(parts, specs, np.cumsum([0, *sizes]))
@@ -187,9 +203,10 @@ class InputRows:
                 out.append(np.minimum(found, limit) if limit else found)
         return out
 
-    def take(self, index: Sequence[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Rows ``index``: one array per input (ragged ones padded), and the lengths
-        of each ragged input (int64)."""
+    def take(self, index: Sequence[int], transform=None
+             ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Rows ``index``: one array per input (ragged ones padded, images decoded and
+        ``transform``-ed), and the lengths of each ragged input (int64)."""
         index = np.asarray(index, dtype=np.int64)
         chunk = np.searchsorted(self.starts, index, side="right") - 1
         chunks = np.unique(chunk)
@@ -215,6 +232,12 @@ class InputRows:
                         out[hit] = block
                 arrays.append(out)
                 all_lengths.append(found.astype(np.int64))
+            elif spec.image:
+                from sparkdl.data.images import prepare_images
+
+                images = [self.parts[c][i].decode(int(row - self.starts[c]))
+                          for c, row in zip(chunk, index)]
+                arrays.append(prepare_images(images, transform, spec.label, spec.shape))
             else:
                 out = None
                 for c in chunks:
@@ -230,19 +253,36 @@ class InputRows:
                               else np.zeros((0, *(spec.shape or ())), dtype=dtype))
         return arrays, all_lengths
 
-    def arguments(self, index: Sequence[int]) -> list[np.ndarray]:
-        """What ``forward`` is called with: the inputs, then each ragged input's lengths."""
-        arrays, lengths = self.take(index)
+    def arguments(self, index: Sequence[int], transform=None) -> list[np.ndarray]:
+        """What ``forward`` is called with: the inputs, then each ragged input's lengths.
+
+        ``transform``: applied to each image of image columns (training's or scoring's).
+        """
+        arrays, lengths = self.take(index, transform)
         return arrays + lengths
 
 
+def batch_columns(batch: pa.RecordBatch, specs: Sequence[InputSpec]) -> list:
+    """The columns of ``batch`` that :meth:`InputRows.of` takes for ``specs``: an image
+    column with an ``origin`` comes with it, as ``(images, origins)``."""
+    return [(batch.column(s.column), batch.column(s.origin)) if s.image and s.origin
+            else batch.column(s.column) for s in specs]
+
+
+def _image_column(col, spec: InputSpec):
+    from sparkdl.data.images import ImageColumn
+
+    images, origins = col if isinstance(col, tuple) else (col, None)
+    return ImageColumn(images, spec.label, origins)
+
+
 def _dense(arr: pa.Array, spec: InputSpec) -> np.ndarray:
-    values = column_to_numpy(arr, spec.column, DTYPES[spec.dtype])
+    values = column_to_numpy(arr, spec.label, DTYPES[spec.dtype])
     if values.ndim == 1:  # a number per row: (rows, 1), as one numeric featuresCol gives
         values = values.reshape(-1, 1)
     if spec.shape is not None and values.shape[1:] != spec.shape:
         if int(np.prod(values.shape[1:])) != int(np.prod(spec.shape)):
-            raise SchemaError(f"Column {spec.column!r} holds rows of shape "
+            raise SchemaError(f"Column {spec.label!r} holds rows of shape "
                               f"{list(values.shape[1:])}, expected {list(spec.shape)}.")
         values = values.reshape((len(values), *spec.shape))
     return values

@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from sparkdl.data.arrow_tensors import feature_views, labels_to_numpy, take_features
-from sparkdl.data.inputs import InputRows, InputSpec
+from sparkdl.data.inputs import InputRows, InputSpec, batch_columns
 
 SHARD_FILE = "shard.arrow"
 
@@ -60,6 +60,10 @@ class ShardLayout:
         inputs: one entry per argument of ``forward`` (``inputCols``, ragged columns
             padded); ``None``: ``feature_cols`` stacked into one float32 tensor.
         weight_col: a float column of per-row loss weights, or ``None``.
+        label_cols: a multi-output network's label columns (instead of
+            ``label_col``), and ``integer_label_cols`` which of them hold class ids.
+        train_transform: applied to each image of image inputs in training batches.
+        eval_transform: applied to each image of image inputs in validation batches.
     """
 
     feature_cols: tuple[str, ...]
@@ -70,6 +74,10 @@ class ShardLayout:
     order_col: str | None = None
     inputs: tuple[InputSpec, ...] | None = None
     weight_col: str | None = None
+    label_cols: tuple[str, ...] | None = None
+    integer_label_cols: tuple[bool, ...] = ()
+    train_transform: Callable | None = None
+    eval_transform: Callable | None = None
 
 
 class LocalShard:
@@ -88,6 +96,7 @@ class LocalShard:
         validation: list[np.ndarray] = []
         order: list[np.ndarray] = []
         weights: list[np.ndarray] = []
+        targets: list[list[np.ndarray]] = [[] for _ in layout.label_cols or ()]
         sizes: list[int] = []
         input_columns: list[list[pa.Array]] = []
         for batch in table.to_batches():
@@ -95,11 +104,14 @@ class LocalShard:
                 continue
             sizes.append(batch.num_rows)
             if layout.inputs is not None:
-                input_columns.append([batch.column(i.column) for i in layout.inputs])
+                input_columns.append(batch_columns(batch, layout.inputs))
             else:
                 self._features.append(feature_views(
                     [batch.column(c) for c in layout.feature_cols],
                     layout.feature_shape, layout.feature_cols))
+            for i, col in enumerate(layout.label_cols or ()):
+                targets[i].append(labels_to_numpy(batch.column(col), col,
+                                                  layout.integer_label_cols[i]))
             if layout.weight_col is not None:
                 weights.append(labels_to_numpy(batch.column(layout.weight_col),
                                                layout.weight_col, False))
@@ -117,6 +129,7 @@ class LocalShard:
         self._inputs = InputRows.of(input_columns, layout.inputs) \
             if layout.inputs is not None else None
         self._weights = np.concatenate(weights) if weights else None
+        self._targets = [np.concatenate(t) for t in targets] if sizes else []
         self._starts = np.cumsum([0, *sizes])
         self.rows = int(self._starts[-1])
         is_val = (np.concatenate(validation).astype(bool) if validation
@@ -181,11 +194,15 @@ class LocalShard:
             return self._feature_rows.take(index).astype(np.float32, copy=False)
         return self._gather(self._features, np.asarray(index), self._take_features)
 
-    def arguments(self, index: Sequence[int]) -> list[np.ndarray]:
+    def arguments(self, index: Sequence[int], training: bool = True) -> list[np.ndarray]:
         """What the network's ``forward`` takes for rows ``index``: the features, or
-        with ``inputs`` one array per input followed by each ragged input's lengths."""
+        with ``inputs`` one array per input followed by each ragged input's lengths.
+        Images go through the layout's training (or, ``training=False``, validation)
+        transform."""
         if self._inputs is not None:
-            return self._inputs.arguments(index)
+            layout = self.layout
+            return self._inputs.arguments(
+                index, layout.train_transform if training else layout.eval_transform)
         return [self.features(index)]
 
     def input_lengths(self, index: Sequence[int]) -> np.ndarray | None:
@@ -203,6 +220,13 @@ class LocalShard:
         if self._weights is None:  # an empty shard
             return np.zeros(len(index), dtype=np.float32)
         return self._weights[index]
+
+    def targets(self, index: Sequence[int]) -> list[np.ndarray]:
+        """The label rows at ``index``: one array per label column."""
+        if self.layout.label_cols is None:
+            return [self.labels(index)]
+        index = np.asarray(index, dtype=np.int64)
+        return [t[index] for t in self._targets]
 
     def labels(self, index: Sequence[int]) -> np.ndarray:
         """Label rows at ``index``."""

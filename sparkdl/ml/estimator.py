@@ -24,14 +24,14 @@ from sparkdl.data.columns import (
     require_boolean,
     require_columns,
 )
+from sparkdl.data.images import check_transform, sample_shape
 from sparkdl.data.inputs import Padding
 from sparkdl.data.partitioning import one_partition_per_rank
 from sparkdl.data.shard import ShardLayout
 from sparkdl.errors import ConfigError, SchemaError
 from sparkdl.history import TrainingHistory
-from sparkdl.losses import resolve_loss
 from sparkdl.lr_schedulers import SchedulerPlan, check_scheduler
-from sparkdl.metrics import check_metrics, default_metrics
+from sparkdl.metrics import METRICS, check_metrics, default_metrics
 from sparkdl.ml import preflight
 from sparkdl.ml.mlflow_tracking import MlflowRun, require_mlflow
 from sparkdl.ml.model import TorchModel
@@ -39,6 +39,7 @@ from sparkdl.ml.params import TrainingParams
 from sparkdl.ml.persistence import TorchEstimatorReader, TorchEstimatorWriter
 from sparkdl.ml.progress import FitProgress, progress_interval
 from sparkdl.ml.recovery import RestartPolicy, train_with_restarts
+from sparkdl.objective import Objective
 from sparkdl.optimizers import check_optimizer
 from sparkdl.rendezvous import rendezvous_mode
 from sparkdl.session import facts_for
@@ -55,6 +56,8 @@ _LABEL = "__sparkdl_label"
 _VALID = "__sparkdl_is_val"
 _ORDER = "__sparkdl_row"
 _WEIGHT = "__sparkdl_weight"
+#: Per-image transforms of image inputs: code kept beside the Params, as custom losses.
+IMAGE_HOOKS = ("transform", "scoreTransform")
 
 
 def _as_list(value) -> list:
@@ -120,6 +123,17 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
             array columns.
         sampleWeightCol: per-row loss weights; each global batch's loss is the
             weighted mean over all ranks' rows.
+        transform: with image columns in ``inputCols`` (binaryFile's ``content``, the
+            ``image`` source's struct), a callable applied on the worker to each
+            decoded uint8 RGB image ``(3, H, W)`` of training batches, e.g. a
+            torchvision ``v2.Compose`` (see :meth:`setTransform`).
+        scoreTransform: the same for validation batches and the fitted model's scoring.
+        labelCols: the label columns of a multi-output model: ``forward`` returns a
+            tuple, output ``i`` is compared with ``labelCols[i]`` by ``loss[i]``
+            (``loss=["cross_entropy", "mse"]``, or one name for all), weighted by
+            ``lossWeights``; the history has each output's loss and metrics
+            (``train_<label>_loss``), scoring one set of columns per output
+            (``prediction_<label>``, ...).
         metrics: any of ``"accuracy"``, ``"top5_accuracy"``, ``"f1"``, ``"auc"``
             (classifiers), ``"mae"``, ``"rmse"`` (regression), computed exactly over the
             rows of all ranks as ``train_<name>`` and ``val_<name>``.
@@ -160,7 +174,9 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
                  onEpochEnd=None, callbacks=None, mlflowExperiment=None,
                  lrScheduler=None, lrSchedulerParams=None, gradientClipNorm=None,
                  earlyStopping=None, precision=None, metrics=None, inputCols=None,
-                 padding=None, sampleWeightCol=None) -> None:
+                 padding=None, sampleWeightCol=None, labelCols=None,
+                 lossWeights=None, transform=None,
+                 scoreTransform=None) -> None:
         super().__init__()
         self._setDefault(backend=default_backend())
         self._model = None
@@ -168,6 +184,7 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         self._optimizer_fn = None
         self._lrScheduler_fn = None
         self._callbacks: list[Callable[[int, dict], object]] = []
+        self._transform_fn = self._scoreTransform_fn = None  # image hooks: code, no Params
         self.setParams(**self._input_kwargs)
 
     @keyword_only
@@ -182,7 +199,9 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
                   onEpochEnd=None, callbacks=None, mlflowExperiment=None,
                   lrScheduler=None, lrSchedulerParams=None, gradientClipNorm=None,
                   earlyStopping=None, precision=None, metrics=None, inputCols=None,
-                  padding=None, sampleWeightCol=None) -> TorchEstimator:
+                  padding=None, sampleWeightCol=None, labelCols=None,
+                  lossWeights=None, transform=None,
+                  scoreTransform=None) -> TorchEstimator:
         """Set any Param by name, plus ``model``, callable ``loss``/``optimizer``."""
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         if "model" in kwargs:
@@ -190,6 +209,9 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         if "onEpochEnd" in kwargs or "callbacks" in kwargs:
             self.setOnEpochEnd(_as_list(kwargs.pop("onEpochEnd", None))
                                + _as_list(kwargs.pop("callbacks", None)))
+        for name in IMAGE_HOOKS:
+            if name in kwargs:
+                self._set_custom_code(name, check_transform(name, kwargs.pop(name)))
         for name in ("loss", "optimizer", "lrScheduler"):
             if name in kwargs and callable(kwargs[name]):
                 self._set_custom_code(name, kwargs.pop(name))
@@ -229,12 +251,72 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         return list(self._callbacks)
 
     def _custom_code(self, name: str) -> Callable | None:
-        """The callable behind ``loss``/``optimizer`` = ``"custom"``, else None."""
+        """The callable behind ``loss``/``optimizer`` = ``"custom"`` or an image hook
+        (``transform``, ``scoreTransform``), else None."""
+        if name in IMAGE_HOOKS:
+            return getattr(self, f"_{name}_fn")
         return getattr(self, f"_{name}_fn") if self.getOrDefault(name) == "custom" else None
 
     def _set_custom_code(self, name: str, fn: Callable) -> None:
         setattr(self, f"_{name}_fn", fn)
-        self._set(**{name: "custom"})
+        if name not in IMAGE_HOOKS:
+            self._set(**{name: "custom"})
+
+    def setTransform(self, fn: Callable | None) -> TorchEstimator:
+        """Set the per-image transform of training batches (image ``inputCols``).
+
+        Each image arrives as a uint8 RGB tensor ``(3, H, W)``, decoded on the worker;
+        ``fn`` returns a tensor (a uint8 result is scaled to [0, 1], any other cast to
+        float32) and the batch is stacked into ``(batch, C, H, W)``. Like a custom
+        loss it is code: copies of the estimator keep it, ``save`` pickles it
+        (``load(path, trusted=False)`` refuses it).
+
+        Args:
+            fn: a callable on one image tensor (a torchvision v2 ``Compose``), or
+                ``None`` for none.
+
+        Example::
+
+            from torchvision.transforms import v2
+            est.setTransform(v2.Compose([v2.RandomResizedCrop(32, scale=(0.8, 1)),
+                                         v2.ToDtype(torch.float32, scale=True)]))
+        """
+        self._set_custom_code("transform", check_transform("transform", fn))
+        return self
+
+    def getTransform(self) -> Callable | None:
+        """The training batches' per-image transform, or ``None``."""
+        return self._transform_fn
+
+    def setScoreTransform(self, fn: Callable | None) -> TorchEstimator:
+        """Set the per-image transform of validation batches and of the fitted model's
+        scoring (deterministic: resize, convert), as :meth:`setTransform` describes.
+
+        Example::
+
+            est.setScoreTransform(v2.Compose([v2.Resize((32, 32)),
+                                              v2.ToDtype(torch.float32, scale=True)]))
+        """
+        self._set_custom_code("scoreTransform", check_transform("scoreTransform", fn))
+        return self
+
+    def getScoreTransform(self) -> Callable | None:
+        """The validation and scoring per-image transform, or ``None``."""
+        return self._scoreTransform_fn
+
+    def _image_inputs(self, dataset: DataFrame, inputs):
+        """``inputs`` with each image column's per-image shape (after the transforms),
+        from its first image, decoded on the driver so the network can be probed."""
+        if not inputs or not any(i.image for i in inputs):
+            return inputs
+        images = [i for i in inputs if i.image]
+        row = dataset.select(*[i.column for i in images]).first()
+        hooks = {name: self._custom_code(name) for name in IMAGE_HOOKS
+                 if self._custom_code(name) is not None}
+        shapes = {i.column: sample_shape(row[i.column], i.image, i.column, hooks)
+                  for i in images}
+        return tuple(dataclasses.replace(i, shape=shapes[i.column]) if i.image else i
+                     for i in inputs)
 
     def setModel(self, model) -> TorchEstimator:
         """Set the network: a ``torch.nn.Module``, a zero-argument factory returning
@@ -395,7 +477,7 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         for name in ("loss", "optimizer", "lrScheduler"):
             if self.getOrDefault(name) == "custom" and self._custom_code(name) is None:
                 raise ConfigError(f"{name}='custom' needs a callable: pass {name}=<callable>.")
-        task = resolve_loss(self._loss()).task
+        objective = self._objective()
         check_optimizer(self._optimizer(), self.getOrDefault(self.optimizerParams))
         check_scheduler(self._scheduler_plan())
         clip = self.getGradientClipNorm()
@@ -413,20 +495,30 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
             raise ConfigError("padding applies to array columns read one tensor each: use "
                               "inputCols=[...] instead of featuresCols with padding.")
         if self.getMetrics() is not None:
-            check_metrics(self.getMetrics(), task)
+            check_metrics(self.getMetrics(), objective.tasks)
         stopping = EarlyStopping.from_param(self.getEarlyStopping())
         if stopping is not None:
-            stopping.check_monitor(self._history_keys(task))
+            stopping.check_monitor(self._history_keys(objective))
         check_backend(self._backend(), self.getBackendOptions())
 
-    def _history_keys(self, task: str) -> list[str]:
+    def _history_keys(self, objective: Objective) -> list[str]:
         """The numbers every epoch's history record will hold."""
-        names = default_metrics(task) if self.getMetrics() is None else self.getMetrics()
         validating = self.getValidationFraction() > 0 or self.isSet(self.validationCol)
-        keys = ["train_loss"] + [f"train_{m}" for m in names]
-        if validating:
-            keys += ["val_loss"] + [f"val_{m}" for m in names]
+        keys = []
+        for prefix in ("train", "val") if validating else ("train",):
+            keys.append(f"{prefix}_loss")
+            for i, task in enumerate(objective.tasks):
+                names = default_metrics(task) if self.getMetrics() is None else [
+                    m for m in self.getMetrics() if task in METRICS[m]]
+                if objective.labels is None:
+                    keys += [f"{prefix}_{m}" for m in names]
+                else:
+                    label = objective.labels[i]
+                    keys += [f"{prefix}_{label}_{m}" for m in ("loss", *names)]
         return keys + ["lr"]
+
+    def _objective(self) -> Objective:
+        return Objective.of(self._loss(), self.getLabelCols(), self.getLossWeights())
 
     def _restart_policy(self) -> RestartPolicy:
         return RestartPolicy(self.getMaxRestarts(), self.getDriverStateInterval(),
@@ -436,12 +528,15 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         self._check_params()
         if self.getPrecision() == "16-mixed":
             _require_gpu_tasks(dataset.sparkSession)
-        loss = resolve_loss(self._loss())
+        objective = self._objective()
+        losses = objective.specs
+        loss = losses[0]
         integer_labels = loss.task == "multiclass"
         input_cols = self._input_columns()
         padding = Padding.from_param(self.getPadding())
         feature_cols = input_cols or self.getFeatureColumns()
-        label_col = self.getLabelCol()
+        label_cols = list(objective.labels) if objective.labels else [self.getLabelCol()]
+        label_col = label_cols[0]
         weight_col = self.getSampleWeightCol() or None
         schema = dataset.schema
         meet = rendezvous_mode(dataset.sparkSession)  # checked before any job
@@ -451,15 +546,17 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
             if require_columns(schema, [weight_col], "sample weight")[weight_col][0] != "number":
                 raise SchemaError(f"Sample weight column {weight_col!r} must be numeric; found "
                                   f"{schema[weight_col].dataType.simpleString()}.")
-            if loss.per_row is None:
+            if any(spec.per_row is None for spec in losses):
                 raise ConfigError("sampleWeightCol needs a named loss (cross_entropy, nll, "
                                   "bce_with_logits, mse): a custom loss returns the batch mean "
                                   "and cannot weight rows.")
-        label_kind = require_columns(schema, [label_col], "label")[label_col]
-        if integer_labels and label_kind[0] != "number":
-            raise SchemaError(
-                f"Label column {label_col!r} is {schema[label_col].dataType.simpleString()} "
-                f"but loss={loss.name!r} needs one integer class id per row.")
+        label_kinds = require_columns(schema, label_cols, "label", stacked=False)
+        for col, spec in zip(label_cols, losses):
+            if spec.task == "multiclass" and label_kinds[col][0] != "number":
+                raise SchemaError(
+                    f"Label column {col!r} is {schema[col].dataType.simpleString()} but "
+                    f"loss={spec.name!r} needs one integer class id per row.")
+        label_kind = label_kinds[label_col]
         val_col = self.getOrDefault(self.validationCol) if self.isSet(self.validationCol) \
             else None
         if val_col:
@@ -468,15 +565,21 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
                   and kinds[c][0] == "array" and padding.pads(c)]
         inputs = input_specs(schema, input_cols, kinds, padding) if input_cols else None
         stats = collect_stats(dataset, kinds, label_col, label_kind, integer_labels, ragged,
-                              weight_col)
+                              weight_col, {c: (label_kinds[c], spec.task == "multiclass")
+                                           for c, spec in zip(label_cols[1:], losses[1:])})
         if input_cols:
             inputs = input_specs(schema, input_cols, kinds, padding, stats.shapes)
+            inputs = self._image_inputs(dataset, inputs)
             feature_shape = None
         else:
             feature_shape = preflight.feature_shape(stats, feature_cols,
                                                     self.getFeatureShape())
-        output_shape, shapes = preflight.probe_output(self._model, feature_shape, inputs)
-        preflight.check_labels(loss.task, output_shape, stats, label_col)
+        multi = objective.labels is not None
+        output_shape, shapes = preflight.probe_output(
+            self._model, feature_shape, inputs, len(label_cols) if multi else None)
+        output_shapes = list(output_shape) if multi else [output_shape]
+        for col, spec, shape in zip(label_cols, losses, output_shapes):
+            preflight.check_labels(spec.task, shape, stats.for_label(col), col)
         num_workers = self.getNumWorkers()
         spark = dataset.sparkSession
         facts = facts_for(spark)  # a classic or a Spark Connect session
@@ -489,19 +592,23 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
                 outputs, resume=latest_checkpoint(outputs.checkpoints, shapes))
 
         temp = [f"{_FEATURE}{i}" for i in range(len(feature_cols))]
-        label_type = "long" if integer_labels else None
-        label_expr = as_float_tensor(label_col, label_kind) if label_type is None \
-            else F.col(label_col).cast(label_type)
+        label_names = [f"{_LABEL}{i}" for i in range(len(label_cols))] if multi else [_LABEL]
+        label_exprs = [(F.col(c).cast("long") if spec.task == "multiclass"
+                        else as_float_tensor(c, label_kinds[c])).alias(name)
+                       for c, spec, name in zip(label_cols, losses, label_names)]
         seed = self.getOrDefault(self.seed)
         frac = self.getOrDefault(self.validationFraction)
         valid = F.col(val_col) if val_col else (F.rand(seed) < F.lit(frac))
         columns = [as_tensor(c, kinds[c], spec.dtype == "int64").alias(t)
                    for c, t, spec in zip(feature_cols, temp, inputs)] if inputs else \
             [as_float_tensor(c, kinds[c]).alias(t) for c, t in zip(feature_cols, temp)]
+        # each image's file, so a worker that cannot decode it names it
+        columns += [F.col(i.origin).alias(f"{t}_origin") for i, t in zip(inputs or (), temp)
+                    if i.origin]
         if weight_col is not None:
             columns.append(F.col(weight_col).cast("float").alias(_WEIGHT))
         prepared = one_partition_per_rank(dataset.select(
-            *columns, label_expr.alias(_LABEL), valid.alias(_VALID),
+            *columns, *label_exprs, valid.alias(_VALID),
             F.monotonically_increasing_id().alias(_ORDER),
         ), num_workers, _ORDER)
 
@@ -510,14 +617,17 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         spec = TrainSpec(
             architecture=Architecture.of(model),
             initial_weights=weights_to_bytes(model) if is_module else None,
-            loss=self._loss(), optimizer=self._optimizer(),
+            loss=objective.losses if multi else self._loss(), optimizer=self._optimizer(),
             optimizer_params=dict(self.getOrDefault(self.optimizerParams)),
-            layout=ShardLayout(tuple(temp), _LABEL, integer_labels,
+            layout=ShardLayout(tuple(temp), None if multi else _LABEL, integer_labels,
                                tuple(feature_shape) if feature_shape else None,
                                _VALID if (val_col or frac > 0) else None, _ORDER,
-                               tuple(dataclasses.replace(i, column=t)
+                               tuple(dataclasses.replace(
+                                   i, column=t, name=i.column, origin=i.origin and f"{t}_origin")
                                      for i, t in zip(inputs, temp)) if inputs else None,
-                               _WEIGHT if weight_col else None),
+                               _WEIGHT if weight_col else None,
+                               tuple(label_names) if multi else None,
+                               tuple(spec.task == "multiclass" for spec in losses)),
             batch_size=self.getBatchSize(), epochs=self.getOrDefault(self.epochs),
             seed=seed, num_workers=num_workers, backend=self._backend(),
             shuffle=self.getOrDefault(self.shuffle), timeout_s=self.getOrDefault(self.timeout),
@@ -530,7 +640,13 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
             early_stopping=EarlyStopping.from_param(self.getEarlyStopping()),
             precision=self.getPrecision(),
             metrics=None if self.getMetrics() is None else tuple(self.getMetrics()),
+            loss_weights=objective.weights if multi else None,
+            labels=objective.labels,
         )
+        if inputs and any(i.image for i in inputs):  # code, like a custom loss
+            spec = dataclasses.replace(spec, layout=dataclasses.replace(
+                spec.layout, train_transform=self._transform_fn,
+                eval_transform=self._scoreTransform_fn))
         start = outputs.resume
         if start is not None and start.epoch >= spec.epochs:
             log.info("sparkdl: checkpointDir holds epoch %d of %d: nothing left to train",
@@ -562,10 +678,13 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         fitted = TorchModel(spec.architecture, bytes(weights), history)
         fitted._resetUid(self.uid.replace("TorchEstimator", "TorchModel"))
         self._copyValues(fitted)
+        fitted._score_transform = self._scoreTransform_fn
         if feature_shape is not None:
             fitted._set(featureShape=list(feature_shape))
-        fitted._set(task=loss.task,
-                    outputShape=list(output_shape))
+        fitted._set(task=loss.task, outputShape=list(output_shapes[0]))
+        if multi:
+            fitted._set(outputTasks=[spec.task for spec in losses],
+                        outputShapes=[list(o) for o in output_shapes])
         if tracking is not None:
             tracking.log_model(fitted, spark)
             tracking.end()

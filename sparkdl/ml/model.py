@@ -67,6 +67,12 @@ class TorchModel(Model, TrainingParams, MLWritable, MLReadable):
                  typeConverter=TypeConverters.toString)
     outputShape = Param(Params._dummy(), "outputShape", "per-row shape of the network output",
                         typeConverter=TypeConverters.toListInt)
+    outputTasks = Param(Params._dummy(), "outputTasks",
+                        "with labelCols, the task of each output",
+                        typeConverter=TypeConverters.toListString)
+    outputShapes = Param(Params._dummy(), "outputShapes",
+                         "with labelCols, the per-row shape of each output",
+                         typeConverter=lambda v: [TypeConverters.toListInt(s) for s in v])
 
     def __init__(self, architecture: Architecture | None = None, weights: bytes = b"",
                  history: TrainingHistory | None = None) -> None:
@@ -75,6 +81,9 @@ class TorchModel(Model, TrainingParams, MLWritable, MLReadable):
         self._weights = weights
         self._history = history or TrainingHistory()
         self._shared: dict[str, object] = {}
+        # image inputs' per-image scoring transform: code, not a Param (nor named
+        # ``transform``, which is Spark's method)
+        self._score_transform = None
 
     # -- a model trained elsewhere ------------------------------------------------
 
@@ -301,6 +310,31 @@ class TorchModel(Model, TrainingParams, MLWritable, MLReadable):
         """
         return self._architecture.build(weights_from_bytes(self._weights)).eval()
 
+    def setScoreTransform(self, fn) -> TorchModel:
+        """Set the per-image transform applied when scoring image ``inputCols``.
+
+        Each image is decoded on the worker into a uint8 RGB tensor ``(3, H, W)``;
+        ``fn`` returns a tensor (uint8 results are scaled to [0, 1], others cast to
+        float32). A fitted model starts with the estimator's ``scoreTransform``;
+        ``save`` pickles it (``load(path, trusted=False)`` refuses it).
+
+        Args:
+            fn: a callable on one image tensor (a torchvision ``v2.Compose``), or None.
+
+        Example::
+
+            model.setScoreTransform(v2.Compose([v2.Resize((32, 32)),
+                                                v2.ToDtype(torch.float32, scale=True)]))
+        """
+        from sparkdl.data.images import check_transform
+
+        self._score_transform = check_transform("scoreTransform", fn)
+        return self
+
+    def getScoreTransform(self):
+        """The per-image scoring transform of image inputs, or ``None``."""
+        return self._score_transform
+
     def getTask(self) -> str:
         """``"multiclass"``, ``"binary"`` or ``"regression"``: how outputs become predictions."""
         return self.getOrDefault(self.task)
@@ -345,39 +379,60 @@ class TorchModel(Model, TrainingParams, MLWritable, MLReadable):
                 "set predictionCol/probabilityCol/rawPredictionCol to new names.")
         # Workers convert the columns as they are (vectors, double arrays) batch by
         # batch: casting in the JVM would ship the features to Python twice.
-        spec = dataclasses.replace(self._score_spec(tuple(dataset.columns)), inputs=inputs)
+        spec = dataclasses.replace(self._score_spec(tuple(dataset.columns)), inputs=inputs,
+                                   transform=self._score_transform)
         schema = StructType(list(dataset.schema.fields) + outputs)
         scored = dataset.mapInArrow(
             partial(score_batches, spec, self._payload(dataset.sparkSession)), schema)
-        vectors = {spec.raw_col, spec.probability_col} & {f.name for f in outputs}
+        vectors = {c for h in spec.heads or (spec,) for c in (h.raw_col, h.probability_col)} \
+            & {f.name for f in outputs}
         return scored.select(*[array_to_vector(c).alias(c) if c in vectors else c
                                for c in scored.columns])
 
     def _score_spec(self, keep_cols: tuple[str, ...]) -> ScoreSpec:
         shape = self.getFeatureShape()
-        return ScoreSpec(
+        heads = self._heads()
+        spec = ScoreSpec(
             model_key=self.version, feature_cols=tuple(self.getFeatureColumns()),
             feature_shape=tuple(shape) if shape else None,
-            keep_cols=keep_cols, task=self.getTask(),
+            keep_cols=keep_cols, task=heads[0][0],
             batch_size=self.getBatchSize(), prediction_col=self.getPredictionCol(),
             probability_col=self.getProbabilityCol(), raw_col=self.getRawPredictionCol(),
-            scalar_prediction=self._scalar_prediction(),
+            scalar_prediction=_scalar(heads[0][1]),
             version_col=self.getModelVersionCol())
+        if len(heads) == 1 and not heads[0][2]:
+            return spec
+        return dataclasses.replace(spec, heads=tuple(
+            dataclasses.replace(spec, task=task, scalar_prediction=_scalar(shape),
+                                prediction_col=_named(spec.prediction_col, suffix),
+                                probability_col=_named(spec.probability_col, suffix),
+                                raw_col=_named(spec.raw_col, suffix))
+            for task, shape, suffix in heads))
+
+    def _heads(self) -> list[tuple[str, list[int], str]]:
+        """Per network output: its task, per-row shape and output-column suffix
+        (``_<label column>`` for a multi-output model, else none)."""
+        labels = self.getLabelCols()
+        if labels and self.isDefined(self.outputTasks):
+            return [(task, shape, f"_{label}") for task, shape, label in zip(
+                self.getOrDefault(self.outputTasks), self.getOrDefault(self.outputShapes),
+                labels)]
+        return [(self.getTask(), self.getOrDefault(self.outputShape), "")]
 
     def _scalar_prediction(self) -> bool:
-        shape = self.getOrDefault(self.outputShape)
-        return int(torch.Size(shape).numel()) == 1
+        return _scalar(self.getOrDefault(self.outputShape))
 
     def _output_fields(self) -> list[StructField]:
-        task = self.getTask()
-        scalar = self._scalar_prediction()
-        pred_type = DoubleType() if (task == "multiclass" or scalar) else ArrayType(DoubleType())
-        fields = [StructField(self.getPredictionCol(), pred_type)]
-        if task != "regression":
-            if self.getRawPredictionCol():
-                fields.append(StructField(self.getRawPredictionCol(), ArrayType(DoubleType())))
-            if self.getProbabilityCol():
-                fields.append(StructField(self.getProbabilityCol(), ArrayType(DoubleType())))
+        fields = []
+        for task, shape, suffix in self._heads():
+            scalar = _scalar(shape)
+            pred_type = DoubleType() if (task == "multiclass" or scalar) \
+                else ArrayType(DoubleType())
+            fields.append(StructField(_named(self.getPredictionCol(), suffix), pred_type))
+            if task != "regression":
+                for col in (self.getRawPredictionCol(), self.getProbabilityCol()):
+                    if col:
+                        fields.append(StructField(_named(col, suffix), ArrayType(DoubleType())))
         if self.getModelVersionCol():
             fields.append(StructField(self.getModelVersionCol(), StringType()))
         return fields
@@ -420,3 +475,13 @@ def _leading_features(module: torch.nn.Module) -> tuple[int, ...] | None:
     while isinstance(first, torch.nn.Sequential) and len(first):
         first = first[0]
     return (first.in_features,) if isinstance(first, torch.nn.Linear) else None
+
+
+def _scalar(shape) -> bool:
+    return int(torch.Size(shape).numel()) == 1
+
+
+def _named(column: str, suffix: str) -> str:
+    """A multi-output model's column for one output (``prediction_<label>``); ``""``
+    (no such column) stays ``""``."""
+    return f"{column}{suffix}" if column else ""

@@ -25,6 +25,13 @@ def _to_dict(value) -> dict:
     return dict(value)
 
 
+def _to_loss(value) -> str | list[str]:
+    # One name, or one per output of a multi-output model (labelCols).
+    if isinstance(value, (list, tuple)):
+        return TypeConverters.toListString(value)
+    return TypeConverters.toString(value)
+
+
 def _to_shape(value) -> list[int]:
     shape = TypeConverters.toListInt(value)
     if not shape or any(d < 1 for d in shape):
@@ -160,8 +167,17 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
     """
 
     loss = Param(Params._dummy(), "loss",
-                 "cross_entropy, nll, bce_with_logits, mse, or 'custom' for a callable",
-                 typeConverter=TypeConverters.toString)
+                 "cross_entropy, nll, bce_with_logits, mse, or 'custom' for a callable; with "
+                 "labelCols a list with one loss per label column",
+                 typeConverter=_to_loss)
+    labelCols = Param(Params._dummy(), "labelCols",
+                      "label columns of a multi-output model (forward returns a tuple, one "
+                      "output per column), used instead of labelCol",
+                      typeConverter=TypeConverters.toListString)
+    lossWeights = Param(Params._dummy(), "lossWeights",
+                        "with labelCols, the weight of each output's loss in the sum "
+                        "minimised (default: 1 each)",
+                        typeConverter=TypeConverters.toListFloat)
     optimizer = Param(Params._dummy(), "optimizer",
                       "sgd, adam, adamw, rmsprop, or 'custom' for a callable",
                       typeConverter=TypeConverters.toString)
@@ -271,9 +287,26 @@ class TrainingParams(ScoringParams, HasLabelCol, HasSeed):
                          lrScheduler="", lrSchedulerParams={}, gradientClipNorm=0.0,
                          earlyStopping={}, precision="32", sampleWeightCol="")
 
-    def getLoss(self) -> str:
-        """The loss name (``"custom"`` for a callable)."""
+    def getLoss(self) -> str | list[str]:
+        """The loss name (``"custom"`` for a callable), or one per ``labelCols`` column."""
         return self.getOrDefault(self.loss)
+
+    def getLabelCols(self) -> list[str] | None:
+        """The label columns of a multi-output model, or ``None``."""
+        if self.isDefined(self.labelCols) and self.getOrDefault(self.labelCols):
+            return list(self.getOrDefault(self.labelCols))
+        return None
+
+    def getLossWeights(self) -> list[float] | None:
+        """The weights of the outputs' losses, or ``None`` (1 each)."""
+        return list(self.getOrDefault(self.lossWeights)) if self.isDefined(self.lossWeights) \
+            else None
+
+    def setLabelCols(self, value: list[str]):
+        return self._set(labelCols=value)
+
+    def setLossWeights(self, value: list[float]):
+        return self._set(lossWeights=value)
 
     def getOptimizer(self) -> str:
         """The optimizer name (``"custom"`` for a callable)."""

@@ -12,6 +12,8 @@ plus files beside it::
     initial_weights.safetensors  an estimator's module weights before training
     loss.pkl, optimizer.pkl      an estimator's custom loss / optimizer callable
     lr_scheduler.pkl             ... and learning-rate scheduler callable
+    transform.pkl                an estimator's per-image training transform
+    score_transform.pkl          an estimator's or model's per-image scoring transform
 
 A save writes everything into a hidden sibling directory, data files before the
 metadata, and renames it into place (:mod:`sparkdl.ml.files_hadoop`): a failed or
@@ -64,7 +66,8 @@ LEGACY_ARCHITECTURE_FILE = "architecture.pkl"
 WEIGHTS_FILE = "weights.safetensors"
 INITIAL_WEIGHTS_FILE = "initial_weights.safetensors"
 CODE_FILES = {"loss": "loss.pkl", "optimizer": "optimizer.pkl",
-              "lrScheduler": "lr_scheduler.pkl"}
+              "lrScheduler": "lr_scheduler.pkl", "transform": "transform.pkl",
+              "scoreTransform": "score_transform.pkl"}
 METADATA_DIR = "metadata"
 _SPARK_VERSION = re.compile(r"\d+\.\d+")
 _SPARKDL_CLASSES = ("TorchModel", "TorchEstimator")
@@ -103,8 +106,12 @@ class TorchModelWriter(_AtomicWriter):
         self.files.write_bytes(f"{path}/{WEIGHTS_FILE}", model._weights)
         arch = model._architecture
         self.files.write_bytes(f"{path}/{ARCHITECTURE_FILES[arch.kind]}", arch.payload)
-        self.files.save_metadata(
-            model, path, {"architectureKind": arch.kind, "history": model.history.to_dict()})
+        extra = {"architectureKind": arch.kind, "history": model.history.to_dict()}
+        if model.getScoreTransform() is not None:  # only then: Scala reads the rest
+            self.files.write_bytes(f"{path}/{CODE_FILES['scoreTransform']}",
+                                   dumps_code(model.getScoreTransform()))
+            extra["customCode"] = ["scoreTransform"]
+        self.files.save_metadata(model, path, extra)
 
 
 class TorchEstimatorWriter(_AtomicWriter):
@@ -239,6 +246,9 @@ def parse_metadata(text: str, source: str, expected: str) -> dict:
         if kind not in _KINDS:
             raise bad("architectureKind", f"one of {list(_KINDS)}", kind)
         metadata["history"] = _history(metadata.get("history"), bad)
+        custom = metadata.setdefault("customCode", [])
+        if not isinstance(custom, list) or not all(c == "scoreTransform" for c in custom):
+            raise bad("customCode", "absent or ['scoreTransform']", custom)
     else:
         if kind is not None and kind not in _KINDS:
             raise bad("architectureKind", f"null or one of {list(_KINDS)}", kind)
@@ -327,9 +337,12 @@ class TorchModelReader(MLReader):
         path = saved.path
         metadata = saved.metadata(self.cls)
         kind = metadata["architectureKind"]
-        if not self.trusted and kind not in Architecture.CODE_FREE_KINDS:
-            _refuse_untrusted(path, "model", [
-                f"its architecture (architectureKind={kind!r}, {ARCHITECTURE_FILES[kind]})"])
+        custom = metadata["customCode"]
+        if not self.trusted and (kind not in Architecture.CODE_FREE_KINDS or custom):
+            _refuse_untrusted(path, "model", (
+                [f"its architecture (architectureKind={kind!r}, {ARCHITECTURE_FILES[kind]})"]
+                if kind not in Architecture.CODE_FREE_KINDS else [])
+                + [f"its {name} ({CODE_FILES[name]})" for name in custom])
         arch, arch_file = _architecture(saved, kind)
         expected = _expected_shapes(arch, arch_file)
         weights = saved.read(WEIGHTS_FILE)
@@ -340,6 +353,12 @@ class TorchModelReader(MLReader):
         model = self.cls(arch, weights, metadata["history"])
         model._resetUid(metadata["uid"])
         _set_params(model, metadata, saved.file(METADATA_DIR))
+        for name in custom:
+            code = loads_code(saved.read(CODE_FILES[name]), saved.file(CODE_FILES[name]))
+            if not callable(code):
+                raise CorruptModelError(f"{saved.file(CODE_FILES[name])} must hold a callable "
+                                        f"{name}. Received: {type(code).__name__}")
+            model.setScoreTransform(code)
         return model
 
 

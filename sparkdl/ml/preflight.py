@@ -37,7 +37,7 @@ def feature_shape(stats, feature_cols: list[str], wanted: list[int] | None) -> t
     return tuple(wanted)
 
 
-def probe_output(model, shape: tuple[int, ...] | None, inputs=None
+def probe_output(model, shape: tuple[int, ...] | None, inputs=None, outputs: int | None = None
                  ) -> tuple[tuple[int, ...], dict[str, list[int]]]:
     """The per-row output shape, and the network's parameter shapes.
 
@@ -48,9 +48,12 @@ def probe_output(model, shape: tuple[int, ...] | None, inputs=None
     restored; the fits of a parallel ``CrossValidator`` share one module, so
     probes take turns.
 
+    ``outputs``: the network returns a tuple of this many tensors (``labelCols``);
+    the per-row shapes are then a tuple with one shape per output.
+
     Raises:
         ConfigError: if the network cannot take rows of ``shape`` or does not
-            return one batch-first tensor.
+            return one batch-first tensor (or ``outputs`` of them).
     """
     net = model if isinstance(model, torch.nn.Module) else Architecture.of(model).build()
     with _PROBING:
@@ -73,6 +76,15 @@ def probe_output(model, shape: tuple[int, ...] | None, inputs=None
                 "for images) or change the model's input layer.") from None
         finally:
             net.train(was_training)
+    if outputs is not None:
+        if not isinstance(out, (tuple, list)) or len(out) != outputs or not all(
+                isinstance(o, torch.Tensor) and o.dim() >= 1 and o.shape[0] == 2 for o in out):
+            raise ConfigError(
+                f"With {outputs} labelCols the model must return a tuple of {outputs} "
+                f"tensors, batch first, one per label column. Received: "
+                f"{type(out).__name__}" + (f" of {len(out)}" if isinstance(out, (tuple, list))
+                                           else ""))
+        return tuple(tuple(o.shape[1:]) for o in out), parameter_shapes(state_dict_of(net))
     if not isinstance(out, torch.Tensor) or out.dim() < 1 or out.shape[0] != 2:
         raise ConfigError("The model must return one tensor with the batch as first "
                           f"dimension. Received: {type(out).__name__}")

@@ -26,10 +26,9 @@ from sparkdl.data.schedule import (
     steps_per_epoch,
 )
 from sparkdl.data.shard import LocalShard
-from sparkdl.errors import TrainingCodeError
-from sparkdl.losses import resolve_loss
+from sparkdl.errors import SparkDLError, TrainingCodeError
 from sparkdl.lr_schedulers import build_scheduler
-from sparkdl.metrics import MetricSums, default_metrics
+from sparkdl.metrics import METRICS, OutputSums, default_metrics
 from sparkdl.optimizers import build_optimizer
 from sparkdl.worker.early_stopping import EarlyStoppingState
 from sparkdl.worker.precision import Precision
@@ -55,14 +54,12 @@ def _zero_contribution(module: torch.nn.Module) -> None:
     (total * 0.0).backward()
 
 
-def _loss(loss_spec, output: torch.Tensor, target: torch.Tensor, weights: np.ndarray | None,
-          device: torch.device) -> torch.Tensor:
-    """The batch's mean loss, weighted by ``weights`` (sampleWeightCol) when given."""
-    if weights is None:
-        return loss_spec.fn(output, target)
-    w = torch.from_numpy(weights).to(device)
-    total = float(weights.sum())
-    return (loss_spec.per_row(output, target) * w).sum() / (total if total > 0 else 1.0)
+def _metric_names(spec: TrainSpec, objective) -> list[tuple[str, ...]]:
+    """Per output, the metrics it reports: those of ``metrics`` that apply to its task
+    (several outputs may have different tasks), or the task's default."""
+    if spec.metrics is None:
+        return [default_metrics(task) for task in objective.tasks]
+    return [tuple(m for m in spec.metrics if task in METRICS[m]) for task in objective.tasks]
 
 
 def _global_step_weights(shard: LocalShard, order: np.ndarray, steps: int, batch_size: int,
@@ -104,7 +101,7 @@ def train_loop(spec: TrainSpec, shard: LocalShard, collective: Collective, rank:
         module, history = train_loop(spec, shard, collective, rank, peers, device)
         history[-1]["train_loss"]
     """
-    loss_spec = resolve_loss(spec.loss)
+    objective = spec.objective
     try:
         module = build_module(spec, device)
         built = build_optimizer(spec.optimizer, spec.optimizer_params, module.parameters())
@@ -126,7 +123,7 @@ def train_loop(spec: TrainSpec, shard: LocalShard, collective: Collective, rank:
     reporter = _progress_reporter(spec, rank)
     try:
         return _epochs(spec, shard, collective, rank, peers, device, module, optimizer,
-                       loss_spec, writer, global_rows, trained, reporter, parts)
+                       objective, writer, global_rows, trained, reporter, parts)
     finally:
         if reporter is not None:
             reporter.close()
@@ -208,14 +205,13 @@ def _progress_reporter(spec: TrainSpec, rank: int):
     return ProgressReporter(post, spec.progress_interval_s)
 
 
-def _epochs(spec, shard, collective, rank, peers, device, module, optimizer, loss_spec,
+def _epochs(spec, shard, collective, rank, peers, device, module, optimizer, objective,
             writer, global_rows, trained, reporter, parts):
     """The epochs of :func:`train_loop`, reporting rank 0's progress to ``reporter``."""
     outputs = spec.outputs
-    task = loss_spec.task
     train_rows = [p.train_rows for p in peers]
     steps = steps_per_epoch(train_rows, spec.batch_size)
-    names = default_metrics(task) if spec.metrics is None else spec.metrics
+    names = _metric_names(spec, objective)
     accumulate = spec.backward_passes_per_step
     precision = parts.precision
     bucketing = any(i.padding is not None and i.padding.bucketing
@@ -228,7 +224,7 @@ def _epochs(spec, shard, collective, rank, peers, device, module, optimizer, los
         # Seeded per epoch, so dropout after a resume is what an uninterrupted run had.
         torch.manual_seed(spec.seed + 7919 * (rank + 1) + 104729 * epoch)
         module.train()
-        metrics = MetricSums(names, task)
+        metrics = OutputSums(names, objective.tasks, objective.labels)
         lr = optimizer.param_groups[0]["lr"]
         order = shard.train_index[
             epoch_order(len(shard.train_index), spec.seed, epoch, rank, spec.shuffle)]
@@ -244,8 +240,8 @@ def _epochs(spec, shard, collective, rank, peers, device, module, optimizer, los
             if step == group_start:
                 optimizer.zero_grad()
             if len(index):
-                args = [torch.from_numpy(a).to(device) for a in shard.arguments(index)]
-                y = torch.from_numpy(shard.labels(index)).to(device)
+                args = _arguments(shard, index, device, spec, rank, training=True)
+                targets = [torch.from_numpy(t).to(device) for t in shard.targets(index)]
                 w = shard.sample_weights(index)
                 if w is None:
                     weight = collective.loss_weight(len(index), int(global_rows[step])) / group
@@ -255,11 +251,12 @@ def _epochs(spec, shard, collective, rank, peers, device, module, optimizer, los
                 try:
                     with precision.autocast():
                         output = module(*args)
-                        mean_loss = _loss(loss_spec, output, y, w, device)
+                        mean_loss, losses = objective.compute(output, targets, w, device)
                     precision.backward(mean_loss * weight)
                 except Exception as exc:
                     raise _in_user_code(exc, spec, rank, epoch, step) from exc
-                metrics.add(output.detach(), y, mean_loss.detach(),
+                metrics.add([o.detach() for o in objective.outputs(output)], targets,
+                            mean_loss.detach(), [p.detach() for p in losses],
                             None if w is None else float(w.sum()))
                 if reporter is not None:
                     reporter.step(epoch + 1, step + 1, steps, metrics.running_loss,
@@ -281,7 +278,7 @@ def _epochs(spec, shard, collective, rank, peers, device, module, optimizer, los
                     parts.scheduler.after_step()
         record = {"epoch": epoch + 1, **metrics.reduce(collective, rank, "train")}
         if any(p.validation_rows for p in peers):
-            record.update(_validate(module, shard, loss_spec, collective, spec, device, rank,
+            record.update(_validate(module, shard, objective, collective, spec, device, rank,
                                     epoch, names, precision))
         record["lr"] = lr
         record["seconds"] = time.perf_counter() - began
@@ -302,6 +299,23 @@ def _epochs(spec, shard, collective, rank, peers, device, module, optimizer, los
             log.info("sparkdl: stopping after epoch %d: %s", epoch + 1, record["stopped_early"])
             break
     return module, history
+
+
+def _arguments(shard: LocalShard, index, device, spec: TrainSpec, rank: int,
+               training: bool) -> list[torch.Tensor]:
+    """The batch's ``forward`` arguments. A row the data path cannot use (an image that
+    does not decode, say) is the user's data, not a lost peer: the driver hears it
+    first, so the fit fails with it, unretried, whatever a peer's dropped connection
+    tells Spark."""
+    try:
+        arrays = shard.arguments(index, training=training)
+    except SparkDLError as exc:
+        if spec.rendezvous is not None:
+            text = "".join(traceback.format_exception(exc))
+            spec.rendezvous.post_failure(rank, f"{text}\nsparkdl.errors."
+                                               f"{type(exc).__name__}: {exc}")
+        raise
+    return [torch.from_numpy(a).to(device) for a in arrays]
 
 
 def _in_user_code(exc: Exception, spec: TrainSpec, rank: int, epoch: int,
@@ -354,20 +368,21 @@ def _hand_state_to_driver(spec: TrainSpec, epoch: int, history: list[dict],
                     spec.rendezvous.max_state_bytes)
 
 
-def _validate(module, shard, loss_spec, collective, spec, device, rank, epoch, names,
+def _validate(module, shard, objective, collective, spec, device, rank, epoch, names,
               precision) -> dict:
     module.eval()
-    metrics = MetricSums(names, loss_spec.task)
+    metrics = OutputSums(names, objective.tasks, objective.labels)
     with torch.no_grad():
         for step, index in enumerate(_batches(shard.validation_index, spec.batch_size)):
-            args = [torch.from_numpy(a).to(device) for a in shard.arguments(index)]
-            y = torch.from_numpy(shard.labels(index)).to(device)
+            args = _arguments(shard, index, device, spec, rank, training=False)
+            targets = [torch.from_numpy(t).to(device) for t in shard.targets(index)]
             w = shard.sample_weights(index)
             try:
                 with precision.autocast():
                     output = module(*args)
-                    loss = _loss(loss_spec, output, y, w, device)
+                    loss, losses = objective.compute(output, targets, w, device)
             except Exception as exc:
                 raise _in_user_code(exc, spec, rank, epoch, step, "validation") from exc
-            metrics.add(output, y, loss, None if w is None else float(w.sum()))
+            metrics.add(objective.outputs(output), targets, loss, losses,
+                        None if w is None else float(w.sum()))
     return metrics.reduce(collective, rank, "val")

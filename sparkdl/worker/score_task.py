@@ -9,7 +9,7 @@ later batch and task on that worker reuses them.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +38,7 @@ class ScoreSpec:
         inputs: with ``inputCols``, one :class:`~sparkdl.data.inputs.InputSpec` per
             argument of ``forward`` (ragged columns padded per forward pass);
             ``None``: ``feature_cols`` stacked into one tensor.
+        transform: applied to each image of image inputs (``scoreTransform``).
     """
 
     model_key: str
@@ -52,6 +53,8 @@ class ScoreSpec:
     scalar_prediction: bool
     version_col: str = ""
     inputs: tuple | None = None
+    heads: tuple | None = None
+    transform: Callable | None = None
 
 
 def _module(spec: ScoreSpec, payload, device):
@@ -117,26 +120,32 @@ def score_batch(spec: ScoreSpec, module, device, batch: pa.RecordBatch) -> dict[
     import torch
 
     from sparkdl.data.arrow_tensors import features_to_numpy
-    from sparkdl.data.inputs import InputRows
+    from sparkdl.data.inputs import InputRows, batch_columns
 
     if spec.inputs is not None:
-        rows = InputRows.of([[batch.column(i.column) for i in spec.inputs]], spec.inputs)
+        rows = InputRows.of([batch_columns(batch, spec.inputs)], spec.inputs)
 
         def arguments(start: int, stop: int) -> list[np.ndarray]:
-            return rows.arguments(np.arange(start, stop))
+            return rows.arguments(np.arange(start, stop), spec.transform)
     else:
         x = features_to_numpy([batch.column(c) for c in spec.feature_cols],
                               spec.feature_shape, spec.feature_cols)
 
         def arguments(start: int, stop: int) -> list[np.ndarray]:
             return [x[start:stop]]
-    outs = []
+    heads = spec.heads or (spec,)
+    outs: list[list[np.ndarray]] = [[] for _ in heads]
     with torch.inference_mode():
         for start in range(0, batch.num_rows, spec.batch_size):
             args = [torch.from_numpy(a).to(device)
                     for a in arguments(start, min(start + spec.batch_size, batch.num_rows))]
-            outs.append(module(*args).float().cpu().numpy())
-    return outputs_to_columns(spec, np.concatenate(outs))
+            result = module(*args)
+            for out, tensor in zip(outs, result if spec.heads else (result,)):
+                out.append(tensor.float().cpu().numpy())
+    columns: dict[str, pa.Array] = {}
+    for head, out in zip(heads, outs):
+        columns.update(outputs_to_columns(head, np.concatenate(out)))
+    return columns
 
 
 def score_batches(spec: ScoreSpec, payload,

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from sparkdl.architecture import Architecture
 from sparkdl.checkpoints import RunOutputs
 from sparkdl.data.shard import ShardLayout
 from sparkdl.lr_schedulers import SchedulerPlan
+from sparkdl.objective import Objective
 from sparkdl.rendezvous import RendezvousAddress
 from sparkdl.validation import (
     require_non_negative_int,
@@ -72,11 +74,14 @@ class TrainSpec:
         precision: ``"32"``, ``"bf16-mixed"`` or ``"16-mixed"``.
         metrics: metric names in the history; ``None`` for the task's default
             (accuracy for classifiers).
+        loss_weights: per output of a multi-output network, its loss's weight.
+        labels: the label columns of a multi-output network (``loss`` is then one
+            loss per output), for the history's keys; ``None``: one output.
     """
 
     architecture: Architecture
     initial_weights: bytes | None
-    loss: str | Callable
+    loss: str | Callable | tuple
     optimizer: str | Callable
     optimizer_params: dict
     layout: ShardLayout
@@ -98,6 +103,13 @@ class TrainSpec:
     early_stopping: EarlyStopping | None = None
     precision: str = "32"
     metrics: tuple[str, ...] | None = None
+    loss_weights: tuple[float, ...] | None = None
+    labels: tuple[str, ...] | None = None
+
+    @functools.cached_property
+    def objective(self) -> Objective:
+        """The losses of the network's outputs, combined."""
+        return Objective.of(self.loss, self.labels, self.loss_weights)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "epochs", "num_workers", "backward_passes_per_step"):

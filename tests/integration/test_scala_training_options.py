@@ -49,7 +49,8 @@ def test_scala_fit_with_step_scheduler_metrics_and_early_stopping(jvm_ml, full_b
     model = est.fit(full_batch.df._jdf)
     history = json.loads(model.historyJson())
     epochs = history["epochs"]
-    assert [e["epoch"] for e in epochs] == [1, 2, 3], "stopped after patience=2 epochs without improvement"
+    # stopped after patience=2 epochs without improvement
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
     assert [e["lr"] for e in epochs] == [LR, LR * 0.5, LR * 0.25], "StepLR halves lr every epoch"
     for e in epochs:
         assert {"train_loss", "train_accuracy", "train_f1"} <= set(e), e
@@ -57,7 +58,8 @@ def test_scala_fit_with_step_scheduler_metrics_and_early_stopping(jvm_ml, full_b
     assert [bool(e.get("stopped_early")) for e in epochs] == [False, False, True]
     assert "train_loss did not improve for 2 epochs" in epochs[-1]["stopped_early"]
     # the model carries the options, and so does its Python twin once saved and loaded
-    assert model.getLrScheduler() == "step" and list(model.getMetrics().get()) == ["accuracy", "f1"]
+    assert model.getLrScheduler() == "step"
+    assert list(model.getMetrics().get()) == ["accuracy", "f1"]
     path = str(tmp_path / "model")
     model.write().save(path)
     loaded = TorchModel.load(path)
@@ -66,18 +68,21 @@ def test_scala_fit_with_step_scheduler_metrics_and_early_stopping(jvm_ml, full_b
     assert loaded.getOrDefault("earlyStopping") == STOP
     assert loaded.getOrDefault("metrics") == ["accuracy", "f1"]
     assert loaded.getOrDefault("gradientClipNorm") == 10.0
-    assert loaded.history.stopped_epoch == 3 and loaded.history.metric("lr") == [e["lr"] for e in epochs]
+    assert loaded.history.stopped_epoch == 3
+    assert loaded.history.metric("lr") == [e["lr"] for e in epochs]
 
 
 def test_scala_training_options_are_checked_before_training(jvm_ml, full_batch):
-    with pytest.raises(IllegalArgumentException, match=r"Unknown lrScheduler 'linear'. Valid choices: "
-                       r"\['cosine', 'onecycle', 'plateau', 'step'\]"):
+    with pytest.raises(IllegalArgumentException,
+                       match=r"Unknown lrScheduler 'linear'. Valid choices: "
+                             r"\['cosine', 'onecycle', 'plateau', 'step'\]"):
         scala_estimator(jvm_ml, full_batch.rows).setLrScheduler("linear")
     with pytest.raises(IllegalArgumentException, match="earlyStopping has unknown key"):
-        scala_estimator(jvm_ml, full_batch.rows).setEarlyStopping({"monitor": "val_loss", "wait": 2})
+        scala_estimator(jvm_ml, full_batch.rows).setEarlyStopping(
+            {"monitor": "val_loss", "wait": 2})
     est = scala_estimator(jvm_ml, full_batch.rows).setEarlyStopping({"monitor": "val_loss"})
-    with pytest.raises(IllegalArgumentException, match="earlyStopping monitors 'val_loss', which the "
-                       "history will not have"):
+    with pytest.raises(IllegalArgumentException,
+                       match="earlyStopping monitors 'val_loss', which the history will not have"):
         est.fit(full_batch.df._jdf)
 
 

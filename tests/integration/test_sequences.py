@@ -12,8 +12,15 @@ from pyspark.sql import functions as F
 
 from sparkdl import TorchEstimator, TorchModel
 from sparkdl.errors import SchemaError
-from sparkdl.nn import LSTM, Dense, Embedding, Input, Sequential, SequencePooling, \
-    TransformerEncoder
+from sparkdl.nn import (
+    LSTM,
+    Dense,
+    Embedding,
+    Input,
+    SequencePooling,
+    Sequential,
+    TransformerEncoder,
+)
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -121,3 +128,54 @@ def test_ragged_rows_without_padding_say_how_to_pad(spark, text):
     weights = train.withColumn("w", F.lit(-1.0))
     with pytest.raises(SchemaError, match="Sample weight column 'w' has .* negative"):
         fit(net, weights, sampleWeightCol="w")
+
+
+class MaskedMean(torch.nn.Module):
+    """Mean of the valid tokens' embeddings: the result does not depend on padding."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(VOCAB, 6)
+        self.out = torch.nn.Linear(6, 3)
+
+    def forward(self, ids, lengths):
+        mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]
+        return self.out((self.embed(ids) * mask[..., None]).sum(1) / lengths[:, None])
+
+
+def test_two_workers_equal_one_and_plain_pytorch_with_padding_and_weights(spark):
+    """Full-batch SGD over 101 ragged, weighted rows: each step's global batch is the
+    whole set, so 2 workers, 1 worker and a hand-written weighted loop end equal."""
+    rng = np.random.default_rng(5)
+    rows = [rng.integers(1, VOCAB, size=rng.integers(1, 12)).tolist() for _ in range(101)]
+    labels = rng.integers(0, 3, size=101)
+    weights = rng.uniform(0.0, 2.0, size=101)
+    df = spark.createDataFrame([(r, int(y), float(w)) for r, y, w in zip(rows, labels, weights)],
+                               "tokens array<int>, label long, w double")
+
+    def fit(workers):
+        return TorchEstimator(model=MaskedMean(), inputCols=["tokens"],
+                              padding={"value": 0}, sampleWeightCol="w", optimizer="sgd",
+                              optimizerParams={"lr": 0.5}, batchSize=101, epochs=4,
+                              numWorkers=workers, seed=3, verbose=0).fit(df)
+
+    two, one = fit(2), fit(1)
+    reference = MaskedMean()
+    opt = torch.optim.SGD(reference.parameters(), lr=0.5)
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+    lengths = torch.tensor([len(r) for r in rows])
+    w = torch.tensor(weights, dtype=torch.float32)
+    for _ in range(4):
+        opt.zero_grad()
+        per_row = torch.nn.functional.cross_entropy(reference(ids, lengths),
+                                                    torch.from_numpy(labels), reduction="none")
+        ((per_row * w).sum() / w.sum()).backward()
+        opt.step()
+    expected = reference.state_dict()
+    for model in (two, one):
+        for name, value in model.getModel().state_dict().items():
+            np.testing.assert_allclose(value.numpy(), expected[name].numpy(), atol=2e-5)
+    assert two.history.metric("train_loss") == pytest.approx(one.history.metric("train_loss"),
+                                                              rel=1e-5)

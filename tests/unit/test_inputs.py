@@ -239,3 +239,52 @@ def test_bucketing_trains_the_same_rows(tmp_path):
     _, history = train_loop(spec, shard, SingleRank(), 0, [peer(0, shard)], CPU)
     shard.close()
     assert [h["train_rows"] for h in history] == [40, 40]
+
+
+class TwoOutputs(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(3, 2)
+        self.b = torch.nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.a(x), self.b(x)
+
+
+def test_a_multi_output_objective_matches_a_hand_written_loop(tmp_path):
+    from test_loop import peer
+
+    torch.manual_seed(4)
+    model = TwoOutputs()
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(12, 3)).astype(np.float32)
+    kind = (x[:, 0] > 0).astype(np.int64)
+    size = (x[:, 1] * 2).astype(np.float32)
+    layout = ShardLayout(("x",), None, False, label_cols=("k", "s"),
+                         integer_label_cols=(True, False))
+    batch = pa.record_batch({"x": pa.array(x.tolist(), pa.list_(pa.float32())),
+                             "k": pa.array(kind), "s": pa.array(size)})
+    shard = LocalShard.write([batch], str(tmp_path), layout)
+    spec = TrainSpec(architecture=Architecture.of(model), initial_weights=weights_to_bytes(model),
+                     loss=("cross_entropy", "mse"), optimizer="sgd",
+                     optimizer_params={"lr": 0.1}, layout=layout, batch_size=5, epochs=2,
+                     seed=5, num_workers=1, backend="torch", shuffle=False, timeout_s=60,
+                     loss_weights=(1.0, 0.5), labels=("kind", "size"), metrics=("accuracy",
+                                                                               "mae"))
+    trained, history = train_loop(spec, shard, SingleRank(), 0, [peer(0, shard)], CPU)
+    shard.close()
+    ref = Architecture.of(model).build({k: v.clone() for k, v in model.state_dict().items()})
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    for _ in range(2):
+        for s in range(0, 12, 5):
+            a, b = ref(torch.from_numpy(x[s:s + 5]))
+            opt.zero_grad()
+            (F.cross_entropy(a, torch.from_numpy(kind[s:s + 5]))
+             + 0.5 * F.mse_loss(b[:, 0], torch.from_numpy(size[s:s + 5]))).backward()
+            opt.step()
+    assert_same_weights(trained, ref)
+    record = history[-1]
+    assert record["train_loss"] == pytest.approx(
+        record["train_kind_loss"] + 0.5 * record["train_size_loss"])
+    assert "train_kind_accuracy" in record and "train_size_mae" in record
+    assert "train_kind_mae" not in record and "train_accuracy" not in record
