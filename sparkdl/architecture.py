@@ -268,8 +268,10 @@ class Architecture:
     payload: bytes
 
     KINDS = ("spec", "module", "factory", "torchscript")
-    #: Kinds whose payload runs no pickled Python code when built.
-    CODE_FREE_KINDS = ("spec", "torchscript")
+    #: Kinds whose payload is data, not a program (what ``trusted=False`` loads). A
+    #: TorchScript archive is a program too (its operators can read files), so it is
+    #: loaded only from trusted paths.
+    CODE_FREE_KINDS = ("spec",)
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:

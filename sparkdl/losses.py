@@ -44,12 +44,19 @@ def _match(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return target
 
 
+def _wide(output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # At least float32 on both sides: under bf16/16-mixed autocast the output is 16-bit,
+    # and casting the targets down would round them (123.4 -> 123.0 in bfloat16).
+    dtype = torch.promote_types(output.dtype, torch.float32)
+    return output.to(dtype), _match(output, target).to(dtype)
+
+
 def _mse(output, target):
-    return F.mse_loss(output, _match(output, target).to(output.dtype))
+    return F.mse_loss(*_wide(output, target))
 
 
 def _bce(output, target):
-    return F.binary_cross_entropy_with_logits(output, _match(output, target).to(output.dtype))
+    return F.binary_cross_entropy_with_logits(*_wide(output, target))
 
 
 def _row_mean(loss: torch.Tensor) -> torch.Tensor:
@@ -65,13 +72,12 @@ def _nll_rows(output, target):
 
 
 def _bce_rows(output, target):
-    return _row_mean(F.binary_cross_entropy_with_logits(
-        output, _match(output, target).to(output.dtype), reduction="none"))
+    return _row_mean(F.binary_cross_entropy_with_logits(*_wide(output, target),
+                                                        reduction="none"))
 
 
 def _mse_rows(output, target):
-    return _row_mean(F.mse_loss(output, _match(output, target).to(output.dtype),
-                                reduction="none"))
+    return _row_mean(F.mse_loss(*_wide(output, target), reduction="none"))
 
 
 _LOSSES: dict[str, LossSpec] = {

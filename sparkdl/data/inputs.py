@@ -175,8 +175,9 @@ class InputRows:
     def __init__(self, parts: list[list[object]], specs: Sequence[InputSpec],
                  starts: np.ndarray):
         self.parts, self.specs, self.starts = parts, tuple(specs), starts
-        self._lengths = [np.concatenate([p[i].lengths for p in parts]) if s.ragged and parts
-                         else None for i, s in enumerate(self.specs)]
+        self._lengths = [(np.concatenate([p[i].lengths for p in parts]) if parts
+                          else np.zeros(0, dtype=np.int64)) if s.ragged else None
+                         for i, s in enumerate(self.specs)]
 
     @classmethod
     def of(cls, batches: Sequence[Sequence[pa.Array]], specs: Sequence[InputSpec]
@@ -216,6 +217,11 @@ class InputRows:
             dtype = DTYPES[spec.dtype]
             if spec.ragged:
                 found = next(lengths)
+                if len(found) and not found.min():
+                    raise SchemaError(
+                        f"Column {spec.label!r} has {int((found == 0).sum())} empty array(s) "
+                        "in this batch: a padded sequence needs at least one element per row. "
+                        f"Drop them first (df.filter(F.size({spec.label!r}) > 0)).")
                 width = int(found.max()) if len(found) else 0
                 inner = spec.shape if spec.shape is not None else \
                     self.parts[chunks[0]][i].values.shape[1:]

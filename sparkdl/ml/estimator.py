@@ -212,6 +212,11 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         for name in IMAGE_HOOKS:
             if name in kwargs:
                 self._set_custom_code(name, check_transform(name, kwargs.pop(name)))
+        if isinstance(kwargs.get("loss"), (list, tuple)) and any(
+                callable(one) for one in kwargs["loss"]):
+            raise ConfigError("loss=[...] (one per labelCols column) takes loss names; "
+                              "loss=<callable> applies one custom (output, target) -> scalar "
+                              "loss to every output.")
         for name in ("loss", "optimizer", "lrScheduler"):
             if name in kwargs and callable(kwargs[name]):
                 self._set_custom_code(name, kwargs.pop(name))
@@ -477,6 +482,9 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         for name in ("loss", "optimizer", "lrScheduler"):
             if self.getOrDefault(name) == "custom" and self._custom_code(name) is None:
                 raise ConfigError(f"{name}='custom' needs a callable: pass {name}=<callable>.")
+        if self.getLossWeights() is not None and self.getLabelCols() is None:
+            raise ConfigError("lossWeights weighs the losses of a multi-output model's outputs: "
+                              "set labelCols=[...] too, or drop lossWeights.")
         objective = self._objective()
         check_optimizer(self._optimizer(), self.getOrDefault(self.optimizerParams))
         check_scheduler(self._scheduler_plan())
@@ -499,6 +507,15 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
         stopping = EarlyStopping.from_param(self.getEarlyStopping())
         if stopping is not None:
             stopping.check_monitor(self._history_keys(objective))
+        plan = self._scheduler_plan()
+        if plan is not None and plan.scheduler == "plateau":
+            monitor = plan.monitor(self.getValidationFraction() > 0
+                                   or self.isSet(self.validationCol))
+            if monitor not in self._history_keys(objective):
+                raise ConfigError(f"lrScheduler='plateau' monitors {monitor!r}, which the "
+                                  f"history will not have; it will have "
+                                  f"{self._history_keys(objective)}. Set "
+                                  "lrSchedulerParams={'monitor': ...} to one of them.")
         check_backend(self._backend(), self.getBackendOptions())
 
     def _history_keys(self, objective: Objective) -> list[str]:
@@ -509,7 +526,8 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
             keys.append(f"{prefix}_loss")
             for i, task in enumerate(objective.tasks):
                 names = default_metrics(task) if self.getMetrics() is None else [
-                    m for m in self.getMetrics() if task in METRICS[m]]
+                    m for m in self.getMetrics() if task in METRICS[m]
+                    and (prefix == "val" or m != "auc")]  # auc: validation rows only
                 if objective.labels is None:
                     keys += [f"{prefix}_{m}" for m in names]
                 else:

@@ -24,14 +24,13 @@ naming the one that is missing or malformed, before anything is built.
 
 Weights are never pickled. ``.pkl`` files run code when loaded, as any pickle
 does: load them from trusted paths only (``load(path, trusted=False)`` refuses
-them). ``load(path, trusted=False)`` does load a network spec and a TorchScript
-archive: ``torch.jit.load`` reads an archive's data with a restricted unpickler
-that imports no Python code, and its code is TorchScript, run by torch's
-interpreter. A TorchScript model is still a program (its operators can read
-files, allocate memory): score models from unknown sources in an isolated
-environment. The model of a TorchScript archive keeps ``weights.safetensors`` as
-every model does (the archive's state dict, loaded over the archive's own
-tensors): the weights are stored twice, and ``TorchModel.version`` digests them.
+them). ``load(path, trusted=False)`` loads only a network spec: a TorchScript
+archive imports no Python code (``torch.jit.load`` reads its data with a restricted
+unpickler and runs TorchScript in torch's interpreter) but is still a program whose
+operators can read files and allocate memory, so it is refused there too. The model
+of a TorchScript archive keeps ``weights.safetensors`` as every model does (the
+archive's state dict, loaded over the archive's own tensors): the weights are stored
+twice, and ``TorchModel.version`` digests them.
 The Scala classes read and write the same files (except ``torchscript.pt``, which
 only Python loads), so either language loads the other's models.
 """
@@ -314,10 +313,10 @@ def _expected_shapes(arch: Architecture, source: str) -> dict | None:
 def _refuse_untrusted(path: str, what: str, pickled: list[str]) -> None:
     if pickled:
         raise UntrustedCodeError(
-            f"The {what} at {path} stores {' and '.join(pickled)} as pickled Python code, "
-            "which runs when loaded; trusted=False loads only sparkdl.nn networks "
-            "(network.json) and TorchScript archives (torchscript.pt), with named losses "
-            "and optimizers. Load it with trusted=True "
+            f"The {what} at {path} stores {' and '.join(pickled)} as code (pickled Python "
+            "or a TorchScript program), which runs when loaded; trusted=False loads only "
+            "sparkdl.nn networks (network.json) with named losses and optimizers. Load it "
+            "with trusted=True "
             "only if you trust whoever wrote that path.")
 
 

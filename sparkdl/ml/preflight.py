@@ -69,7 +69,8 @@ def probe_output(model, shape: tuple[int, ...] | None, inputs=None, outputs: int
                     f"The model cannot take its inputs {_describe_inputs(inputs)}: "
                     f"{type(exc).__name__}: {exc}. Its forward must take one tensor per "
                     "inputCols column, in order, then the lengths (int64, one per row) of "
-                    "each padded column.") from None
+                    "each padded column (with padding, every array column; "
+                    "padding={'cols': [...]} names the sequences).") from None
             raise ConfigError(
                 f"The model cannot take features of shape {list(shape)} (per row): "
                 f"{type(exc).__name__}: {exc}. Set featureShape (e.g. featureShape=[1, 8, 8] "

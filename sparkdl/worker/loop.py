@@ -62,6 +62,12 @@ def _metric_names(spec: TrainSpec, objective) -> list[tuple[str, ...]]:
     return [tuple(m for m in spec.metrics if task in METRICS[m]) for task in objective.tasks]
 
 
+def _train_metrics(names: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """The metrics of the training rows: AUC needs every score of the set gathered
+    on every rank, affordable for a validation set but not for the training set."""
+    return [tuple(m for m in per_output if m != "auc") for per_output in names]
+
+
 def _global_step_weights(shard: LocalShard, order: np.ndarray, steps: int, batch_size: int,
                          collective: Collective) -> np.ndarray | None:
     """Each step's total sample weight over all ranks (one allreduce per epoch), so every
@@ -171,7 +177,8 @@ class _Parts:
         if self.scheduler is not None and extra.get("scheduler"):
             self.scheduler.scheduler.load_state_dict(extra["scheduler"])
         self.precision.load_state_dict(extra.get("scaler"))
-        self.stop_state = EarlyStoppingState.from_dict(extra.get("early_stopping"))
+        if self.stopping is not None:  # a resume without earlyStopping trains on
+            self.stop_state = EarlyStoppingState.from_dict(extra.get("early_stopping"))
 
     def after_epoch(self, record: dict) -> bool:
         """Step an epoch scheduler and early stopping; True when training ends here."""
@@ -224,7 +231,7 @@ def _epochs(spec, shard, collective, rank, peers, device, module, optimizer, obj
         # Seeded per epoch, so dropout after a resume is what an uninterrupted run had.
         torch.manual_seed(spec.seed + 7919 * (rank + 1) + 104729 * epoch)
         module.train()
-        metrics = OutputSums(names, objective.tasks, objective.labels)
+        metrics = OutputSums(_train_metrics(names), objective.tasks, objective.labels)
         lr = optimizer.param_groups[0]["lr"]
         order = shard.train_index[
             epoch_order(len(shard.train_index), spec.seed, epoch, rank, spec.shuffle)]

@@ -89,20 +89,21 @@ def test_scores_like_torch_and_round_trips(spark, df, features, tmp_path, kind):
 
     path = str(tmp_path / "saved")
     model.save(path)
-    loaded = TorchModel.load(path, trusted=kind == "module")
+    loaded = TorchModel.load(path, trusted=kind != "spec")
     assert loaded._architecture == model._architecture and loaded.version == model.version
     assert loaded.history.epochs == [] and loaded.getBatchSize() == 5
     assert scored(loaded, df) == out
 
 
-def test_torchscript_model_loads_untrusted_but_a_module_does_not(spark, tmp_path):
+def test_untrusted_loads_refuse_torchscript_and_pickled_modules(spark, tmp_path):
     script, _ = build("torchscript", tmp_path)
     script.save(str(tmp_path / "script"))
-    assert TorchModel.load(str(tmp_path / "script"), trusted=False)._architecture.kind \
-        == "torchscript"
+    with pytest.raises(UntrustedCodeError, match="torchscript.pt"):
+        TorchModel.load(str(tmp_path / "script"), trusted=False)
+    assert TorchModel.load(str(tmp_path / "script"))._architecture.kind == "torchscript"
     module, _ = build("module", tmp_path)
     module.save(str(tmp_path / "module"))
-    with pytest.raises(UntrustedCodeError, match="TorchScript archives"):
+    with pytest.raises(UntrustedCodeError, match="architecture.pkl"):
         TorchModel.load(str(tmp_path / "module"), trusted=False)
 
 
