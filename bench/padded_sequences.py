@@ -44,8 +44,15 @@ SEED = 0
 
 def make_net(kind: str):
     """The ``sparkdl.nn`` network ``kind`` (``lstm`` or ``transformer``)."""
-    from sparkdl.nn import LSTM, Dense, Embedding, Input, Sequential, SequencePooling, \
-        TransformerEncoder
+    from sparkdl.nn import (
+        LSTM,
+        Dense,
+        Embedding,
+        Input,
+        SequencePooling,
+        Sequential,
+        TransformerEncoder,
+    )
 
     if kind == "lstm":
         return Sequential([Input((None,), dtype="int64"), Embedding(VOCAB, 16), LSTM(32),
