@@ -13,18 +13,29 @@ from pyspark.sql import functions as F
 from sparkdl import TorchEstimator, TorchModel
 from sparkdl.errors import SchemaError
 from sparkdl.nn import (
-    LSTM,
     Dense,
     Embedding,
     Input,
     SequencePooling,
     Sequential,
-    TransformerEncoder,
 )
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 VOCAB = 50
+
+
+def example_networks() -> dict:
+    """The networks of python/train_text.py, the example these tests stand behind."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "python" / "train_text.py"
+    spec = importlib.util.spec_from_file_location("train_text", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.VOCAB == VOCAB
+    return module.networks()
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +66,7 @@ def fit(model, train, **params):
 
 def test_an_lstm_learns_ragged_token_sequences_and_scores_them(text, tmp_path):
     train, test = text
-    net = Sequential([Input((None,), dtype="int64"), Embedding(VOCAB, 16), LSTM(32), Dense(2)])
-    model = fit(net, train)
+    model = fit(example_networks()["lstm"], train)
     assert len({w["executor_id"] for w in model.history.workers}) == 2
     scored = model.transform(test)
     assert accuracy(scored) >= 0.95
@@ -70,10 +80,7 @@ def test_an_lstm_learns_ragged_token_sequences_and_scores_them(text, tmp_path):
 
 def test_a_transformer_encoder_with_bucketing(text):
     train, test = text
-    net = Sequential([Input((None,), dtype="int64"), Embedding(VOCAB, 32),
-                      TransformerEncoder(num_heads=2, ff_dim=64), SequencePooling("max"),
-                      Dense(2)])
-    model = fit(net, train, epochs=3, validationFraction=0.1,
+    model = fit(example_networks()["transformer"], train, epochs=3, validationFraction=0.1,
                 padding={"value": 0, "maxLength": 256, "bucketing": True})
     assert model.history[-1]["val_accuracy"] >= 0.95
     assert accuracy(model.transform(test)) >= 0.95
