@@ -26,7 +26,7 @@ from sparkdl.data.schedule import (
     steps_per_epoch,
 )
 from sparkdl.data.shard import LocalShard
-from sparkdl.errors import SparkDLError, TrainingCodeError
+from sparkdl.errors import ConfigError, SparkDLError, TrainingCodeError
 from sparkdl.lr_schedulers import build_scheduler
 from sparkdl.metrics import METRICS, OutputSums, default_metrics
 from sparkdl.optimizers import build_optimizer
@@ -145,6 +145,13 @@ class _Parts:
         self.precision = Precision.of(spec.precision, device)
         self.clip = spec.gradient_clip_norm
         self.stopping = spec.early_stopping
+        if self.stopping is not None and self.stopping.monitor.startswith("val_") and \
+                not validating:
+            # before the first epoch, not after it: validationFraction held no row out
+            raise ConfigError(f"earlyStopping monitors {self.stopping.monitor!r} but no row "
+                              "is held out for validation (too few rows for "
+                              "validationFraction, or no true validationCol): raise "
+                              "validationFraction or monitor a train_* metric.")
         self.stop_state = EarlyStoppingState()
         accumulate = spec.backward_passes_per_step
         self.scheduler = build_scheduler(spec.lr_scheduler, optimizer, spec.epochs,
