@@ -662,11 +662,12 @@ def instrumented_worker(tmp_path, markers, sleep_s=0.5, fail_epoch=None) -> str:
     program = tmp_path / "instrumented_worker.py"
     program.write_text(f"""
 import dataclasses, os, sys, time
+import sparkdl.objective as objective
 import sparkdl.worker.jvm_worker as w
 import sparkdl.worker.loop as loop
 
 MARKERS, SLEEP_S, FAIL_EPOCH = {str(markers)!r}, {sleep_s!r}, {fail_epoch!r}
-real_order, real_loss = loop.epoch_order, loop.resolve_loss
+real_order, real_loss = loop.epoch_order, objective.resolve_loss
 now = {{"epoch": 0}}
 
 def epoch_order(*args, **kwargs):
@@ -685,7 +686,7 @@ def resolve_loss(name):
 
     return dataclasses.replace(spec, fn=fn)
 
-loop.epoch_order, loop.resolve_loss = epoch_order, resolve_loss
+loop.epoch_order, objective.resolve_loss = epoch_order, resolve_loss
 sys.exit(w.main(sys.argv[-1:]))
 """)
     return python_running(program)

@@ -275,6 +275,31 @@ object TorchModel extends MLReadable[TorchModel] {
     * `getAndSetParams` does. Params this class does not have (Python-only ones such as
     * `modelVersionCol` or `checkpointDir`) are skipped.
     */
+  /** Python-only features this class cannot score with: refused on load, rather than
+    * scoring `featuresCol` as one stacked tensor and a single output. */
+  private def pythonOnly(path: String, metadata: JObj, kind: String): Unit = {
+    val params = Seq("defaultParamMap", "paramMap").flatMap(s => metadata.get(s).toSeq).flatMap {
+      case JObj(fields) => fields
+      case _            => Nil
+    }.toMap
+    def set(name: String) = params.get(name).exists {
+      case JArr(items) => items.nonEmpty
+      case JObj(fields) => fields.nonEmpty
+      case JStr(s)      => s.nonEmpty
+      case _            => false
+    }
+    val found = Seq("inputCols", "labelCols", "padding").filter(set) ++
+      (if (kind == "torchscript") Seq("a TorchScript architecture") else Nil) ++
+      (metadata.get("customCode") match {
+        case Some(JArr(items)) if items.nonEmpty => Seq("a scoreTransform (Python code)")
+        case _                                   => Nil
+      })
+    if (found.nonEmpty) throw new IllegalArgumentException(
+      s"The model at $path uses ${found.mkString(", ")}, which only Python's sparkdl.TorchModel " +
+        "scores (several inputs, padded sequences, several outputs, image transforms); load " +
+        "and score it from Python.")
+  }
+
   private class Reader extends MLReader[TorchModel] {
     override def load(path: String): TorchModel = {
       val text = sparkSession.read.text(s"$path/metadata").first().getString(0)
@@ -285,6 +310,7 @@ object TorchModel extends MLReadable[TorchModel] {
       def str(key: String) = metadata.get(key).collect { case JStr(s) => s }.getOrElse(
         throw new IllegalArgumentException(s"$path/metadata has no '$key'; is this a sparkdl TorchModel?"))
       val kind = str("architectureKind")
+      pythonOnly(path, metadata, kind)
       val history = metadata.get("history").map(h => pyJson(strictHistory(h))).getOrElse("{}")
       val model = new TorchModel(str("uid"), kind, SavedFiles.readArchitecture(sparkSession, path, kind),
         SavedFiles.read(sparkSession, s"$path/$WeightsFile"), history)

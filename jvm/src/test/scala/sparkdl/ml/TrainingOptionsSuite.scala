@@ -283,4 +283,28 @@ class TrainingOptionsSuite extends AnyFunSuite with BeforeAndAfterAll {
       .asInstanceOf[JArr].items.head.asInstanceOf[JObj]
     assert(epoch.get("lr").contains(JFloat(0.01)) && epoch.get("stopped_early").contains(JStr("why")))
   }
+
+  test("a Python model with several inputs, padding, several outputs or TorchScript is refused, not misread") {
+    def saved(name: String, params: String, extra: String = ""): String = {
+      val dir = tempDir().resolve(name)
+      Files.createDirectories(dir.resolve("metadata"))
+      Files.writeString(dir.resolve("metadata/part-00000"),
+        """{"class":"sparkdl.ml.model.TorchModel","timestamp":1,"sparkVersion":"4.3.0","uid":"TorchModel_py",""" +
+          s""""paramMap":{"task":"multiclass","outputShape":[3]$params},"defaultParamMap":{"padding":{}},""" +
+          s""""architectureKind":"spec"$extra,"history":{}}""" + "\n")
+      Files.write(dir.resolve("network.json"), network.toJson.getBytes(UTF_8))
+      Files.write(dir.resolve("weights.safetensors"), Array[Byte](4, 2))
+      dir.toString
+    }
+    assert(TorchModel.load(saved("plain", "")).getTask == "multiclass", "an empty default padding is fine")
+    for ((name, params) <- Seq("inputs" -> ""","inputCols":["tokens","side"]""",
+                               "padding" -> ""","padding":{"value":0}""",
+                               "outputs" -> ""","labelCols":["kind","size"]""")) {
+      val message = intercept[IllegalArgumentException](TorchModel.load(saved(name, params))).getMessage
+      assert(message.contains("only Python's sparkdl.TorchModel") && message.contains(params.split('"')(1)), message)
+    }
+    val transform = intercept[IllegalArgumentException](
+      TorchModel.load(saved("transform", "", ""","customCode":["scoreTransform"]"""))).getMessage
+    assert(transform.contains("scoreTransform"), transform)
+  }
 }
