@@ -579,9 +579,10 @@ class TorchEstimator(Estimator, TrainingParams, MLWritable, MLReadable):
             else None
         if val_col:
             require_boolean(schema, val_col, "validation")
-        ragged = [c for c in input_cols or () if padding is not None
-                  and kinds[c][0] == "array" and padding.pads(c)]
+        # Before the data query: bad padding cols fail here; which columns are padded
+        # sequences is input_specs' rule alone (the query lets their lengths vary).
         inputs = input_specs(schema, input_cols, kinds, padding) if input_cols else None
+        ragged = [i.column for i in inputs or () if i.ragged]
         stats = collect_stats(dataset, kinds, label_col, label_kind, integer_labels, ragged,
                               weight_col, {c: (label_kinds[c], spec.task == "multiclass")
                                            for c, spec in zip(label_cols[1:], losses[1:])})
